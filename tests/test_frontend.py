@@ -1,0 +1,139 @@
+"""Model import: ONNX paths, protos, Relax modules, zoo names; shape binding; clear errors."""
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+from tvm_dse import Model, ModelError, UnsupportedOpError, load_model
+from tvm_dse.frontend import tunable_calls
+
+
+def _conv_model(batch_dim="N", extra_nodes=(), extra_opsets=()):
+    """x -> Conv(3->4, 3x3) -> Relu -> y, with a symbolic batch dimension."""
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="the_conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="the_relu"), *extra_nodes]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch_dim, 4, 8, 8])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *extra_opsets])
+    model.ir_version = 8
+    return model
+
+
+def test_load_path_proto_and_zoo_name_agree(tmp_path, zoo):
+    proto = zoo("resnet18")
+    path = tmp_path / "r18.onnx"
+    onnx.save(proto, path)
+    from_path = load_model(path)
+    from_proto = load_model(proto)
+    from_zoo = load_model("zoo:resnet18-small")
+    assert from_path.fingerprint == from_proto.fingerprint == from_zoo.fingerprint
+    assert from_path.name == "r18"
+    assert from_path.inputs[0].name == "input" and from_path.inputs[0].shape == (1, 3, 64, 64)
+    assert load_model(from_path) is from_path
+
+
+def test_batchnorm_is_folded_and_node_names_kept(zoo):
+    model = load_model(zoo("resnet18"))
+    script = model.mod["main"].script()
+    assert "batch_norm" not in script
+    assert len(tunable_calls(model.mod)) == 21
+    assert model.node_names[0] == "conv1" and model.node_names[-1] == "fc"
+    assert model.node_names[1:3] == ["layer1.0.conv1", "layer1.0.conv2"]
+
+
+def test_relax_module_input_gets_generic_names(zoo):
+    model = load_model(load_model(zoo("resnet18")).mod)
+    assert model.node_names[0] == "conv2d_0" and model.node_names[-1] == "dense_0"
+    assert model.inputs[0].shape == (1, 3, 64, 64)
+    assert model.onnx_model is None
+
+
+def test_dynamic_batch_needs_an_override():
+    with pytest.raises(ModelError, match=r"input 'x'.*dynamic.*'N'.*input_shapes"):
+        load_model(_conv_model())
+    model = load_model(_conv_model(), input_shapes={"x": (2, 3, 8, 8)})
+    assert model.inputs[0].shape == (2, 3, 8, 8)
+    assert [int(d) for d in model.mod["main"].ret_ty.shape] == [2, 4, 8, 8]
+
+
+def test_override_changes_static_shapes_and_fingerprint():
+    model = _conv_model(batch_dim=1)
+    one = load_model(model)
+    two = load_model(model, input_shapes={"x": [2, 3, 8, 8]})
+    assert one.inputs[0].shape == (1, 3, 8, 8) and two.inputs[0].shape == (2, 3, 8, 8)
+    assert one.fingerprint != two.fingerprint
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"y": (1, 3, 8, 8)}, r"names 'y'.*inputs: x"),
+    ({"x": (1, 3, 8)}, r"does not fit input 'x'"),
+    ({"x": (0, 3, 8, 8)}, r"positive"),
+])
+def test_bad_overrides(shapes, message):
+    with pytest.raises(ModelError, match=message):
+        load_model(_conv_model(), input_shapes=shapes)
+
+
+def test_missing_and_garbage_files(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nope.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07this is not protobuf\xff\xff")
+    with pytest.raises(ModelError, match="garbage.onnx"):
+        load_model(garbage)
+
+
+def test_malformed_graph_is_rejected_by_name():
+    model = _conv_model(batch_dim=1)
+    model.graph.node[1].input[0] = "undefined_tensor"
+    with pytest.raises(ModelError, match="malformed ONNX model"):
+        load_model(model)
+
+
+def test_unsupported_ops_are_named_with_their_nodes():
+    custom = helper.make_node("FancyOp", ["y"], ["z"], name="my_fancy_node", domain="com.example")
+    model = _conv_model(batch_dim=1, extra_nodes=[custom], extra_opsets=[helper.make_opsetid("com.example", 1)])
+    with pytest.raises(UnsupportedOpError, match=r"node 'my_fancy_node' \(com\.example\.FancyOp\)"):
+        load_model(model)
+    lstm_model = _conv_model(batch_dim=1)
+    lstm_model.graph.node.append(helper.make_node("Det", ["y"], ["d"], name="determinant"))
+    with pytest.raises(UnsupportedOpError, match=r"node 'determinant' \(Det\)"):
+        load_model(lstm_model)
+
+
+def test_relax_module_with_symbolic_shape():
+    builder = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType([n, 3, 8, 8], "float32"))
+    weight = relax.const(np.ones((4, 3, 3, 3), np.float32))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            y = builder.emit_output(relax.op.nn.relu(relax.op.nn.conv2d(x, weight, padding=1)))
+        builder.emit_func_output(y)
+    module = builder.get()
+    with pytest.raises(ModelError, match=r"input 'x'.*dynamic"):
+        load_model(module)
+    model = load_model(module, input_shapes={"x": (3, 3, 8, 8)})
+    assert model.inputs[0].shape == (3, 3, 8, 8)
+    assert model.node_names == ["conv2d_0"]
+    with pytest.raises(ModelError, match="has inputs: x"):
+        load_model(module, input_shapes={"nope": (1, 3, 8, 8)})
+
+
+def test_unknown_zoo_model_and_wrong_types():
+    with pytest.raises(ModelError, match=r"unknown zoo model 'zoo:alexnet'.*zoo:resnet18"):
+        load_model("zoo:alexnet")
+    with pytest.raises(ModelError, match="cannot import a int"):
+        load_model(5)
+
+
+def test_random_feed_is_deterministic(zoo):
+    model = load_model(zoo("mobilenet_v2"))
+    first, second = model.random_feed(seed=3), model.random_feed(seed=3)
+    assert isinstance(model, Model)
+    np.testing.assert_array_equal(first["input"], second["input"])
+    assert not np.array_equal(first["input"], model.random_feed(seed=4)["input"])

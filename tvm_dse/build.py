@@ -1,0 +1,98 @@
+"""Built models: a model compiled for a target, runnable and timeable on the host, exportable for a board.
+
+:func:`build_baseline` compiles with TVM's default pipeline, which schedules nothing (naive loops): it is
+the reference every tvm_dse plan is validated against and compared with.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .frontend import Model, ModelInput
+from .target import DseTarget, TargetLike, parse_target
+from .timing import Timing
+from .errors import TvmDseError
+
+AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+
+
+class BuiltModel:
+    """A Relax executable for one target, with the model's inputs so it can be fed by name."""
+
+    def __init__(self, executable: relax.VMExecutable, target: DseTarget, inputs: Sequence[ModelInput]):
+        self.executable = executable
+        self.target = target
+        self.inputs = list(inputs)
+        self._vm: relax.VirtualMachine | None = None
+
+    def _host_vm(self) -> relax.VirtualMachine:
+        if not self.target.runs_on_host:
+            raise TvmDseError(f"this model was built for {self.target.key}, which this machine cannot run; "
+                              "export it and run it on the board (or measure it over RPC)")
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        return self._vm
+
+    def _arguments(self, feed: Mapping[str, np.ndarray]) -> list[tvm.runtime.Tensor]:
+        names = [i.name for i in self.inputs]
+        missing = [n for n in names if n not in feed]
+        extra = [n for n in feed if n not in names]
+        if missing or extra:
+            raise TvmDseError(f"feed must name exactly the model inputs {names}; missing {missing}, unknown {extra}")
+        arguments = []
+        for model_input in self.inputs:
+            array = np.ascontiguousarray(feed[model_input.name], dtype=model_input.dtype)
+            if array.shape != model_input.shape:
+                raise TvmDseError(f"input {model_input.name!r} has shape {array.shape}, "
+                                  f"the model was built for {model_input.shape}")
+            arguments.append(tvm.runtime.tensor(array))
+        return arguments
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on the host; returns the model outputs in order."""
+        result = self._host_vm()["main"](*self._arguments(feed))
+        return _flatten_outputs(result)
+
+    def time(self, feed: Mapping[str, np.ndarray], number: int = 1, repeat: int = 10,
+             min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
+        """Median and spread of ``repeat`` host measurements, each the mean of ``number`` runs."""
+        vm = self._host_vm()
+        arguments = self._arguments(feed)
+        for _ in range(warmup):
+            vm["main"](*arguments)
+        evaluator = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return Timing.from_seconds(list(evaluator(*arguments).results))
+
+    def export(self, path: str | Path) -> Path:
+        """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.target.runs_on_host or not self.target.is_aarch64:
+            self.executable.export_library(str(path))
+            return path
+        if shutil.which(AARCH64_CROSS_COMPILER) is None:
+            raise TvmDseError(f"exporting for {self.target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
+                              "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
+        from tvm.support import cc
+
+        self.executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
+        return path
+
+
+def _flatten_outputs(result: object) -> list[np.ndarray]:
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result.numpy()]
+    return [array for item in result for array in _flatten_outputs(item)]
+
+
+def build_baseline(model: Model, target: TargetLike = "host") -> BuiltModel:
+    """Compile ``model`` with TVM's default Relax pipeline for ``target`` (no schedules, no tvm_dse choices)."""
+    dse_target = parse_target(target)
+    executable = tvm.compile(model.mod, target=dse_target.tvm_target)
+    return BuiltModel(executable, dse_target, model.inputs)

@@ -1,0 +1,177 @@
+"""The ``tvm-dse`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .errors import TvmDseError
+
+DEMO_MODEL = "zoo:resnet18"
+# fp32 outputs of two correct implementations differ by rounding only; the project's bar for every build.
+FP32_TOLERANCE = 1e-4
+
+
+@contextmanager
+def _step(title: str) -> Iterator[None]:
+    print(f"{title} ...", flush=True)
+    start = time.perf_counter()
+    yield
+    print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _input_shapes(pairs: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    if not pairs:
+        return None
+    shapes = {}
+    for pair in pairs:
+        name, _, dims = pair.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise TvmDseError(f"--shape {pair!r}: write NAME=D,D,... e.g. input=1,3,224,224") from None
+    return shapes
+
+
+def _command_baseline(args: argparse.Namespace) -> int:
+    from .build import build_baseline
+    from .frontend import load_model
+    from .graph import build_graph
+    from .target import parse_target
+    from .testing import onnxruntime_outputs, relative_error
+
+    target = parse_target(args.target)
+    print(f"target: {target.key} ({target.family}, {target.vector_bits}-bit vectors)")
+    with _step(f"importing {args.model}"):
+        model = load_model(args.model, _input_shapes(args.shape))
+    graph = build_graph(model)
+    print(graph.summary())
+    with _step("building with TVM's default pipeline (no schedules)"):
+        built = build_baseline(model, target)
+    report = {"model": model.name, "target": target.to_dict(), "gflop": graph.flops / 1e9}
+    if not target.runs_on_host:
+        path = built.export(Path(args.out or ".") / f"{model.name}.{target.arch}.so")
+        print(f"{target.key} does not run on this machine; exported {path}")
+        return 0
+    feed = model.random_feed(seed=0)
+    outputs = built.run(feed)
+    status = 0
+    if model.onnx_model is not None:
+        try:
+            reference = onnxruntime_outputs(model.onnx_model, feed)
+        except ImportError:
+            print("onnxruntime is not installed: numerical check skipped (pip install onnxruntime)")
+        else:
+            error = max(relative_error(o, r) for o, r in zip(outputs, reference))
+            ok = error <= FP32_TOLERANCE
+            print(f"outputs vs onnxruntime: relative error {error:.2e} ({'ok' if ok else 'MISMATCH'}, "
+                  f"bound {FP32_TOLERANCE:g})")
+            report["relative_error_vs_onnxruntime"] = error
+            status = 0 if ok else 1
+    with _step(f"timing ({args.repeat} runs)"):
+        timing = built.time(feed, repeat=args.repeat)
+    print(f"TVM default build latency: {timing} = {timing.gflops(graph.flops):.2f} GFLOP/s")
+    report["latency"] = timing.to_dict()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return status
+
+
+def _command_graph(args: argparse.Namespace) -> int:
+    from .frontend import load_model
+    from .graph import build_graph
+
+    graph = build_graph(load_model(args.model, _input_shapes(args.shape)))
+    print(graph.summary())
+    if args.json:
+        graph.save(args.json)
+    return 0
+
+
+def _command_target(args: argparse.Namespace) -> int:
+    from .target import PRESETS, parse_target, preset_names
+
+    if args.list or not args.targets:
+        print("presets:")
+        print(f"  {'host':12s} this machine's CPU")
+        for preset in PRESETS.values():
+            print(f"  {preset.name:12s} {preset.description}")
+        print("aliases: " + ", ".join(n for n in preset_names() if n not in PRESETS and n != "host"))
+        return 0
+    for spec in args.targets:
+        target = parse_target(spec)
+        facts = {"key": target.key, "options": target.options, "family": target.family,
+                 "vector_bits": target.vector_bits, "is_aarch64": target.is_aarch64,
+                 "has_dotprod": target.has_dotprod, "has_fp16": target.has_fp16,
+                 "num_cores": target.num_cores, "runs_on_host": target.runs_on_host}
+        print(json.dumps(facts, indent=1))
+    return 0
+
+
+def _command_zoo(args: argparse.Namespace) -> int:
+    import onnx
+
+    from .frontend import zoo_model
+    from .testing.zoo import MODEL_NAMES, REFERENCE_GFLOP, conv_flops
+
+    if args.action == "list":
+        for name in MODEL_NAMES:
+            print(f"zoo:{name:16s} {REFERENCE_GFLOP[name]:6.2f} GFLOP at 224x224   (small variant: zoo:{name}-small)")
+        return 0
+    if not args.name or not args.output:
+        raise TvmDseError("zoo export needs a model name and -o PATH, e.g. tvm-dse zoo export resnet18 -o r18.onnx")
+    proto = zoo_model(args.name if args.name.startswith("zoo:") else f"zoo:{args.name}")
+    onnx.save(proto, args.output)
+    print(f"wrote {args.output} ({conv_flops(proto) / 1e9:.3f} GFLOP)")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvm-dse", description="Find the fastest way to deploy a CNN on a CPU.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    baseline = commands.add_parser("baseline", help="build a model with TVM's default pipeline, check and time it")
+    baseline.add_argument("model", nargs="?", default=DEMO_MODEL,
+                          help=f"ONNX file or zoo:NAME[-small] (default: {DEMO_MODEL})")
+    baseline.add_argument("--target", default="host", help="preset or TVM target string (default: host)")
+    baseline.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
+    baseline.add_argument("--repeat", type=int, default=5, help="timed runs (default: 5)")
+    baseline.add_argument("--out", help="folder for the exported library of a remote target")
+    baseline.add_argument("--json", help="write the results as JSON to this file")
+    baseline.set_defaults(handler=_command_baseline)
+
+    graph = commands.add_parser("graph", help="print the DSE graph of a model")
+    graph.add_argument("model", help="ONNX file or zoo:NAME[-small]")
+    graph.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
+    graph.add_argument("--json", help="save the graph as JSON to this file")
+    graph.set_defaults(handler=_command_graph)
+
+    target = commands.add_parser("target", help="show what tvm_dse makes of a target, or list the presets")
+    target.add_argument("targets", nargs="*", help="presets or TVM target strings")
+    target.add_argument("--list", action="store_true", help="list the presets")
+    target.set_defaults(handler=_command_target)
+
+    zoo = commands.add_parser("zoo", help="list the model zoo or export one of its models as ONNX")
+    zoo.add_argument("action", choices=["list", "export"])
+    zoo.add_argument("name", nargs="?", help="model to export, e.g. resnet18 or resnet18-small")
+    zoo.add_argument("-o", "--output", help="ONNX file to write")
+    zoo.set_defaults(handler=_command_zoo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TvmDseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Model import: ONNX files, ``onnx.ModelProto`` or Relax ``IRModule`` -> a :class:`Model` with static
+shapes, normalized for inference (BatchNorm folded into the convolution before it, constants folded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+import onnx
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from .errors import ModelError, UnsupportedOpError
+
+ZOO_PREFIX = "zoo:"
+SMALL_SUFFIX = "-small"
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto, tvm.IRModule, "Model"]
+InputShapes = Mapping[str, Sequence[int]]
+
+_ONNX_DEFAULT_DOMAINS = ("", "ai.onnx")
+# Operators of the zoo's classifiers that name their weights: the i-th of these in the ONNX graph is the
+# i-th tunable call in the imported Relax module (from_onnx keeps node order, not node names).
+_ONNX_CONV_OPS = ("Conv",)
+_ONNX_DENSE_OPS = ("Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One input of a model: its name (as the user feeds it), static shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class Model:
+    """An imported model ready for tvm_dse.
+
+    Attributes
+    ----------
+    name
+        A readable name (the file stem, the ONNX graph name, or ``"relax_module"``).
+    mod
+        The Relax module, static shapes, normalized for inference.
+    inputs
+        The model inputs in the order the module's ``main`` takes them.
+    fingerprint
+        A hex digest identifying the source model and its bound shapes; plans are tied to it.
+    node_names
+        Names of the tunable nodes (conv2d and dense calls) in the order they appear in ``main``:
+        the ONNX node names when the model came from ONNX, ``conv2d_<i>``/``dense_<i>`` otherwise.
+    onnx_model
+        The ONNX model it came from (shapes bound), or None for a Relax module.
+    """
+
+    name: str
+    mod: tvm.IRModule
+    inputs: list[ModelInput]
+    fingerprint: str
+    node_names: list[str] = field(default_factory=list)
+    onnx_model: onnx.ModelProto | None = None
+
+    def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """A deterministic standard-normal input for every model input."""
+        rng = np.random.default_rng(seed)
+        return {i.name: rng.standard_normal(i.shape).astype(i.dtype) for i in self.inputs}
+
+
+def load_model(model: ModelLike, input_shapes: InputShapes | None = None, name: str | None = None) -> Model:
+    """Import a model for tvm_dse.
+
+    Parameters
+    ----------
+    model
+        A path to an ``.onnx`` file, a zoo model as ``"zoo:NAME"`` or ``"zoo:NAME-small"`` (see
+        :mod:`tvm_dse.testing.zoo`), an ``onnx.ModelProto``, a Relax ``IRModule`` with a ``main``
+        function, or an already imported :class:`Model` (returned as is when no shapes are given).
+    input_shapes
+        Shapes by input name, overriding the model's own; required for inputs with dynamic dimensions.
+    name
+        A name for reports; defaults to the file stem or the ONNX graph name.
+
+    Raises
+    ------
+    ModelError
+        For a missing or malformed file, a dynamic input without an override, or an override naming
+        an input the model does not have.
+    UnsupportedOpError
+        Naming every node whose operator cannot be imported.
+    """
+    if isinstance(model, Model):
+        if input_shapes:
+            raise ModelError("input_shapes cannot rebind an already imported Model; pass the ONNX model or module")
+        return model
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        return _from_onnx(zoo_model(model), input_shapes, name or model.removeprefix(ZOO_PREFIX))
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return _from_onnx(_read_onnx(path), input_shapes, name or path.stem)
+    if isinstance(model, onnx.ModelProto):
+        return _from_onnx(model, input_shapes, name or model.graph.name or "onnx_model")
+    if isinstance(model, tvm.IRModule):
+        return _from_relax(model, input_shapes, name or "relax_module")
+    raise ModelError(f"cannot import a {type(model).__name__}; give an ONNX file path, an onnx.ModelProto "
+                     "or a Relax IRModule")
+
+
+def zoo_model(spec: str) -> onnx.ModelProto:
+    """The zoo's ONNX model for ``"zoo:NAME"`` (224x224, 1000 classes) or ``"zoo:NAME-small"``."""
+    from .testing.zoo import MODEL_NAMES, build_model
+
+    name = spec.removeprefix(ZOO_PREFIX)
+    small = name.endswith(SMALL_SUFFIX)
+    name = name.removesuffix(SMALL_SUFFIX)
+    if name not in MODEL_NAMES:
+        raise ModelError(f"unknown zoo model {spec!r}; the zoo has: "
+                         + ", ".join(f"{ZOO_PREFIX}{n}[{SMALL_SUFFIX}]" for n in MODEL_NAMES))
+    return build_model(name, small=small)
+
+
+def _read_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # protobuf raises DecodeError, onnx raises its own types
+        raise ModelError(f"{path} is not a readable ONNX model: {error}") from error
+
+
+def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: str) -> Model:
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as error:
+        raise ModelError(f"malformed ONNX model {name!r}: {error}") from error
+    _check_supported_ops(proto, name)
+    inputs = _onnx_inputs(proto, input_shapes or {}, name)
+    proto = _with_input_shapes(proto, inputs)
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        mod = from_onnx(_fold_batchnorm(proto), shape_dict={i.name: list(i.shape) for i in inputs},
+                        dtype_dict={i.name: i.dtype for i in inputs})
+    except Exception as error:
+        raise ModelError(f"TVM could not import ONNX model {name!r}: {error}") from error
+    mod = normalize_for_inference(mod)
+    digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+    return Model(name=name, mod=mod, inputs=inputs, fingerprint=digest,
+                 node_names=_onnx_node_names(proto, mod), onnx_model=proto)
+
+
+def _fold_batchnorm(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` with every BatchNormalization that only follows a Conv folded into its weights.
+
+    Relax's FoldBatchnormToConv2D does the same, but its FoldConstant then compiles one kernel per folded
+    constant (seconds per model); numpy does it in milliseconds.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    producers = {output: node for node in graph.node for output in node.output}
+    graph_outputs = {value.name for value in graph.output}
+    folded = onnx.ModelProto()
+    folded.CopyFrom(proto)
+    new_initializers: dict[str, np.ndarray] = {}
+    removed: set[str] = set()
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or node.domain not in _ONNX_DEFAULT_DOMAINS:
+            continue
+        conv = producers.get(node.input[0])
+        if (conv is None or conv.op_type != "Conv" or uses.get(node.input[0]) != 1 or node.input[0] in graph_outputs
+                or not all(name in initializers for name in list(node.input[1:]) + list(conv.input[1:]))):
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64)
+                                  for name in node.input[1:5])
+        epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + epsilon)
+        weight = numpy_helper.to_array(initializers[conv.input[1]])
+        bias = (numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float64) if len(conv.input) > 2
+                else np.zeros(weight.shape[0]))
+        new_initializers[conv.input[1] + ".bn_folded"] = (weight * scale.reshape(-1, 1, 1, 1)).astype(weight.dtype)
+        new_initializers[conv.output[0] + ".bn_bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
+        removed.add(node.name or node.output[0])
+        renamed[conv.output[0]] = node.output[0]
+    if not removed:
+        return proto
+    del folded.graph.node[:]
+    for node in graph.node:
+        if (node.name or node.output[0]) in removed and node.op_type == "BatchNormalization":
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        if node.op_type == "Conv" and node.output[0] in renamed:
+            inputs = [node.input[0], node.input[1] + ".bn_folded", node.output[0] + ".bn_bias"]
+            del copy.input[:]
+            copy.input.extend(inputs)
+            copy.output[0] = renamed[node.output[0]]
+        folded.graph.node.append(copy)
+    folded.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in new_initializers.items())
+    return folded
+
+
+def _check_supported_ops(proto: onnx.ModelProto, name: str) -> None:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    convertible = _get_convert_map()
+    unsupported = [(node.name or f"#{index}", node.op_type if node.domain in _ONNX_DEFAULT_DOMAINS
+                    else f"{node.domain}.{node.op_type}")
+                   for index, node in enumerate(proto.graph.node)
+                   if node.domain not in _ONNX_DEFAULT_DOMAINS or node.op_type not in convertible]
+    if unsupported:
+        listed = ", ".join(f"node {node!r} ({op})" for node, op in unsupported[:10])
+        more = f" and {len(unsupported) - 10} more" if len(unsupported) > 10 else ""
+        raise UnsupportedOpError(f"ONNX model {name!r} uses operators tvm_dse cannot import: {listed}{more}")
+
+
+def _onnx_inputs(proto: onnx.ModelProto, overrides: InputShapes, name: str) -> list[ModelInput]:
+    initializers = {init.name for init in proto.graph.initializer}
+    graph_inputs = [value for value in proto.graph.input if value.name not in initializers]
+    known = [value.name for value in graph_inputs]
+    for override in overrides:
+        if override not in known:
+            raise ModelError(f"input_shapes names {override!r}, but model {name!r} has inputs: {', '.join(known)}")
+    inputs = []
+    for value in graph_inputs:
+        tensor_type = value.type.tensor_type
+        dims = [dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else (dim.dim_param or "?")
+                for dim in tensor_type.shape.dim]
+        if value.name in overrides:
+            shape = tuple(int(d) for d in overrides[value.name])
+            if len(shape) != len(dims) or any(d <= 0 for d in shape):
+                raise ModelError(f"input_shapes[{value.name!r}] = {shape} does not fit input {value.name!r} "
+                                 f"of shape {dims}: give {len(dims)} positive dimensions")
+        elif all(isinstance(d, int) for d in dims):
+            shape = tuple(dims)
+        else:
+            raise ModelError(f"input {value.name!r} of model {name!r} has a dynamic shape {dims}; "
+                             f"give a static one, e.g. input_shapes={{{value.name!r}: (1, 3, 224, 224)}}")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        inputs.append(ModelInput(value.name, shape, dtype))
+    return inputs
+
+
+def _with_input_shapes(proto: onnx.ModelProto, inputs: list[ModelInput]) -> onnx.ModelProto:
+    """A copy of ``proto`` whose graph inputs carry the bound static shapes (so its fingerprint does too)."""
+    bound = onnx.ModelProto()
+    bound.CopyFrom(proto)
+    shapes = {i.name: i.shape for i in inputs}
+    for value in bound.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[value.name]):
+                dim.Clear()
+                dim.dim_value = size
+    if shapes != {value.name: tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
+                  for value in proto.graph.input if value.name in shapes}:
+        del bound.graph.value_info[:]  # intermediate shapes of the old binding would contradict the new one
+    return bound
+
+
+def _from_relax(mod: tvm.IRModule, input_shapes: InputShapes | None, name: str) -> Model:
+    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        raise ModelError(f"Relax module {name!r} has no 'main' function")
+    main = mod["main"]
+    params = list(main.params)
+    known = [param.name for param in params]
+    overrides = dict(input_shapes or {})
+    for override in overrides:
+        if override not in known:
+            raise ModelError(f"input_shapes names {override!r}, but module {name!r} has inputs: {', '.join(known)}")
+    bindings: dict[Any, int] = {}
+    for param in params:
+        if param.name not in overrides:
+            continue
+        shape = [int(d) for d in overrides[param.name]]
+        declared = list(param.ty.shape)
+        if len(shape) != len(declared):
+            raise ModelError(f"input_shapes[{param.name!r}] has {len(shape)} dimensions, "
+                             f"input {param.name!r} has {len(declared)}")
+        for dim, size in zip(declared, shape):
+            if isinstance(dim, tvm.tirx.Var):
+                bindings[dim] = size
+            elif int(dim) != size:
+                raise ModelError(f"input_shapes[{param.name!r}] = {tuple(shape)} contradicts the static "
+                                 f"shape {tuple(int(d) for d in declared)} of the module")
+    if bindings:
+        mod = relax.transform.BindSymbolicVars(bindings, "main")(mod)
+    inputs = []
+    for param in mod["main"].params:
+        dims = list(param.ty.shape) if getattr(param.ty, "shape", None) is not None else None
+        if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+            raise ModelError(f"input {param.name!r} of module {name!r} has a dynamic shape {dims}; "
+                             f"give a static one with input_shapes")
+        inputs.append(ModelInput(param.name, tuple(int(d) for d in dims), str(param.ty.dtype)))
+    mod = normalize_for_inference(mod)
+    digest = hashlib.sha256(str(tvm_ffi.structural_hash(mod)).encode()).hexdigest()
+    return Model(name=name, mod=mod, inputs=inputs, fingerprint=digest, node_names=_generic_node_names(mod))
+
+
+def normalize_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
+    """Fold BatchNorm into the preceding conv, decompose what is left of it, fold constants."""
+    passes = tvm.transform.Sequential([
+        relax.transform.FoldBatchnormToConv2D(),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.FoldConstant(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.DeadCodeElimination(["main"]),
+    ])
+    return passes(mod)
+
+
+def tunable_calls(mod: tvm.IRModule) -> list[relax.Call]:
+    """The conv2d and dense (matmul by a constant matrix) calls of ``main``, in binding order."""
+    calls = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            if tunable_op(binding.value) is not None:
+                calls.append(binding.value)
+    return calls
+
+
+def tunable_op(expr: relax.Expr) -> str | None:
+    """``"conv2d"`` or ``"dense"`` when ``expr`` is a call tvm_dse chooses an implementation for."""
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return None
+    if expr.op.name == "relax.nn.conv2d" and isinstance(expr.args[1], tvm.ir.Constant):
+        return "conv2d"
+    if (expr.op.name == "relax.matmul" and isinstance(expr.args[1], tvm.ir.Constant)
+            and len(expr.args[1].ty.shape) == 2 and len(expr.args[0].ty.shape) == 2):
+        return "dense"
+    return None
+
+
+def _generic_node_names(mod: tvm.IRModule) -> list[str]:
+    counts = {"conv2d": 0, "dense": 0}
+    names = []
+    for call in tunable_calls(mod):
+        op = tunable_op(call)
+        names.append(f"{op}_{counts[op]}")
+        counts[op] += 1
+    return names
+
+
+def _onnx_node_names(proto: onnx.ModelProto, mod: tvm.IRModule) -> list[str]:
+    """ONNX names of the tunable calls, when the ONNX graph's convs and dense layers line up with them."""
+    initializer_shapes = {init.name: tuple(init.dims) for init in proto.graph.initializer}
+    candidates = [node for node in proto.graph.node
+                  if node.op_type in _ONNX_CONV_OPS + _ONNX_DENSE_OPS and len(node.input) > 1
+                  and node.input[1] in initializer_shapes]
+    calls = tunable_calls(mod)
+    generic = _generic_node_names(mod)
+    if len(candidates) != len(calls):
+        return generic
+    names = []
+    for node, call, fallback in zip(candidates, calls, generic):
+        onnx_op = "conv2d" if node.op_type in _ONNX_CONV_OPS else "dense"
+        weight_elems = int(np.prod(initializer_shapes[node.input[1]]))
+        call_elems = int(np.prod([int(d) for d in call.args[1].ty.shape]))
+        if onnx_op != tunable_op(call) or weight_elems != call_elems:
+            return generic
+        names.append(node.name or fallback)
+    return names

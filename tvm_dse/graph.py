@@ -1,0 +1,272 @@
+"""The DSE graph: the tunable nodes of a model (conv2d and dense) and how their outputs reach each other.
+
+Between two tunable nodes there are usually only layout-transparent operators (bias add, relu, clip,
+pooling, ...): they work in whatever layout their input has, so a producer and a consumer that pick the
+same layout need no conversion. The graph keeps exactly what the search needs to price layouts:
+
+- ``conv2d`` / ``dense`` vertices, one per tunable call, with their :class:`~tvm_dse.workload.Workload`;
+- ``join`` vertices for residual adds and concats fed by several producers: all their inputs must be in
+  one layout (or pay a conversion), and their consumers see that layout;
+- ``input``, ``fixed`` and ``output`` vertices where the layout is the model's own (NCHW): model inputs,
+  operators that depend on the layout (reshape, flatten, softmax, ...) and model outputs.
+
+Each vertex lists the vertices whose outputs reach its data input through transparent operators only.
+Vertex ids are positions in a topological order. The graph is plain data: save it, load it, diff it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import tvm
+from tvm import relax
+
+from .frontend import Model, tunable_op
+from .workload import Workload
+
+VERTEX_KINDS = ("input", "conv2d", "dense", "join", "fixed", "output")
+TUNABLE_KINDS = ("conv2d", "dense")
+
+# Operators computed element by element (or window by window over H and W) that work in any layout the
+# lowering gives them, as long as their other operands are constants broadcast per channel.
+_TRANSPARENT_UNARY = frozenset({
+    "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.nn.gelu",
+    "relax.nn.leakyrelu", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
+})
+_ELEMENTWISE_BINARY = frozenset({
+    "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
+})
+_CONCAT = "relax.concat"
+_SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
+
+
+@dataclass
+class Vertex:
+    """One vertex of the DSE graph (see the module docstring for the kinds)."""
+
+    id: int
+    kind: str
+    name: str
+    inputs: list[int] = field(default_factory=list)
+    op: str = ""
+    workload: Workload | None = None
+
+    @property
+    def is_tunable(self) -> bool:
+        return self.kind in TUNABLE_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name, "inputs": list(self.inputs)}
+        if self.op:
+            data["op"] = self.op
+        if self.workload is not None:
+            data["workload"] = self.workload.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Vertex":
+        if data["kind"] not in VERTEX_KINDS:
+            raise ValueError(f"unknown vertex kind {data['kind']!r}; accepted: {', '.join(VERTEX_KINDS)}")
+        workload = Workload.from_dict(data["workload"]) if "workload" in data else None
+        return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload)
+
+
+@dataclass
+class DseGraph:
+    """Tunable nodes and the layout-carrying edges between them, in topological order."""
+
+    model_name: str
+    vertices: list[Vertex]
+
+    @property
+    def nodes(self) -> list[Vertex]:
+        """The tunable vertices (conv2d and dense), in topological order."""
+        return [v for v in self.vertices if v.is_tunable]
+
+    @property
+    def joins(self) -> list[Vertex]:
+        return [v for v in self.vertices if v.kind == "join"]
+
+    @property
+    def edges(self) -> list[tuple[int, int]]:
+        """(producer id, consumer id) for every vertex input."""
+        return [(source, v.id) for v in self.vertices for source in v.inputs]
+
+    def consumers(self, vertex_id: int) -> list[int]:
+        return [v.id for v in self.vertices if vertex_id in v.inputs]
+
+    def node(self, name: str) -> Vertex:
+        for vertex in self.vertices:
+            if vertex.name == name:
+                return vertex
+        raise KeyError(f"no vertex named {name!r} in the DSE graph of {self.model_name!r}")
+
+    def workloads(self) -> list[Workload]:
+        """Distinct workloads of the tunable nodes, in order of first appearance."""
+        return list(dict.fromkeys(v.workload for v in self.nodes))
+
+    @property
+    def flops(self) -> int:
+        return sum(v.workload.flops for v in self.nodes)
+
+    def summary(self) -> str:
+        """A table of the tunable nodes and joins, one line each."""
+        names = {v.id: v.name for v in self.vertices}
+        lines = [f"DSE graph of {self.model_name}: {len(self.nodes)} tunable nodes, {len(self.joins)} joins, "
+                 f"{len(self.workloads())} distinct workloads, {self.flops / 1e9:.3f} GFLOP"]
+        for vertex in self.vertices:
+            if vertex.is_tunable or vertex.kind == "join":
+                what = vertex.workload.describe() if vertex.workload else vertex.op.removeprefix("relax.")
+                sources = ", ".join(names[i] for i in vertex.inputs)
+                lines.append(f"  {vertex.id:4d} {vertex.kind:7s} {vertex.name:28s} {what:34s} <- {sources}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model_name, "vertices": [v.to_dict() for v in self.vertices]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DseGraph":
+        vertices = [Vertex.from_dict(v) for v in data["vertices"]]
+        for position, vertex in enumerate(vertices):
+            if vertex.id != position or any(not 0 <= i < position for i in vertex.inputs):
+                raise ValueError(f"vertex {vertex.name!r}: ids must be positions in a topological order")
+        return cls(data["model"], vertices)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DseGraph":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def build_graph(model: Model) -> DseGraph:
+    """Extract the DSE graph from an imported model's ``main`` function."""
+    return _GraphBuilder(model).build()
+
+
+class _GraphBuilder:
+    def __init__(self, model: Model):
+        self.model = model
+        self.vertices: list[Vertex] = []
+        # For every Relax variable: the vertices whose outputs reach it through transparent operators.
+        self.origins: dict[relax.Var, tuple[int, ...]] = {}
+        self.tunable_names = iter(model.node_names)
+
+    def add(self, kind: str, name: str, inputs: Iterable[int], op: str = "", workload: Workload | None = None) -> int:
+        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload)
+        self.vertices.append(vertex)
+        return vertex.id
+
+    def build(self) -> DseGraph:
+        main = self.model.mod["main"]
+        for param, model_input in zip(main.params, self.model.inputs):
+            self.origins[param] = (self.add("input", model_input.name, ()),)
+        fixed_count = 0
+        for block in main.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                origins = self.transparent_origins(value)
+                if origins is None:
+                    kind = tunable_op(value)
+                    if kind is not None:
+                        workload = _workload(kind, value)
+                        origins = (self.add(kind, next(self.tunable_names), self.origins_of(value.args[0]),
+                                            "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload),)
+                    else:
+                        op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
+                            else type(value).__name__
+                        sources = [o for arg in _tensor_args(value) for o in self.origins_of(arg)]
+                        origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", sources,
+                                            op_name),)
+                        fixed_count += 1
+                self.origins[binding.var] = origins
+        outputs = main.body.body
+        output_exprs = list(outputs.fields) if isinstance(outputs, relax.Tuple) else [outputs]
+        for index, expr in enumerate(output_exprs):
+            self.add("output", f"output_{index}", self.origins_of(expr))
+        return DseGraph(self.model.name, self.vertices)
+
+    def origins_of(self, expr: relax.Expr) -> tuple[int, ...]:
+        if isinstance(expr, relax.Tuple):
+            return tuple(o for field_ in expr.fields for o in self.origins_of(field_))
+        return self.origins.get(expr, ())  # constants and shapes carry no layout
+
+    def transparent_origins(self, value: relax.Expr) -> tuple[int, ...] | None:
+        """Origins of a transparent operator's output; None when ``value`` is not transparent."""
+        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+            return None
+        op = value.op.name
+        if op in _TRANSPARENT_UNARY:
+            return self.origins_of(value.args[0])
+        if op in _SPATIAL_REDUCTIONS and _reduces_only_spatial(value):
+            return self.origins_of(value.args[0])
+        if op in _ELEMENTWISE_BINARY or op == _CONCAT:
+            tensors = _tensor_args(value)
+            if op in _ELEMENTWISE_BINARY and not all(_broadcasts_per_channel(t, value) for t in tensors):
+                return None
+            if op == _CONCAT and int(value.attrs.axis) != 1:
+                return None
+            operand_origins = [self.origins_of(t) for t in tensors if not isinstance(t, tvm.ir.Constant)]
+            distinct = {frozenset(o) for o in operand_origins}
+            if len(distinct) <= 1:
+                return operand_origins[0] if operand_origins else ()
+            name = f"{op.removeprefix('relax.')}_{sum(v.kind == 'join' for v in self.vertices)}"
+            return (self.add("join", name, [o for origins in operand_origins for o in origins], op),)
+        return None
+
+
+def _tensor_args(call: relax.Expr) -> list[relax.Expr]:
+    if not isinstance(call, relax.Call):
+        return []
+    flat: list[relax.Expr] = []
+    for arg in call.args:
+        flat.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
+    return [a for a in flat if isinstance(getattr(a, "ty", None), relax.TensorType)]
+
+
+def _shape(expr: relax.Expr) -> list[int] | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None:
+        return None
+    return [int(d) for d in shape]
+
+
+def _broadcasts_per_channel(operand: relax.Expr, call: relax.Call) -> bool:
+    """Whether ``operand`` of an elementwise op stays correct when the data is in another layout:
+    an activation of the call's own shape, or a constant varying at most along channels (axis 1)."""
+    out_shape = _shape(call)
+    shape = _shape(operand)
+    if out_shape is None or shape is None or len(out_shape) not in (2, 4) or len(shape) > len(out_shape):
+        return False
+    if not isinstance(operand, tvm.ir.Constant):
+        return shape == out_shape
+    padded = [1] * (len(out_shape) - len(shape)) + shape
+    return padded[0] == 1 and all(d == 1 for d in padded[2:])
+
+
+def _reduces_only_spatial(call: relax.Call) -> bool:
+    axes = call.attrs.axis
+    if axes is None or not bool(call.attrs.keepdims):
+        return False
+    return sorted(int(a) % 4 for a in axes) == [2, 3] and len(_shape(call.args[0]) or []) == 4
+
+
+def _workload(kind: str, call: relax.Call) -> Workload:
+    data_shape = _shape(call.args[0])
+    weight_shape = _shape(call.args[1])
+    dtype = str(call.args[0].ty.dtype)
+    if kind == "dense":
+        return Workload.dense(data_shape[0], data_shape[1], weight_shape[1], dtype=dtype)
+    attrs = call.attrs
+    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+        raise ValueError(f"conv2d in layout {attrs.data_layout}/{attrs.kernel_layout}: the imported model is "
+                         "expected in NCHW/OIHW")
+    n, c, h, w = data_shape
+    k, _, r, s = weight_shape
+    return Workload("conv2d", n, c, h, w, k, kernel=(r, s), stride=tuple(attrs.strides),
+                    padding=tuple(attrs.padding), dilation=tuple(attrs.dilation), groups=int(attrs.groups),
+                    dtype=dtype)
