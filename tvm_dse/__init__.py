@@ -5,7 +5,16 @@ Entry points: :func:`parse_target` (targets and presets), :func:`load_model` (ON
 default build, the reference every plan is checked against).
 """
 
-from .build import BuiltModel, build_baseline
+import os
+
+from .target import physical_cores
+
+# TVM's runtime starts one worker per core it counts as "big", which is a single one on some virtual
+# machines; measure and run with every physical core unless the user set TVM_NUM_THREADS. Read by the
+# thread pool when it first starts, so it must be set before any kernel runs.
+os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+from .build import BuiltModel, build_baseline  # noqa: E402  (after the thread count is settled)
 from .errors import ModelError, TargetError, TvmDseError, UnsupportedOpError
 from .frontend import Model, ModelInput, load_model
 from .graph import DseGraph, Vertex, build_graph

@@ -64,13 +64,17 @@ def preset_names() -> list[str]:
     return [HOST_PRESET, *PRESETS, *PRESET_ALIASES]
 
 
-def host_options() -> dict[str, Any]:
-    """TVM target options for the machine this process runs on (its CPU model and physical cores)."""
+def physical_cores() -> int:
+    """Physical cores of this machine (hyper-threads share their core's vector units)."""
     import psutil
 
-    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
+def host_options() -> dict[str, Any]:
+    """TVM target options for the machine this process runs on (its CPU model and physical cores)."""
     return {"kind": "llvm", "mtriple": codegen.llvm_get_system_triple(), "mcpu": codegen.llvm_get_system_cpu(),
-            "num-cores": int(cores)}
+            "num-cores": physical_cores()}
 
 
 def _llvm_options() -> dict[str, str]:

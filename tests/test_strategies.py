@@ -1,0 +1,99 @@
+"""Every registered strategy against the conformance suite, plus the registry and decision contracts."""
+
+import numpy as np
+import pytest
+from tvm import s_tir
+
+from tvm_dse.layouts import Layout
+from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
+from tvm_dse.strategies.base import MAIN_BLOCK, Decider
+from tvm_dse.strategies.kernel import kernel_prim_func
+from tvm_dse.target import parse_target
+from tvm_dse.testing.conformance import CASES, FP32_BOUND, check_strategy, random_operands, reference_output
+from tvm_dse.testing import relative_error
+
+HOST = parse_target("host")
+STRATEGIES = all_strategies()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_conformance(strategy, case):
+    outcome = check_strategy(strategy, case, HOST)
+    if isinstance(outcome, str):
+        assert outcome, f"{strategy.name} declined {case.id} without a reason"
+    else:
+        assert outcome <= FP32_BOUND, f"{strategy.name} on {case.id}: relative error {outcome:.2e}"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_every_strategy_is_exercised_by_the_suite(strategy):
+    assert any(strategy.applies(c.workload, HOST) for c in CASES), f"{strategy.name} applies to no case"
+
+
+def _first_case(strategy):
+    return next(c for c in CASES if strategy.applies(c.workload, HOST))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_sampled_decisions_stay_correct_and_replay(strategy):
+    """The schedule is a tuning space: random decisions must compute the same result, and the decisions a
+    build records must rebuild it."""
+    case = _first_case(strategy)
+    operands = random_operands(case.workload, case.epilogue)
+    reference = reference_output(**operands, workload=case.workload, epilogue=case.epilogue)
+    for seed in (1, 2, 3):
+        sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed)
+        assert relative_error(sampled.run(**operands), reference) <= FP32_BOUND
+        replayed = build_kernel(strategy, case.workload, HOST, case.epilogue, decisions=sampled.decisions)
+        assert replayed.decisions == sampled.decisions
+        np.testing.assert_array_equal(replayed.run(**operands), sampled.run(**operands))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_epilogue_is_fused_into_the_output_stage(strategy):
+    case = next(c for c in CASES if strategy.applies(c.workload, HOST) and c.epilogue.residual)
+    sch = s_tir.Schedule(kernel_prim_func(strategy, case.workload, HOST, case.epilogue))
+    main = sch.get_sblock(MAIN_BLOCK)
+    strategy.schedule(sch, case.workload, HOST, Decider(sch, {}))
+    accumulator = sch.get(main).writes[0].source
+    assert accumulator.scope() == "local"  # a register tile, consumed in place by the fused epilogue
+    script = sch.mod.script()
+    stages = [name for name in ("T_add_bias", "T_add_residual", "T_relu", "T_clip") if f'T.sblock("{name}")' in script]
+    assert len(stages) == 1, stages  # the last epilogue stage writes the output, the others inlined into it
+
+
+def test_a_decision_that_does_not_fit_is_refused():
+    case = next(c for c in CASES if c.id == "3x3_s1_at28")
+    with pytest.raises(ValueError, match=r"decision 'ow'=\[5, 5\] does not split a loop of extent 28"):
+        build_kernel("spatial_pack_nchwc", case.workload, HOST, decisions={"ow": [5, 5]})
+
+
+def test_registry_contracts():
+    names = [s.name for s in STRATEGIES]
+    assert len(names) == len(set(names))
+    with pytest.raises(KeyError, match="unknown strategy 'nope'.*direct_nchw"):
+        get_strategy("nope")
+    for strategy in STRATEGIES:
+        assert get_strategy(strategy.name) is strategy
+        case = _first_case(strategy)
+        layouts = strategy.layouts(case.workload, HOST)
+        Layout.parse(layouts.data), Layout.parse(layouts.output)
+        assert strategy.workspace_bytes(case.workload, HOST) >= 0
+        assert strategy.precision == "fp32"
+
+
+def test_default_decisions_follow_the_target_family():
+    case = next(c for c in CASES if c.id == "3x3_s1_at28")
+    for target in ("rpi4", "llvm -mcpu=skylake-avx512", "llvm -mcpu=haswell"):
+        parsed = parse_target(target)
+        layouts = get_strategy("spatial_pack_nchwc").layouts(case.workload, parsed)
+        assert layouts.output == f"NCHW{parsed.fp32_lanes}c"
+
+
+def test_declining_names_the_reason():
+    dense_case = next(c for c in CASES if c.workload.op == "dense")
+    reason = get_strategy("direct_nchw").applies(dense_case.workload, HOST).reason
+    assert "dense" in reason
+    with pytest.raises(ValueError, match="does not apply"):
+        build_kernel("direct_nchw", dense_case.workload, HOST)

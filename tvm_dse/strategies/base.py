@@ -1,0 +1,276 @@
+"""The strategy interface: one implementation of a tunable operator (algorithm x layout x precision).
+
+A strategy owns everything about its implementation: when it applies, the layouts it reads and writes,
+the weight pre-transform (run once at compile time on the constant weights), the TE compute, the
+workspace it needs, and a schedule whose tunable choices are sampled decisions, so MetaSchedule can tune
+it as a ``ScheduleFn`` space while a fixed set of decisions (the target family's default, or a tuned
+one from a plan) rebuilds exactly the same kernel.
+
+The compute of every strategy names its main block :data:`MAIN_BLOCK`; epilogue stages (bias, residual
+add, relu/clip) follow it as elementwise blocks in its output layout, and :func:`output_stage` folds
+them into one stage that the schedule places inside the main block's tiles.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+from tvm import s_tir, te, tirx
+
+from ..layouts import Layout
+from ..target import DseTarget
+from ..workload import Workload
+
+MAIN_BLOCK = "conv"
+PAD_BLOCK = "data_pad"
+ALGORITHMS = ("direct", "spatial_pack", "im2col", "gemm", "winograd", "depthwise", "grouped", "dense")
+PRECISIONS = ("fp32",)
+
+Decisions = dict[str, Any]
+
+
+class Applicability:
+    """Whether a strategy applies to a workload on a target; falsy ones carry the reason."""
+
+    __slots__ = ("ok", "reason")
+
+    def __init__(self, ok: bool, reason: str = ""):
+        self.ok = ok
+        self.reason = reason
+
+    @classmethod
+    def yes(cls) -> "Applicability":
+        return cls(True)
+
+    @classmethod
+    def no(cls, reason: str) -> "Applicability":
+        return cls(False, reason)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return "Applicability(yes)" if self.ok else f"Applicability(no: {self.reason})"
+
+
+@dataclass(frozen=True)
+class StrategyLayouts:
+    """Layouts a strategy reads its activation in, writes its output in, and wants its weights in."""
+
+    data: str
+    output: str
+    kernel: str
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise work fused into a conv's output stage: ``clip(conv + bias + residual)``."""
+
+    bias: bool = False
+    residual: bool = False
+    clip: tuple[float, float] | None = None  # (0, inf) is relu, (0, 6) relu6
+
+    RELU: ClassVar[tuple[float, float]] = (0.0, float("inf"))
+
+    def describe(self) -> str:
+        parts = ["bias"] * self.bias + ["residual"] * self.residual
+        if self.clip == self.RELU:
+            parts.append("relu")
+        elif self.clip is not None:
+            parts.append(f"clip{self.clip}")
+        return "+".join(parts) or "none"
+
+
+def apply_epilogue(out: te.Tensor, layout: str, epilogue: Epilogue, bias: te.Tensor | None = None,
+                   residual: te.Tensor | None = None) -> te.Tensor:
+    """Chain the epilogue's elementwise stages after ``out`` (in ``layout``); bias is indexed by channel."""
+    parsed = Layout.parse(layout)
+    if epilogue.bias:
+        out = te.compute(out.shape, lambda *i: out(*i) + bias[parsed.channel(i)], name="T_add_bias")
+    if epilogue.residual:
+        out = te.compute(out.shape, lambda *i: out(*i) + residual(*i), name="T_add_residual")
+    if epilogue.clip is not None:
+        low, high = epilogue.clip
+        if high == float("inf"):
+            out = te.compute(out.shape, lambda *i: te.max(out(*i), tirx.const(low, out.dtype)), name="T_relu")
+        else:
+            out = te.compute(out.shape, lambda *i: te.min(te.max(out(*i), tirx.const(low, out.dtype)),
+                                                          tirx.const(high, out.dtype)), name="T_clip")
+    return out
+
+
+class Decider:
+    """Named tunable decisions for one schedule.
+
+    With ``fixed=None`` every decision is sampled (MetaSchedule explores them); otherwise a decision
+    comes from ``fixed`` when named there, else from the default the schedule gives. :attr:`chosen`
+    records what was used, so a plan can store it and rebuild the same kernel.
+    """
+
+    def __init__(self, sch: s_tir.Schedule, fixed: Mapping[str, Any] | None):
+        self.sch = sch
+        self.fixed = fixed
+        self.chosen: Decisions = {}
+
+    def tile(self, name: str, loop: s_tir.LoopRV, parts: int, default: Sequence[int],
+             max_innermost: int = 64) -> list[s_tir.LoopRV]:
+        """Split ``loop`` into ``parts`` loops whose extents multiply to its extent exactly."""
+        extent = int(self.sch.get(loop).extent)
+        decision = None
+        if self.fixed is not None:
+            decision = [int(v) for v in self.fixed.get(name, default)]
+            product = 1
+            for value in decision:
+                product *= value
+            if len(decision) != parts or product != extent:
+                raise ValueError(f"decision {name!r}={decision} does not split a loop of extent {extent} "
+                                 f"into {parts} factors")
+        factors = self.sch.sample_perfect_tile(loop, parts, max_innermost_factor=max(max_innermost, decision[-1] if decision else 1),
+                                               decision=decision)
+        self.chosen[name] = [int(self.sch.get(f)) for f in factors]
+        return list(self.sch.split(loop, factors))
+
+    def choose(self, name: str, candidates: Sequence[int], default: int) -> int:
+        """Pick one of ``candidates`` (ints); returns the value picked."""
+        candidates = [int(c) for c in candidates]
+        index = None
+        if self.fixed is not None:
+            value = int(self.fixed.get(name, default))
+            if value not in candidates:
+                raise ValueError(f"decision {name!r}={value} is not one of {candidates}")
+            index = candidates.index(value)
+        picked = self.sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates), decision=index)
+        self.chosen[name] = int(self.sch.get(picked))
+        return self.chosen[name]
+
+
+def max_accumulators(target: DseTarget) -> int:
+    """Vector accumulators a register tile may hold: half the vector registers (16 on AVX2 and SSE, 32 on
+    AVX-512 and NEON); the other half holds the broadcast inputs and the weights. Measured on AVX2: tiles
+    of 8 accumulators beat tiles of 12-14 by 15-40% (spills)."""
+    registers = 32 if target.vector_bits == 512 or target.is_aarch64 else 16
+    return registers // 2
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def largest_divisor_at_most(n: int, bound: int) -> int:
+    return max(d for d in divisors(n) if d <= bound)
+
+
+def output_stage(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV:
+    """Make ``main`` write a local accumulator and return the one stage that writes the real output.
+
+    The elementwise epilogue blocks after ``main`` (bias, residual, activation) are inlined into the
+    last of them; without an epilogue a write-back stage is created. The caller places the returned
+    stage inside ``main``'s tiles with ``reverse_compute_at``.
+    """
+    chain = []
+    block = main
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            break
+        block = consumers[0]
+        chain.append(block)
+    if not chain:
+        return sch.cache_write(main, 0, "local")
+    for intermediate in chain[:-1]:
+        sch.compute_inline(intermediate)
+    sch.set_scope(main, 0, "local")
+    return chain[-1]
+
+
+def parallel_vectorized(sch: s_tir.Schedule, block: s_tir.SBlockRV, outer: int, max_vector: int = 64) -> None:
+    """Parallelize the first ``outer`` loops of an elementwise block, vectorize its innermost loop."""
+    loops = sch.get_loops(block)
+    if len(loops) > outer:
+        inner = loops[-1]
+        if int(sch.get(inner).extent) <= max_vector:
+            sch.vectorize(inner)
+        loops = loops[:outer]
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops))
+    elif loops:
+        sch.parallel(loops[0])
+
+
+def pad_input(data: te.Tensor, padding: Sequence[int], spatial_axes: tuple[int, int]) -> te.Tensor:
+    """Zero-pad ``data`` on its two spatial axes: padding is (top, left, bottom, right)."""
+    top, left, bottom, right = padding
+    if not any(padding):
+        return data
+    h_axis, w_axis = spatial_axes
+    shape = list(data.shape)
+    height, width = int(shape[h_axis]), int(shape[w_axis])
+    shape[h_axis] = height + top + bottom
+    shape[w_axis] = width + left + right
+
+    def padded(*index):
+        h, w = index[h_axis], index[w_axis]
+        source = list(index)
+        source[h_axis] = h - top
+        source[w_axis] = w - left
+        inside = tirx.all(h >= top, h < height + top, w >= left, w < width + left)
+        return tirx.if_then_else(inside, data(*source), tirx.const(0, data.dtype))
+
+    return te.compute(shape, padded, name=PAD_BLOCK)
+
+
+class Strategy(ABC):
+    """One implementation of a conv2d (or dense) workload. Subclasses are registered by name.
+
+    Subclasses set the class attributes and implement the abstract methods. Every method receives the
+    workload and the target and must not modify them; none may keep state between calls.
+    """
+
+    name: ClassVar[str]
+    algorithm: ClassVar[str]
+    precision: ClassVar[str] = "fp32"
+    op: ClassVar[str] = "conv2d"
+
+    def applies(self, workload: Workload, target: DseTarget) -> Applicability:
+        """Whether this strategy computes ``workload`` correctly on ``target`` (with the reason when not).
+
+        The base checks op and dtype; subclasses add their own conditions and call it first.
+        """
+        if workload.op != self.op:
+            return Applicability.no(f"{self.name} implements {self.op}, not {workload.op}")
+        if workload.dtype != "float32":
+            return Applicability.no(f"{self.name} computes in fp32, the workload is {workload.dtype}")
+        return Applicability.yes()
+
+    @abstractmethod
+    def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
+        """Activation layouts in and out, and the weight layout :meth:`transform_weight` produces."""
+
+    @abstractmethod
+    def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        """TE stage turning the model's weight (OIHW; (in, out) for dense) into the compute's weight.
+
+        Run once at compile time on the constant weights (folded), never at inference time.
+        """
+
+    @abstractmethod
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        """TE compute of the operator: ``data`` in ``layouts().data``, ``weight`` as :meth:`transform_weight`
+        makes it; returns the output in ``layouts().output``. The reduction block is named MAIN_BLOCK."""
+
+    def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
+        """Scratch memory beyond input, output and weights (padded input, im2col matrix, transformed tiles)."""
+        return 0
+
+    @abstractmethod
+    def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
+        """Schedule the PrimFunc built from :meth:`compute` (plus an elementwise epilogue) in place.
+
+        Tunable choices go through ``decider`` so they are sampled under tuning and fixed otherwise; the
+        defaults passed to it are this strategy's good choice for the target's family.
+        """
+
+    def __repr__(self) -> str:
+        return f"<strategy {self.name}>"

@@ -1,0 +1,138 @@
+"""Direct convolution in the model's plain layouts: NCHW (vectorized along output width) and NHWC
+(vectorized along output channels). Neither needs a layout conversion next to a plain-layout neighbour."""
+
+from __future__ import annotations
+
+from tvm import s_tir, te, topi
+
+from ..target import DseTarget
+from ..workload import Workload
+from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts,
+                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, parallel_vectorized)
+from .registry import register
+
+def _padded_bytes(workload: Workload) -> int:
+    top, left, bottom, right = workload.padding
+    if not any(workload.padding):
+        return 0
+    return 4 * workload.batch * workload.in_channels * (workload.height + top + bottom) * (workload.width + left + right)
+
+
+def _has_pad_block(sch: s_tir.Schedule) -> bool:
+    try:
+        sch.get_sblock(PAD_BLOCK)
+    except Exception:  # s_tir raises a plain error when no block has that name
+        return False
+    return True
+
+
+class _DirectBase(Strategy):
+    algorithm = "direct"
+
+    def applies(self, workload: Workload, target: DseTarget) -> Applicability:
+        base = super().applies(workload, target)
+        if not base:
+            return base
+        if workload.groups != 1:
+            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
+        return Applicability.yes()
+
+    def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
+        return _padded_bytes(workload)
+
+
+@register
+class DirectNCHW(_DirectBase):
+    """Direct convolution, NCHW in and out, OIHW weights; output width in vector lanes, output channels
+    blocked in registers."""
+
+    name = "direct_nchw"
+
+    def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
+        return StrategyLayouts("NCHW", "NCHW", "OIHW")
+
+    def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        return topi.identity(weight)
+
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        padded = pad_input(data, workload.padding, (2, 3))
+        (sh, sw), (dh, dw) = workload.stride, workload.dilation
+        rc = te.reduce_axis((0, workload.in_channels), "rc")
+        ry = te.reduce_axis((0, workload.kernel[0]), "ry")
+        rx = te.reduce_axis((0, workload.kernel[1]), "rx")
+        return te.compute(
+            workload.output_shape,
+            lambda n, k, y, x: te.sum(padded[n, rc, y * sh + ry * dh, x * sw + rx * dw] * weight[k, rc, ry, rx],
+                                      axis=[rc, ry, rx]),
+            name=MAIN_BLOCK)
+
+    def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
+        lanes = target.fp32_lanes
+        conv = sch.get_sblock(MAIN_BLOCK)
+        out = output_stage(sch, conv)
+        n, k, y, x, rc, ry, rx = sch.get_loops(conv)
+        x_vector = largest_divisor_at_most(workload.out_width, 2 * lanes)
+        vectors = -(-x_vector // lanes)
+        k_inner = largest_divisor_at_most(workload.out_channels, max(1, max_accumulators(target) // vectors))
+        ko, ki = decider.tile("k", k, 2, [workload.out_channels // k_inner, k_inner])
+        yo, yi = decider.tile("y", y, 2, [workload.out_height, 1])
+        xo, xi = decider.tile("x", x, 2, [workload.out_width // x_vector, x_vector])
+        sch.reorder(n, ko, yo, xo, rc, ry, rx, ki, yi, xi)
+        sch.vectorize(xi)
+        sch.unroll(yi)
+        sch.unroll(ki)
+        sch.reverse_compute_at(out, xo)
+        sch.vectorize(sch.get_loops(out)[-1])
+        sch.parallel(sch.fuse(n, ko, yo))
+        sch.decompose_reduction(conv, rc)
+        if _has_pad_block(sch):
+            parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)
+
+
+@register
+class DirectNHWC(_DirectBase):
+    """Direct convolution, NHWC in and out, HWIO weights; output channels in vector lanes, output
+    pixels along the width blocked in registers."""
+
+    name = "direct_nhwc"
+
+    def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
+        return StrategyLayouts("NHWC", "NHWC", "HWIO")
+
+    def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        return topi.transpose(weight, (2, 3, 1, 0))
+
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        padded = pad_input(data, workload.padding, (1, 2))
+        (sh, sw), (dh, dw) = workload.stride, workload.dilation
+        n, _, _, _ = workload.input_shape
+        ry = te.reduce_axis((0, workload.kernel[0]), "ry")
+        rx = te.reduce_axis((0, workload.kernel[1]), "rx")
+        rc = te.reduce_axis((0, workload.in_channels), "rc")
+        return te.compute(
+            (n, workload.out_height, workload.out_width, workload.out_channels),
+            lambda b, y, x, k: te.sum(padded[b, y * sh + ry * dh, x * sw + rx * dw, rc] * weight[ry, rx, rc, k],
+                                      axis=[ry, rx, rc]),
+            name=MAIN_BLOCK)
+
+    def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
+        lanes = target.fp32_lanes
+        conv = sch.get_sblock(MAIN_BLOCK)
+        out = output_stage(sch, conv)
+        n, y, x, k, ry, rx, rc = sch.get_loops(conv)
+        k_inner = largest_divisor_at_most(workload.out_channels, 2 * lanes)
+        vectors = -(-k_inner // lanes)
+        x_inner = largest_divisor_at_most(workload.out_width, max(1, max_accumulators(target) // vectors))
+        ko, ki = decider.tile("k", k, 2, [workload.out_channels // k_inner, k_inner])
+        yo, yi = decider.tile("y", y, 2, [workload.out_height, 1])
+        xo, xi = decider.tile("x", x, 2, [workload.out_width // x_inner, x_inner])
+        sch.reorder(n, yo, xo, ko, ry, rx, rc, yi, xi, ki)
+        sch.vectorize(ki)
+        sch.unroll(xi)
+        sch.unroll(yi)
+        sch.reverse_compute_at(out, ko)
+        sch.vectorize(sch.get_loops(out)[-1])
+        sch.parallel(sch.fuse(n, yo))
+        sch.decompose_reduction(conv, ry)
+        if _has_pad_block(sch):
+            parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)

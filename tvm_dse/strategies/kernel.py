@@ -1,0 +1,155 @@
+"""One strategy on one workload, built on its own: for the conformance suite and for measuring it.
+
+:func:`build_kernel` builds the strategy's scheduled compute (with an optional fused epilogue) and its
+weight pre-transform; :class:`BuiltKernel` takes and returns arrays in the model's layouts (NCHW, OIHW),
+converting on the way in and out, so every strategy is checked against the same reference.
+:func:`measure_strategy` times it on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import tvm
+from tvm import s_tir, te
+
+from ..layouts import Layout
+from ..target import DseTarget, TargetLike, parse_target
+from ..timing import Timing
+from ..workload import Workload
+from .base import Decider, Decisions, Epilogue, Strategy, apply_epilogue
+from .registry import get_strategy
+
+
+def model_shapes(workload: Workload) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(data, weight, output) shapes as the model holds them: NCHW/OIHW, or (N, C)/(C, K)/(N, K) for dense."""
+    if workload.op == "dense":
+        return ((workload.batch, workload.in_channels), (workload.in_channels, workload.out_channels),
+                (workload.batch, workload.out_channels))
+    return workload.input_shape, workload.weight_shape, workload.output_shape
+
+
+@dataclass
+class BuiltKernel:
+    """A strategy compiled for one workload, epilogue and set of decisions."""
+
+    strategy: Strategy
+    workload: Workload
+    target: DseTarget
+    epilogue: Epilogue
+    decisions: Decisions
+    kernel: Any  # tvm.runtime.Executable of the scheduled compute
+    weight_transform: Any  # tvm.runtime.Executable of the weight pre-transform
+    packed_weight_shape: tuple[int, ...] = field(default=())
+
+    def _layout(self, which: str) -> Layout:
+        return Layout.parse(getattr(self.strategy.layouts(self.workload, self.target), which))
+
+    def arguments(self, data: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+                  residual: np.ndarray | None = None) -> list[tvm.runtime.Tensor]:
+        """The kernel's arguments for model-layout inputs (weights pre-transformed, output allocated)."""
+        packed = tvm.runtime.tensor(np.zeros(self.packed_weight_shape, "float32"))
+        self.weight_transform["main"](tvm.runtime.tensor(np.ascontiguousarray(weight, "float32")), packed)
+        output_layout = self._layout("output")
+        arguments = [tvm.runtime.tensor(self._layout("data").from_nchw(np.asarray(data, "float32"))), packed]
+        if self.epilogue.bias:
+            arguments.append(tvm.runtime.tensor(np.asarray(bias, "float32")))
+        if self.epilogue.residual:
+            arguments.append(tvm.runtime.tensor(output_layout.from_nchw(np.asarray(residual, "float32"))))
+        output_shape = model_shapes(self.workload)[2]
+        arguments.append(tvm.runtime.tensor(np.zeros(output_layout.shape(output_shape), "float32")))
+        return arguments
+
+    def run(self, data: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+            residual: np.ndarray | None = None) -> np.ndarray:
+        """Compute on the host from model-layout arrays; returns the output in NCHW (or (N, K))."""
+        arguments = self.arguments(data, weight, bias, residual)
+        self.kernel["main"](*arguments)
+        return self._layout("output").to_nchw(arguments[-1].numpy())
+
+    def time(self, arguments: list[tvm.runtime.Tensor], number: int = 10, repeat: int = 5,
+             min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
+        """Median and spread of ``repeat`` measurements, each the mean of ``number`` runs."""
+        for _ in range(warmup):
+            self.kernel["main"](*arguments)
+        evaluator = self.kernel.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat,
+                                                   min_repeat_ms=min_repeat_ms)
+        return Timing.from_seconds(list(evaluator(*arguments).results))
+
+
+def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
+                     epilogue: Epilogue = Epilogue()) -> tvm.tirx.PrimFunc:
+    """The unscheduled PrimFunc of ``strategy`` on ``workload``: (data, packed weight, [bias], [residual], out)."""
+    layouts = strategy.layouts(workload, target)
+    data_shape, weight_shape, _ = model_shapes(workload)
+    data = te.placeholder(Layout.parse(layouts.data).shape(data_shape), "float32", name="data")
+    packed_shape = strategy.transform_weight(te.placeholder(weight_shape, "float32", name="weight"), workload,
+                                             target).shape
+    weight = te.placeholder(packed_shape, "float32", name="packed_weight")
+    out = strategy.compute(data, weight, workload, target)
+    bias = te.placeholder((workload.out_channels,), "float32", name="bias") if epilogue.bias else None
+    residual = te.placeholder(out.shape, "float32", name="residual") if epilogue.residual else None
+    result = apply_epilogue(out, layouts.output, epilogue, bias, residual)
+    inputs = [data, weight] + [t for t in (bias, residual) if t is not None]
+    return te.create_prim_func(inputs + [result])
+
+
+def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLike = "host",
+                 epilogue: Epilogue = Epilogue(), decisions: Mapping[str, Any] | None = None,
+                 sample_seed: int | None = None) -> BuiltKernel:
+    """Build ``strategy`` for ``workload`` with its default schedule, or with ``decisions`` where given.
+
+    With ``sample_seed``, every decision is drawn at random instead, as MetaSchedule's search does
+    (``decisions`` is then ignored); the drawn ones are in the result's ``decisions``.
+
+    Raises ValueError when the strategy does not apply (with its reason) or a decision does not fit.
+    """
+    strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    target = parse_target(target)
+    applicability = strategy.applies(workload, target)
+    if not applicability:
+        raise ValueError(f"{strategy.name} does not apply to {workload.describe()}: {applicability.reason}")
+    func = kernel_prim_func(strategy, workload, target, epilogue)
+    if sample_seed is None:
+        sch = s_tir.Schedule(func)
+        decider = Decider(sch, dict(decisions or {}))
+    else:
+        sch = s_tir.Schedule(func, seed=sample_seed)
+        decider = Decider(sch, None)
+    strategy.schedule(sch, workload, target, decider)
+    kernel = tvm.compile(sch.mod, target=target.tvm_target)
+    raw_weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
+    packed = strategy.transform_weight(raw_weight, workload, target)
+    weight_transform = tvm.compile(te.create_prim_func([raw_weight, packed]), target=target.tvm_target)
+    return BuiltKernel(strategy, workload, target, epilogue, decider.chosen, kernel, weight_transform,
+                       tuple(int(d) for d in packed.shape))
+
+
+@dataclass(frozen=True)
+class KernelMeasurement:
+    """The host latency of one (workload, strategy, decisions)."""
+
+    strategy: str
+    workload: Workload
+    decisions: Decisions
+    latency: Timing
+
+    @property
+    def gflops(self) -> float:
+        return self.latency.gflops(self.workload.flops)
+
+
+def measure_strategy(strategy: Strategy | str, workload: Workload, target: TargetLike = "host",
+                     decisions: Mapping[str, Any] | None = None, number: int = 10, repeat: int = 5,
+                     min_repeat_ms: int = 0, seed: int = 0) -> KernelMeasurement:
+    """Build and time one strategy on the host (warm-up, ``repeat`` measurements, median)."""
+    built = build_kernel(strategy, workload, target, decisions=decisions)
+    if not built.target.runs_on_host:
+        raise ValueError(f"{built.target.key} does not run on this machine; measure it over RPC")
+    rng = np.random.default_rng(seed)
+    data_shape, weight_shape, _ = model_shapes(workload)
+    arguments = built.arguments(rng.standard_normal(data_shape), rng.standard_normal(weight_shape))
+    timing = built.time(arguments, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return KernelMeasurement(built.strategy.name, workload, built.decisions, timing)
