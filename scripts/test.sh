@@ -4,5 +4,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-${VIRTUAL_ENV:-$root/.venv}}
 "$root/scripts/install.sh" test
+# the emulated aarch64 board and the cross compiler, for the tests that run on a board over RPC
+"$root/scripts/setup_board.sh"
 cd "$root"
 exec "$venv/bin/python" -m pytest tests "$@"

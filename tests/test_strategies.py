@@ -97,3 +97,25 @@ def test_declining_names_the_reason():
     assert "dense" in reason
     with pytest.raises(ValueError, match="does not apply"):
         build_kernel("direct_nchw", dense_case.workload, HOST)
+
+
+@pytest.mark.parametrize("target", ["rpi4", "llvm -mcpu=skylake-avx512"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_default_schedules_compile_for_other_target_families(strategy, target):
+    """NEON (4 lanes) and AVX-512 (16 lanes) change the layouts and tiles; the schedules must still build."""
+    parsed = parse_target(target)
+    case = next((c for c in CASES if strategy.applies(c.workload, parsed) and c.epilogue.bias), None)
+    if case is None:
+        case = next(c for c in CASES if strategy.applies(c.workload, parsed))
+    built = build_kernel(strategy, case.workload, parsed, case.epilogue)
+    assert built.decisions  # the defaults were chosen through the decider, so a plan can record them
+
+
+def test_measure_strategy_on_the_host():
+    from tvm_dse.strategies import measure_strategy
+
+    case = next(c for c in CASES if c.id == "3x3_s1_at28")
+    measurement = measure_strategy("spatial_pack_nchwc", case.workload, repeat=3)
+    assert measurement.latency.repeats == 3 and measurement.latency.median_ms > 0
+    assert measurement.gflops == pytest.approx(case.workload.flops / measurement.latency.median_ms / 1e6)
+    assert measurement.decisions == build_kernel("spatial_pack_nchwc", case.workload).decisions

@@ -71,18 +71,24 @@ class BuiltModel:
 
     def export(self, path: str | Path) -> Path:
         """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if self.target.runs_on_host or not self.target.is_aarch64:
-            self.executable.export_library(str(path))
-            return path
-        if shutil.which(AARCH64_CROSS_COMPILER) is None:
-            raise TvmDseError(f"exporting for {self.target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
-                              "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
-        from tvm.support import cc
+        return export_library(self.executable, self.target, path)
 
-        self.executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
+
+def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:
+    """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if target.runs_on_host or not target.is_aarch64:
+        executable.export_library(str(path))
         return path
+    if shutil.which(AARCH64_CROSS_COMPILER) is None:
+        raise TvmDseError(f"exporting for {target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
+                          "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross "
+                          "(scripts/setup_board.sh does)")
+    from tvm.support import cc
+
+    executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
+    return path
 
 
 def _flatten_outputs(result: object) -> list[np.ndarray]:

@@ -131,6 +131,36 @@ def _command_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_board(args: argparse.Namespace) -> int:
+    from .testing import board
+
+    running = board.load_cluster()
+    if args.action == "up":
+        if running is not None and running.tracker.alive():
+            raise TvmDseError(f"a board cluster is already up (tracker {running.tracker_address}, pids "
+                              f"{[running.tracker.pid] + [b.pid for b in running.boards]}); run tvm-dse board down")
+        print(f"starting a tracker on 127.0.0.1:{args.tracker_port} and {args.boards} emulated aarch64 board(s) "
+              f"with key {args.key!r} ...", flush=True)
+        cluster = board.start_cluster(args.boards, args.tracker_port, args.key)
+        board.save_cluster(cluster)
+        print(f"up: tracker {cluster.tracker_address} (pid {cluster.tracker.pid}), boards "
+              + ", ".join(f"127.0.0.1:{b.port} (pid {b.pid})" for b in cluster.boards))
+        return 0
+    if running is None:
+        print("no board cluster was started by tvm-dse board up")
+        return 0 if args.action == "down" else 1
+    if args.action == "down":
+        running.stop()
+        board.state_file().unlink()
+        print(f"stopped tracker {running.tracker_address} and {len(running.boards)} board(s)")
+        return 0
+    alive = [b for b in running.boards if b.alive()]
+    registered = running.registered() if running.tracker.alive() else 0
+    print(f"tracker {running.tracker_address} {'up' if running.tracker.alive() else 'DOWN'}; "
+          f"{len(alive)} of {len(running.boards)} board processes alive; {registered} registered as {running.key!r}")
+    return 0 if running.tracker.alive() and registered == len(running.boards) else 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvm-dse", description="Find the fastest way to deploy a CNN on a CPU.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +191,13 @@ def make_parser() -> argparse.ArgumentParser:
     zoo.add_argument("name", nargs="?", help="model to export, e.g. resnet18 or resnet18-small")
     zoo.add_argument("-o", "--output", help="ONNX file to write")
     zoo.set_defaults(handler=_command_zoo)
+
+    board = commands.add_parser("board", help="start, inspect or stop emulated aarch64 boards behind an RPC tracker")
+    board.add_argument("action", choices=["up", "down", "status"])
+    board.add_argument("--boards", type=int, default=1, help="boards to start (default: 1)")
+    board.add_argument("--tracker-port", type=int, default=9190, help="tracker port on 127.0.0.1 (default: 9190)")
+    board.add_argument("--key", default="qemu-aarch64", help="key the boards register under (default: qemu-aarch64)")
+    board.set_defaults(handler=_command_board)
     return parser
 
 

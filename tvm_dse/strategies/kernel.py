@@ -9,6 +9,7 @@ converting on the way in and out, so every strategy is checked against the same 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,7 +42,7 @@ class BuiltKernel:
     epilogue: Epilogue
     decisions: Decisions
     kernel: Any  # tvm.runtime.Executable of the scheduled compute
-    weight_transform: Any  # tvm.runtime.Executable of the weight pre-transform
+    weight_transform: Any  # tvm.runtime.Executable of the weight pre-transform, built for the host
     packed_weight_shape: tuple[int, ...] = field(default=())
 
     def _layout(self, which: str) -> Layout:
@@ -68,6 +69,12 @@ class BuiltKernel:
         arguments = self.arguments(data, weight, bias, residual)
         self.kernel["main"](*arguments)
         return self._layout("output").to_nchw(arguments[-1].numpy())
+
+    def export(self, path: str | Path) -> Path:
+        """Write the kernel as a shared library for its target (cross-compiled for aarch64)."""
+        from ..build import export_library
+
+        return export_library(self.kernel, self.target, path)
 
     def time(self, arguments: list[tvm.runtime.Tensor], number: int = 10, repeat: int = 5,
              min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
@@ -122,7 +129,8 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     kernel = tvm.compile(sch.mod, target=target.tvm_target)
     raw_weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
     packed = strategy.transform_weight(raw_weight, workload, target)
-    weight_transform = tvm.compile(te.create_prim_func([raw_weight, packed]), target=target.tvm_target)
+    # Weights are transformed at compile time, on the machine that compiles: always the host.
+    weight_transform = tvm.compile(te.create_prim_func([raw_weight, packed]), target=tvm.target.Target({"kind": "llvm"}))
     return BuiltKernel(strategy, workload, target, epilogue, decider.chosen, kernel, weight_transform,
                        tuple(int(d) for d in packed.shape))
 

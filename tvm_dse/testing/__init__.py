@@ -3,14 +3,18 @@ and the error measure every numerical check uses."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import onnx
 
 from .zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
 
-__all__ = ["MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "onnxruntime_outputs", "relative_error"]
+if TYPE_CHECKING:
+    from ..workload import Workload
+
+__all__ = ["MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "onnxruntime_outputs", "onnxruntime_session",
+           "relative_error", "single_conv_model"]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -27,12 +31,40 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(difference / scale) if scale > 0 else float(difference)
 
 
-def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    """Run ``model`` in onnxruntime on the CPU (all graph optimizations) and return its outputs."""
+def onnxruntime_session(model: onnx.ModelProto, threads: int | None = None):
+    """An onnxruntime CPU session for ``model`` with all graph optimizations and ``threads`` intra-op threads."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, dict(feed))
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+    """Run ``model`` in onnxruntime on the CPU (all graph optimizations) and return its outputs."""
+    return onnxruntime_session(model, threads).run(None, dict(feed))
+
+
+def single_conv_model(workload: "Workload", seed: int = 0) -> onnx.ModelProto:
+    """A one-node ONNX model (Conv with bias, or Gemm) computing ``workload``, input "x", output "y"."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    bias = numpy_helper.from_array(rng.standard_normal(workload.out_channels).astype(np.float32), "b")
+    if workload.op == "dense":
+        weight = rng.standard_normal((workload.out_channels, workload.in_channels)).astype(np.float32)
+        node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
+        x_shape, y_shape = [workload.batch, workload.in_channels], [workload.batch, workload.out_channels]
+    else:
+        weight = rng.standard_normal(workload.weight_shape).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(workload.kernel),
+                                strides=list(workload.stride), dilations=list(workload.dilation),
+                                pads=list(workload.padding), group=workload.groups)
+        x_shape, y_shape = list(workload.input_shape), list(workload.output_shape)
+    graph = helper.make_graph([node], "single_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(weight, "w"), bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

@@ -1,0 +1,48 @@
+"""Shared pieces of the benchmark scripts: thread settings, machine description, onnxruntime timing,
+writing a table with its JSON twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+
+
+def set_threads(threads: int) -> None:
+    """Give TVM ``threads`` workers; must run before tvm_dse (or any TVM kernel) is imported and run."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "nproc": os.cpu_count(), "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     cwd=HERE).stdout.strip()}
+
+
+def time_callable(run: Callable[[], object], number: int = 10, warmup: int = 3) -> float:
+    """Mean seconds of ``number`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    for _ in range(number):
+        run()
+    return (time.perf_counter() - start) / number
+
+
+def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``benchmarks/<stem>.md`` and its JSON twin."""
+    md_path, json_path = HERE / f"{stem}.md", HERE / f"{stem}.json"
+    md_path.write_text(markdown)
+    json_path.write_text(json.dumps(data, indent=1))
+    return md_path, json_path

@@ -1,0 +1,212 @@
+"""The emulated aarch64 board: a TVM RPC tracker and N aarch64 RPC servers (real aarch64 Python and TVM
+runtime under qemu user-mode emulation) on 127.0.0.1.
+
+``scripts/setup_board.sh`` installs the board once per machine; :func:`start_cluster` starts a tracker
+and boards and :meth:`BoardCluster.stop` stops exactly the processes it started, by their process ids.
+Timings under emulation say nothing about real Arm speed: use the board for the correctness of the
+remote path (cross-compile, upload, run, faults), never for speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import TvmDseError
+
+DEFAULT_KEY = "qemu-aarch64"
+LOOPBACK = "127.0.0.1"
+SETUP_SCRIPT = "scripts/setup_board.sh"
+
+
+def board_dir() -> Path:
+    """Where ``scripts/setup_board.sh`` installs the board ($TVM_DSE_BOARD_DIR or ~/.cache/tvm_dse/board-aarch64)."""
+    return Path(os.environ.get("TVM_DSE_BOARD_DIR", Path.home() / ".cache" / "tvm_dse" / "board-aarch64"))
+
+
+def board_python() -> Path:
+    """The board's Python launcher; raises when the board has not been set up."""
+    launcher = board_dir() / "python"
+    if not (board_dir() / ".complete").is_file() or not launcher.is_file():
+        raise TvmDseError(f"the emulated aarch64 board is not set up in {board_dir()}; run {SETUP_SCRIPT} "
+                          "(needs root for apt-get) from the tvm_dse repository")
+    return launcher
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise TvmDseError(f"process {process.pid} exited with {process.returncode} before listening on {port}")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TvmDseError(f"nothing listens on {LOOPBACK}:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class ServiceProcess:
+    """One process of the cluster: what it is, its pid (the leader of its own process group), its port."""
+
+    role: str
+    pid: int
+    port: int
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return _state(self.pid) not in ("Z", "X")
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+@dataclass
+class BoardCluster:
+    """A tracker and its emulated boards, all on 127.0.0.1."""
+
+    tracker_port: int
+    key: str
+    tracker: ServiceProcess
+    boards: list[ServiceProcess] = field(default_factory=list)
+    host: str = LOOPBACK
+
+    @property
+    def tracker_address(self) -> str:
+        return f"{self.host}:{self.tracker_port}"
+
+    def registered(self) -> int:
+        """How many boards of this cluster's key the tracker knows now."""
+        from tvm import rpc
+
+        summary = rpc.connect_tracker(self.host, self.tracker_port).summary()
+        return sum(1 for server in summary["server_info"] if server["key"].split(":")[-1] == self.key)
+
+    def wait_registered(self, count: int | None = None, timeout: float = 240.0) -> None:
+        """Block until ``count`` boards (default: all live ones) have registered with the tracker."""
+        count = sum(b.alive() for b in self.boards) if count is None else count
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.registered() >= count:
+                return
+            dead = [b for b in self.boards if not b.alive()]
+            if count > len(self.boards) - len(dead):
+                raise TvmDseError(f"board processes {[b.pid for b in dead]} exited; see {[b.log for b in dead]}")
+            time.sleep(1.0)
+        raise TvmDseError(f"only {self.registered()} of {count} boards registered with the tracker at "
+                          f"{self.tracker_address} after {timeout:.0f} s; see {[b.log for b in self.boards]}")
+
+    def add_board(self, port: int | None = None, log_dir: Path | None = None) -> ServiceProcess:
+        """Start one more board registered under this cluster's key."""
+        port = port or free_port()
+        site = board_dir() / "site"
+        log = _log_path(log_dir, f"board-{port}")
+        command = [str(board_python()), "-m", "tvm.exec.rpc_server", "--host", self.host, "--port", str(port),
+                   "--port-end", str(port + 1), "--tracker", self.tracker_address, "--key", self.key,
+                   "--load-library", str(site / "tvm" / "lib" / "libtvm_runtime_extra.so")]
+        board = ServiceProcess("board", _spawn(command, log).pid, port, str(log))
+        self.boards.append(board)
+        return board
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every process this cluster started (and their children), by process group."""
+        processes = [*self.boards, self.tracker]
+        for process in processes:
+            process.kill(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(p.alive() for p in processes):
+            time.sleep(0.2)
+        for process in processes:
+            if process.alive():
+                process.kill(signal.SIGKILL)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BoardCluster":
+        return cls(data["tracker_port"], data["key"], ServiceProcess(**data["tracker"]),
+                   [ServiceProcess(**b) for b in data["boards"]], data.get("host", LOOPBACK))
+
+
+def _log_path(log_dir: Path | None, name: str) -> Path:
+    directory = Path(log_dir) if log_dir else board_dir() / "logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{name}.log"
+
+
+def _spawn(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as stream:
+        # its own session: the cluster stops it and the workers it forks as one process group
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def start_cluster(boards: int = 1, tracker_port: int | None = None, key: str = DEFAULT_KEY,
+                  log_dir: str | Path | None = None, wait: bool = True, timeout: float = 240.0) -> BoardCluster:
+    """Start a tracker on 127.0.0.1 and ``boards`` emulated aarch64 boards registered under ``key``.
+
+    Returns once every board has registered (unless ``wait`` is False). The caller stops the cluster with
+    :meth:`BoardCluster.stop`; on failure to start, whatever was started is stopped.
+    """
+    board_python()  # fail before starting anything when the board is not set up
+    tracker_port = tracker_port or free_port()
+    log_dir = Path(log_dir) if log_dir else None
+    log = _log_path(log_dir, f"tracker-{tracker_port}")
+    command = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", LOOPBACK, "--port", str(tracker_port),
+               "--port-end", str(tracker_port + 1)]
+    process = _spawn(command, log)
+    cluster = BoardCluster(tracker_port, key, ServiceProcess("tracker", process.pid, tracker_port, str(log)))
+    try:
+        wait_for_port(tracker_port, timeout=60, process=process)
+        for _ in range(boards):
+            cluster.add_board(log_dir=log_dir)
+        if wait:
+            cluster.wait_registered(boards, timeout=timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def state_file() -> Path:
+    """Where ``tvm-dse board up`` records the cluster it started, for ``tvm-dse board down``."""
+    return board_dir() / "cluster.json"
+
+
+def save_cluster(cluster: BoardCluster) -> None:
+    state_file().write_text(json.dumps(cluster.to_dict(), indent=1))
+
+
+def load_cluster() -> BoardCluster | None:
+    path = state_file()
+    return BoardCluster.from_dict(json.loads(path.read_text())) if path.is_file() else None
