@@ -49,3 +49,109 @@ def test_board_command_up_status_down(capsys):
         assert main(["board", "down"]) == 0
     assert not cluster.tracker.alive() and not any(b.alive() for b in cluster.boards)
     assert load_cluster() is None
+
+
+# --- measuring on boards through the tracker --------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from tvm_dse.measure import (Candidate, MeasurementError, MeasurementStore, MeasureSettings, RPCRunner,  # noqa: E402
+                             measure_candidates)
+from tvm_dse.workload import Workload  # noqa: E402
+
+BOARD_TARGET = "rpi4"
+SMALL = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in (6, 7, 8, 9, 10, 11)]
+QUICK = MeasureSettings(number=2, repeat=2)
+
+
+def _batch():
+    return [Candidate(w, "spatial_pack_nchwc") for w in SMALL]
+
+
+def test_two_boards_measure_a_batch_in_parallel(emulated_boards, tmp_path):
+    runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key, settings=QUICK)
+    assert len(runner.boards()) == 2
+    records = measure_candidates(_batch(), BOARD_TARGET, runner, MeasurementStore(tmp_path / "m.jsonl"),
+                                 show_progress=False)
+    assert all(r.ok and r.median_ms > 0 for r in records)
+    assert len({r.board for r in records}) == 2  # both boards took candidates
+    assert {r.board for r in records} <= {f"127.0.0.1:{b.port}" for b in emulated_boards.boards}
+
+
+def test_a_board_killed_mid_run_loses_nothing(board_cluster_factory, tmp_path):
+    cluster = board_cluster_factory(boards=2)
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    runner = RPCRunner(tracker=cluster.tracker_address, key=cluster.key, settings=MeasureSettings(number=3, repeat=3),
+                       session_timeout_s=60, connect_timeout_s=60)
+    victim = cluster.boards[0]
+
+    def kill_after_first_result() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (store.path.exists() and store.path.read_text().strip()):
+            time.sleep(0.05)
+        victim.kill(9)
+
+    killer = threading.Thread(target=kill_after_first_result, daemon=True)
+    killer.start()
+    records = measure_candidates(_batch() * 2, BOARD_TARGET, runner, store, show_progress=False)
+    killer.join()
+    assert not victim.alive()
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
+    failures = [r for r in store.records() if not r.ok]
+    assert failures and all(f"127.0.0.1:{victim.port}" in f.error for f in failures)
+    assert all(r.status == "timeout" and "spatial_pack_nchwc on" in r.error for r in failures)
+    assert {r.key for r in records} == {r.key for r in store.records() if r.ok}
+
+
+def test_a_session_time_out_names_the_board_and_the_candidate(emulated_boards, tmp_path):
+    runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key, attempts=2,
+                       settings=MeasureSettings(number=200000, repeat=50), session_timeout_s=3)
+    (record,) = measure_candidates([Candidate(SMALL[-1], "direct_nchw")], BOARD_TARGET, runner,
+                                   MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
+    assert record.status == "timeout"
+    assert "direct_nchw on 3x3 s1 8->8 @11x11" in record.error and "timed out" in record.error
+    assert "board 127.0.0.1:" in record.error and "attempt 2 of 2" in record.error
+
+
+def test_unreachable_tracker_and_unknown_key_fail_fast_and_clearly(emulated_boards):
+    start = time.monotonic()
+    with pytest.raises(MeasurementError, match=r"cannot reach the RPC tracker at 127\.0\.0\.1:"):
+        RPCRunner(tracker=f"127.0.0.1:{free_port()}", key="any", connect_timeout_s=5).boards()
+    with pytest.raises(MeasurementError, match=r"no board is registered under key 'nope'.*qemu-aarch64"):
+        RPCRunner(tracker=emulated_boards.tracker_address, key="nope").boards()
+    with pytest.raises(MeasurementError, match="HOST:PORT"):
+        RPCRunner(tracker="localhost", key="x")
+    assert time.monotonic() - start < 30
+
+
+def test_a_rerun_after_an_interrupted_board_run_measures_nothing_twice(emulated_boards, tmp_path):
+    store_path = tmp_path / "m.jsonl"
+    script = textwrap.dedent(f"""
+        from tvm_dse.measure import *
+        from tvm_dse.workload import Workload
+        workloads = [Workload.from_dict(w) for w in {[w.to_dict() for w in SMALL]!r}]
+        runner = RPCRunner(tracker={emulated_boards.tracker_address!r}, key={emulated_boards.key!r},
+                           settings=MeasureSettings(number=2, repeat=2, cooldown_ms=2000))
+        measure_candidates([Candidate(w, "spatial_pack_nchwc") for w in workloads], {BOARD_TARGET!r}, runner,
+                           MeasurementStore({str(store_path)!r}), show_progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (not store_path.exists() or not store_path.read_text().strip()):
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    done_before = {r.key for r in MeasurementStore(store_path).records() if r.ok}
+    assert 1 <= len(done_before) < len(SMALL)
+    runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key, settings=QUICK,
+                       connect_timeout_s=120)
+    records = measure_candidates(_batch(), BOARD_TARGET, runner, MeasurementStore(store_path), show_progress=False)
+    assert all(r.ok for r in records)
+    ok_keys = [r.key for r in MeasurementStore(store_path).records() if r.ok]
+    assert sorted(ok_keys) == sorted({r.key for r in records})  # each measured exactly once

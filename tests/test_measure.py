@@ -1,0 +1,122 @@
+"""Measuring kernels: the builder, the local runner, the resumable store (concurrent writers, corrupt lines)."""
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tvm_dse.measure import (Builder, Candidate, LocalRunner, MeasurementStore, MeasureSettings, Record,
+                             measure_candidates)
+from tvm_dse.target import parse_target
+from tvm_dse.workload import Workload
+
+HOST = parse_target("host")
+WORKLOAD = Workload("conv2d", 1, 16, 14, 14, 16, kernel=(3, 3), padding=(1, 1, 1, 1))
+FAST = MeasureSettings(number=2, repeat=2)
+
+
+def _candidates():
+    return [Candidate(WORKLOAD, "spatial_pack_nchwc"), Candidate(WORKLOAD, "direct_nhwc"),
+            Candidate(WORKLOAD, "spatial_pack_nchwc", {"oc_blocks": [1, 2], "oh": [14, 1], "ow": [2, 7]})]
+
+
+def test_measure_locally_then_resume_from_the_store(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    records = measure_candidates(_candidates(), HOST, LocalRunner(FAST), store, Builder(workers=2),
+                                 show_progress=False)
+    assert [r.status for r in records] == ["ok"] * 3
+    assert all(r.median_ms > 0 and r.board == "local" and r.target == HOST.key for r in records)
+    assert records[0].decisions != records[2].decisions  # default vs given decisions are different kernels
+    lines = store.path.read_text().splitlines()
+    assert len(lines) == 3
+    again = measure_candidates(_candidates(), HOST, LocalRunner(FAST), store, show_progress=False)
+    assert store.path.read_text().splitlines() == lines  # nothing measured twice
+    assert [r.measured_at for r in again] == [r.measured_at for r in records]
+
+
+def test_build_errors_and_timeouts_are_recorded_per_candidate(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    bad = Candidate(WORKLOAD, "spatial_pack_nchwc", {"ow": [3, 5]})
+    good = Candidate(WORKLOAD, "direct_nchw")
+    records = measure_candidates([bad, good], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert records[0].status == "build_error" and "does not split a loop of extent 14" in records[0].error
+    assert records[1].status == "ok"
+    slow = measure_candidates([Candidate(WORKLOAD, "direct_nhwc")], HOST, LocalRunner(FAST),
+                              MeasurementStore(tmp_path / "t.jsonl"), Builder(timeout_s=0.05), show_progress=False)
+    assert slow[0].status == "build_error" and "timed out after" in slow[0].error
+    # failures are results: a rerun does not retry them unless asked
+    rerun = measure_candidates([bad], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert rerun[0].measured_at == records[0].measured_at
+    retried = measure_candidates([bad], HOST, LocalRunner(FAST), store, retry_failed=True, show_progress=False)
+    assert retried[0].measured_at >= records[0].measured_at and len(store.records()) == 3
+
+
+def test_corrupt_and_truncated_lines_are_skipped_with_a_warning(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    record = Record(HOST.key, WORKLOAD.to_dict(), WORKLOAD.key(), "direct_nchw", {"k": [4, 4]}, "ok",
+                    latency={"median_ms": 1.0})
+    store.append(record)
+    with open(store.path, "a") as stream:
+        stream.write("this is not json\n")
+        stream.write(record.to_json()[:40] + "\n")
+    store.append(record)
+    with pytest.warns(UserWarning) as caught:
+        records = store.records()
+    messages = [str(w.message) for w in caught]
+    assert any("m.jsonl:2: skipping an unreadable" in m for m in messages)
+    assert any("m.jsonl:3: skipping an unreadable" in m for m in messages)
+    assert len(records) == 2 and records[0].key == record.key
+
+
+def _append_many(path: str, writer: int, count: int) -> None:
+    store = MeasurementStore(path)
+    for index in range(count):
+        store.append(Record("t", {"writer": writer, "index": index, "padding": "x" * 3000}, f"w{writer}-{index}",
+                            "s", {}, "ok", latency={"median_ms": float(index)}))
+
+
+def test_two_writers_do_not_corrupt_the_store(tmp_path):
+    path = str(tmp_path / "shared.jsonl")
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_many, args=(path, w, 150)) for w in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+        assert writer.exitcode == 0
+    lines = open(path).read().splitlines()
+    assert len(lines) == 300
+    assert sorted(json.loads(line)["workload_key"] for line in lines) == sorted(
+        f"w{w}-{i}" for w in range(2) for i in range(150))
+
+
+def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
+    store_path = tmp_path / "m.jsonl"
+    workloads = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in range(6, 12)]
+    script = textwrap.dedent(f"""
+        from tvm_dse.measure import *
+        from tvm_dse.workload import Workload
+        workloads = [Workload.from_dict(w) for w in {[w.to_dict() for w in workloads]!r}]
+        measure_candidates([Candidate(w, "direct_nchw") for w in workloads], "host",
+                           LocalRunner(MeasureSettings(number=2, repeat=2, cooldown_ms=1500)),
+                           MeasurementStore({str(store_path)!r}), show_progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        import time
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and (not store_path.exists() or len(store_path.read_text().splitlines()) < 2):
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait()
+    interrupted = MeasurementStore(store_path).latest()
+    assert 2 <= len(interrupted) < len(workloads)
+    records = measure_candidates([Candidate(w, "direct_nchw") for w in workloads], HOST, LocalRunner(FAST),
+                                 MeasurementStore(store_path), show_progress=False)
+    assert all(r.ok for r in records)
+    keys = [json.loads(line)["workload_key"] for line in store_path.read_text().splitlines()]
+    assert sorted(keys) == sorted(w.key() for w in workloads)  # each measured exactly once

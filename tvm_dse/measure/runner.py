@@ -1,0 +1,305 @@
+"""Runners: time built candidates where the target is, behind one interface.
+
+:class:`LocalRunner` measures on this machine, one candidate at a time. :class:`RPCRunner` measures on
+boards reached through a TVM RPC tracker (every free board of the key, in parallel) or directly at
+host:port. A board that stops answering within the session time-out is reported as a time-out naming
+the board and the candidate; the candidate is retried on another board a bounded number of times and
+then recorded as failed. Nothing here knows about stores: results go to the ``on_result`` callback as
+they arrive.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import TvmDseError
+from ..timing import Timing
+from .builder import BuildResult
+
+# TVM's time evaluator hook that flushes the CPU caches before each repeat (all arguments but the output).
+CACHE_FLUSH = "cache_flush_cpu_non_first_arg"
+
+
+class MeasurementError(TvmDseError):
+    """A measurement that cannot start: unreachable tracker, unknown key, no board free in time."""
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How each candidate is timed: ``repeat`` measurements, each the mean of ``number`` runs lasting at
+    least ``min_repeat_ms``; ``warmup`` untimed runs first; ``cooldown_ms`` of rest between candidates
+    (boards that throttle); optional cache flush before each repeat."""
+
+    number: int = 10
+    repeat: int = 5
+    min_repeat_ms: int = 0
+    warmup: int = 1
+    cooldown_ms: int = 0
+    flush_cache: bool = False
+
+
+@dataclass
+class RunResult:
+    """The timing of one built candidate, or why there is none."""
+
+    build: BuildResult
+    timing: Timing | None = None
+    status: str = "ok"  # "ok", "run_error" or "timeout"
+    error: str = ""
+    board: str = "local"
+    retried: bool = False  # a failed attempt; the candidate goes on to another board
+
+
+def _random_arguments(build: BuildResult, device: object) -> list:
+    import tvm
+
+    rng = np.random.default_rng(0)
+    return [tvm.runtime.tensor(rng.standard_normal(shape).astype("float32"), device) for shape in build.argument_shapes]
+
+
+def _time_module(module: object, build: BuildResult, device: object, settings: MeasureSettings) -> Timing:
+    arguments = _random_arguments(build, device)
+    for _ in range(settings.warmup):
+        module["main"](*arguments)
+    evaluator = module.time_evaluator("main", device, number=settings.number, repeat=settings.repeat,
+                                      min_repeat_ms=settings.min_repeat_ms,
+                                      f_preproc=CACHE_FLUSH if settings.flush_cache else "")
+    timing = Timing.from_seconds(list(evaluator(*arguments).results))
+    if settings.cooldown_ms:
+        time.sleep(settings.cooldown_ms / 1e3)
+    return timing
+
+
+class Runner(ABC):
+    """Times built candidates on the target."""
+
+    def __init__(self, settings: MeasureSettings | None = None):
+        self.settings = settings or MeasureSettings()
+
+    @abstractmethod
+    def run(self, builds: Sequence[BuildResult],
+            on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        """Measure every successful build; return one result per build, in the builds' order.
+
+        ``on_result`` is called as each result arrives (from the calling thread or a worker thread; it
+        must be thread-safe), failed attempts that are retried included (``retried=True``), so they can
+        be recorded. Builds that failed are not given to runners.
+        """
+
+
+class LocalRunner(Runner):
+    """Measures on this machine, one candidate at a time (parallel runs would disturb each other)."""
+
+    def run(self, builds: Sequence[BuildResult],
+            on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        import tvm
+
+        results = []
+        device = tvm.cpu(0)
+        for build in builds:
+            try:
+                module = tvm.runtime.load_module(build.library)
+                result = RunResult(build, _time_module(module, build, device, self.settings))
+            except Exception as error:  # TVM raises its own error types from the runtime
+                result = RunResult(build, status="run_error", error=f"{build.candidate.describe()} failed "
+                                                                    f"on this machine: {error}")
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise MeasurementError(f"address {address!r} must be HOST:PORT, e.g. 127.0.0.1:9190")
+    return host, int(port)
+
+
+def _probe(host: str, port: int, what: str, timeout: float) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as error:
+        raise MeasurementError(f"cannot reach the {what} at {host}:{port}: {error.strerror or error}") from None
+
+
+class RPCRunner(Runner):
+    """Measures on remote boards over TVM RPC.
+
+    Parameters
+    ----------
+    tracker
+        ``"HOST:PORT"`` of an RPC tracker; with ``key``, candidates are spread over every board the
+        tracker has under that key, one session per board, in parallel.
+    key
+        The key the boards registered under (e.g. ``"qemu-aarch64"``, ``"rpi4"``).
+    direct
+        ``"HOST:PORT"`` of one RPC server to use without a tracker (instead of ``tracker`` and ``key``).
+    session_timeout_s
+        How long one candidate may take on a board before the session is dropped as timed out.
+    attempts
+        How many boards a candidate is tried on before it is recorded as failed.
+    connect_timeout_s
+        Bound on reaching the tracker or server, and on waiting for a free board.
+    """
+
+    def __init__(self, tracker: str | None = None, key: str | None = None, direct: str | None = None,
+                 settings: MeasureSettings | None = None, session_timeout_s: float = 120.0, attempts: int = 3,
+                 connect_timeout_s: float = 30.0):
+        super().__init__(settings)
+        if (tracker is None) == (direct is None):
+            raise MeasurementError("give either a tracker (HOST:PORT) and a key, or a direct HOST:PORT")
+        if tracker is not None and not key:
+            raise MeasurementError(f"a key is needed to request boards from the tracker at {tracker}")
+        self.tracker = parse_address(tracker) if tracker else None
+        self.direct = parse_address(direct) if direct else None
+        self.key = key or ""
+        self.session_timeout_s = session_timeout_s
+        self.attempts = attempts
+        self.connect_timeout_s = connect_timeout_s
+
+    def boards(self) -> list[str]:
+        """host:port of every board the tracker has under the key; raises when there are none."""
+        if self.direct:
+            _probe(*self.direct, "RPC server", self.connect_timeout_s)
+            return [f"{self.direct[0]}:{self.direct[1]}"]
+        from tvm import rpc
+
+        host, port = self.tracker
+        _probe(host, port, "RPC tracker", self.connect_timeout_s)
+        summary = rpc.connect_tracker(host, port).summary()
+        servers = [s for s in summary["server_info"] if s["key"].split(":")[-1] == self.key]
+        if not servers:
+            known = sorted({s["key"].split(":")[-1] for s in summary["server_info"]})
+            raise MeasurementError(f"no board is registered under key {self.key!r} at the tracker {host}:{port}; "
+                                   f"registered keys: {', '.join(known) or 'none'}")
+        return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
+
+    def _session(self) -> tuple[object, str]:
+        """A session on one board and that board's host:port, within ``connect_timeout_s``."""
+        from tvm import rpc
+        from tvm.rpc import base
+
+        if self.direct:
+            host, port = self.direct
+            return rpc.connect(host, port, session_timeout=self.session_timeout_s), f"{host}:{port}"
+        outcome: dict = {}
+
+        def request() -> None:
+            # TrackerSession.request, keeping the board's address that it throws away
+            try:
+                tracker = rpc.connect_tracker(*self.tracker)
+                base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, self.key, "", 1])
+                reply = base.recvjson(tracker._sock)
+                if reply[0] != base.TrackerCode.SUCCESS:
+                    raise MeasurementError(f"the tracker refused a board for key {self.key!r}: {reply}")
+                url, port, match_key = reply[1]
+                outcome["session"] = rpc.connect(url, port, match_key, self.session_timeout_s)
+                outcome["board"] = f"{url}:{port}"
+            except Exception as error:  # reported to the waiting thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=request, daemon=True)
+        thread.start()
+        thread.join(self.connect_timeout_s)
+        if thread.is_alive():
+            raise MeasurementError(f"no board of key {self.key!r} became free at the tracker "
+                                   f"{self.tracker[0]}:{self.tracker[1]} within {self.connect_timeout_s:.0f} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["session"], outcome["board"]
+
+    def _measure_on(self, session: object, build: BuildResult) -> Timing:
+        session.upload(build.library)
+        module = session.load_module(Path(build.library).name)
+        return _time_module(module, build, session.cpu(0), self.settings)
+
+    def run(self, builds: Sequence[BuildResult],
+            on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        if not builds:
+            return []
+        boards = self.boards()
+        pending: queue.Queue = queue.Queue()
+        for index, build in enumerate(builds):
+            pending.put((index, build, 1))
+        results: dict[int, RunResult] = {}
+        lock = threading.Lock()
+        active = [len(boards)]
+
+        def finish(index: int, result: RunResult) -> None:
+            with lock:
+                results[index] = result
+            if on_result is not None:
+                on_result(result)
+
+        def worker() -> None:
+            session, board = None, ""
+            try:
+                while True:
+                    try:
+                        index, build, attempt = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    if session is None:
+                        try:
+                            session, board = self._session()
+                        except Exception as error:
+                            pending.put((index, build, attempt))
+                            with lock:
+                                last = active[0] == 1
+                            if last:  # no other worker will pick the queue up: fail what is left
+                                self._fail_remaining(pending, finish, f"no board available: {error}")
+                            return
+                    try:
+                        finish(index, RunResult(build, self._measure_on(session, build), board=board))
+                    except Exception as error:  # the session is gone: time-out, dead board, remote error
+                        status, message = self._describe_failure(error, board, build)
+                        session = None
+                        failure = RunResult(build, status=status, board=board, retried=attempt < self.attempts,
+                                            error=f"{message} (attempt {attempt} of {self.attempts})")
+                        if failure.retried:
+                            if on_result is not None:
+                                on_result(failure)
+                            pending.put((index, build, attempt + 1))
+                        else:
+                            finish(index, failure)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in boards]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._fail_remaining(pending, finish, "no board was left to measure it")
+        return [results[i] for i in range(len(builds))]
+
+    def _describe_failure(self, error: Exception, board: str, build: BuildResult) -> tuple[str, str]:
+        text = str(error).strip().splitlines()
+        summary = text[-1] if text else type(error).__name__
+        timed_out = any(word in str(error).lower() for word in ("timeout", "timed out", "shutdown", "closed", "reset",
+                                                                "broken pipe", "connection"))
+        if timed_out:
+            return "timeout", (f"board {board} timed out or dropped the session (limit {self.session_timeout_s:.0f} s) "
+                               f"while measuring {build.candidate.describe()}: {summary}")
+        return "run_error", f"board {board} failed to run {build.candidate.describe()}: {summary}"
+
+    @staticmethod
+    def _fail_remaining(pending: queue.Queue, finish: Callable[[int, RunResult], None], reason: str) -> None:
+        while True:
+            try:
+                index, build, attempt = pending.get_nowait()
+            except queue.Empty:
+                return
+            finish(index, RunResult(build, status="run_error", error=f"{build.candidate.describe()}: {reason}"))
