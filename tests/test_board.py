@@ -155,3 +155,17 @@ def test_a_rerun_after_an_interrupted_board_run_measures_nothing_twice(emulated_
     assert all(r.ok for r in records)
     ok_keys = [r.key for r in MeasurementStore(store_path).records() if r.ok]
     assert sorted(ok_keys) == sorted({r.key for r in records})  # each measured exactly once
+
+
+def test_a_board_reached_directly_without_a_tracker(tmp_path):
+    from tvm_dse.testing.board import start_board, wait_for_port
+
+    board = start_board(log_dir=tmp_path)
+    try:
+        wait_for_port(board.port, timeout=120)
+        runner = RPCRunner(direct=f"127.0.0.1:{board.port}", settings=QUICK, connect_timeout_s=60)
+        (record,) = measure_candidates([Candidate(SMALL[0], "direct_nhwc")], BOARD_TARGET, runner,
+                                       MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
+        assert record.ok and record.board == f"127.0.0.1:{board.port}"
+    finally:
+        board.kill(9)

@@ -120,3 +120,10 @@ def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
     assert all(r.ok for r in records)
     keys = [json.loads(line)["workload_key"] for line in store_path.read_text().splitlines()]
     assert sorted(keys) == sorted(w.key() for w in workloads)  # each measured exactly once
+
+
+def test_cache_flush_and_cooldown_settings(tmp_path):
+    settings = MeasureSettings(number=1, repeat=3, flush_cache=True, cooldown_ms=10, min_repeat_ms=1)
+    (record,) = measure_candidates([Candidate(WORKLOAD, "direct_nchw")], HOST, LocalRunner(settings),
+                                   MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
+    assert record.ok and record.latency["repeats"] == 3

@@ -127,13 +127,7 @@ class BoardCluster:
 
     def add_board(self, port: int | None = None, log_dir: Path | None = None) -> ServiceProcess:
         """Start one more board registered under this cluster's key."""
-        port = port or free_port()
-        site = board_dir() / "site"
-        log = _log_path(log_dir, f"board-{port}")
-        command = [str(board_python()), "-m", "tvm.exec.rpc_server", "--host", self.host, "--port", str(port),
-                   "--port-end", str(port + 1), "--tracker", self.tracker_address, "--key", self.key,
-                   "--load-library", str(site / "tvm" / "lib" / "libtvm_runtime_extra.so")]
-        board = ServiceProcess("board", _spawn(command, log).pid, port, str(log))
+        board = start_board(port, log_dir, tracker=self.tracker_address, key=self.key)
         self.boards.append(board)
         return board
 
@@ -156,6 +150,20 @@ class BoardCluster:
     def from_dict(cls, data: dict) -> "BoardCluster":
         return cls(data["tracker_port"], data["key"], ServiceProcess(**data["tracker"]),
                    [ServiceProcess(**b) for b in data["boards"]], data.get("host", LOOPBACK))
+
+
+def start_board(port: int | None = None, log_dir: Path | None = None, tracker: str | None = None,
+                key: str = DEFAULT_KEY) -> ServiceProcess:
+    """Start one emulated board on 127.0.0.1:``port``, registered with ``tracker`` when given (a board
+    without a tracker is reached directly at its port). Stop it with ``.kill()``."""
+    port = port or free_port()
+    log = _log_path(log_dir, f"board-{port}")
+    command = [str(board_python()), "-m", "tvm.exec.rpc_server", "--host", LOOPBACK, "--port", str(port),
+               "--port-end", str(port + 1), "--load-library",
+               str(board_dir() / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so")]
+    if tracker:
+        command += ["--tracker", tracker, "--key", key]
+    return ServiceProcess("board", _spawn(command, log).pid, port, str(log))
 
 
 def _log_path(log_dir: Path | None, name: str) -> Path:
