@@ -310,16 +310,38 @@ def _from_relax(mod: tvm.IRModule, input_shapes: InputShapes | None, name: str) 
     return Model(name=name, mod=mod, inputs=inputs, fingerprint=digest, node_names=_generic_node_names(mod))
 
 
+@relax.expr_functor.mutator
+class _ScalarBoundsAsOps(relax.PyExprMutator):
+    """ONNX Clip with tensor bounds imports as call_tir to TE ``maximum``/``minimum`` PrimFuncs; as the
+    Relax ops they are, the DSE graph sees them as layout-transparent and FuseOps fuses them like relu."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+            return call
+        callee, operands = call.args[0], call.args[1]
+        # the importer names them after the TOPI op (maximum, maximum1, ...)
+        name = callee.name_hint.rstrip("0123456789")
+        if name not in ("maximum", "minimum") or not isinstance(operands, relax.Tuple) or len(operands.fields) != 2:
+            return call
+        data, bound = operands.fields
+        if not isinstance(bound, tvm.ir.Constant) or bound.value.numpy().size != 1:
+            return call
+        return (relax.op.maximum if name == "maximum" else relax.op.minimum)(data, bound)
+
+
 def normalize_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
-    """Fold BatchNorm into the preceding conv, decompose what is left of it, fold constants."""
-    passes = tvm.transform.Sequential([
+    """Fold BatchNorm into the preceding conv, decompose what is left of it, fold constants, and turn
+    scalar clip bounds into Relax ops."""
+    mod = tvm.transform.Sequential([
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
         relax.transform.CanonicalizeBindings(),
-        relax.transform.DeadCodeElimination(["main"]),
-    ])
-    return passes(mod)
+    ])(mod)
+    mod = tvm.IRModule(dict(mod.functions))  # a copy, so the pass pipeline's input is never mutated
+    mod["main"] = _ScalarBoundsAsOps().visit_expr(mod["main"])
+    return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
 def tunable_calls(mod: tvm.IRModule) -> list[relax.Call]:

@@ -53,6 +53,7 @@ class Vertex:
     inputs: list[int] = field(default_factory=list)
     op: str = ""
     workload: Workload | None = None
+    binding: int | None = None  # position of its binding among main's bindings (all blocks, in order)
 
     @property
     def is_tunable(self) -> bool:
@@ -64,6 +65,8 @@ class Vertex:
             data["op"] = self.op
         if self.workload is not None:
             data["workload"] = self.workload.to_dict()
+        if self.binding is not None:
+            data["binding"] = self.binding
         return data
 
     @classmethod
@@ -71,7 +74,8 @@ class Vertex:
         if data["kind"] not in VERTEX_KINDS:
             raise ValueError(f"unknown vertex kind {data['kind']!r}; accepted: {', '.join(VERTEX_KINDS)}")
         workload = Workload.from_dict(data["workload"]) if "workload" in data else None
-        return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload)
+        return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload,
+                   data.get("binding"))
 
 
 @dataclass
@@ -155,9 +159,10 @@ class _GraphBuilder:
         # For every Relax variable: the vertices whose outputs reach it through transparent operators.
         self.origins: dict[relax.Var, tuple[int, ...]] = {}
         self.tunable_names = iter(model.node_names)
+        self.binding: int | None = None
 
     def add(self, kind: str, name: str, inputs: Iterable[int], op: str = "", workload: Workload | None = None) -> int:
-        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload)
+        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload, self.binding)
         self.vertices.append(vertex)
         return vertex.id
 
@@ -166,24 +171,24 @@ class _GraphBuilder:
         for param, model_input in zip(main.params, self.model.inputs):
             self.origins[param] = (self.add("input", model_input.name, ()),)
         fixed_count = 0
-        for block in main.body.blocks:
-            for binding in block.bindings:
-                value = binding.value
-                origins = self.transparent_origins(value)
-                if origins is None:
-                    kind = tunable_op(value)
-                    if kind is not None:
-                        workload = _workload(kind, value)
-                        origins = (self.add(kind, next(self.tunable_names), self.origins_of(value.args[0]),
-                                            "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload),)
-                    else:
-                        op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
-                            else type(value).__name__
-                        sources = [o for arg in _tensor_args(value) for o in self.origins_of(arg)]
-                        origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", sources,
-                                            op_name),)
-                        fixed_count += 1
-                self.origins[binding.var] = origins
+        for self.binding, binding in enumerate(b for block in main.body.blocks for b in block.bindings):
+            value = binding.value
+            origins = self.transparent_origins(value)
+            if origins is None:
+                kind = tunable_op(value)
+                if kind is not None:
+                    workload = _workload(kind, value)
+                    origins = (self.add(kind, next(self.tunable_names), self.origins_of(value.args[0]),
+                                        "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload),)
+                else:
+                    op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
+                        else type(value).__name__
+                    sources = [o for arg in _tensor_args(value) for o in self.origins_of(arg)]
+                    origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", sources,
+                                        op_name),)
+                    fixed_count += 1
+            self.origins[binding.var] = origins
+        self.binding = None
         outputs = main.body.body
         output_exprs = list(outputs.fields) if isinstance(outputs, relax.Tuple) else [outputs]
         for index, expr in enumerate(output_exprs):

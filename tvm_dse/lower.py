@@ -1,0 +1,308 @@
+"""From a plan to a deployable module: every tunable node lowered by its chosen strategy, activation
+layouts carried through layout-transparent operators, conversions inserted only where a producer's
+layout differs from its consumer's, weights pre-transformed at compile time, epilogues fused into the
+convolutions' output stages, every kernel scheduled.
+
+The steps (:func:`lower_plan`):
+
+1. Rewrite ``main`` binding by binding, tracking each value's layout (``NCHW`` for 4-D, ``NC`` for 2-D
+   where it starts): a tunable node becomes its strategy's weight transform on the constant and its TE
+   compute, reading its input converted to the strategy's layout (one conversion per value and
+   layout, shared by all consumers); relu/clip/bias add/pooling/spatial means run in whatever layout
+   their input has (per-channel constants converted with numpy); residual adds and concats bring their
+   inputs to one layout (the plan's join layout, else their first input's); every other operator and
+   the outputs get the model's own layout back.
+2. Legalize the remaining Relax operators, fold constants (the weight transforms disappear into new
+   constants), fuse (bias, residual add and activation join their convolution's PrimFunc).
+3. Schedule: each fused convolution with its strategy's schedule and the plan's decisions (defaults
+   where the plan has none); every other PrimFunc with a generic parallel, vectorized schedule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, s_tir
+
+from .build import BuiltModel
+from .frontend import Model, tunable_op
+from .graph import DseGraph, build_graph
+from .layouts import Layout, transform
+from .plan import Plan
+from .strategies import get_strategy
+from .strategies.base import MAIN_BLOCK, Decider
+from .target import DseTarget, TargetLike
+
+NATIVE_LAYOUTS = {4: "NCHW", 2: "NC"}
+_LAYOUT_FREE_UNARY = frozenset({"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
+                                "relax.nn.gelu", "relax.nn.leakyrelu"})
+_POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d"})
+_ELEMENTWISE_BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+                                 "relax.minimum"})
+_SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
+# Activation conversions are kernels of their own: the search prices each one standalone, so they are
+# kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc).
+_OPAQUE = 8
+_TUNABLE_NAME = re.compile(r"dse_(\d+)_")
+
+
+def _spatial_axes(layout: str) -> list[int]:
+    return [1, 2] if layout == "NHWC" else [2, 3]
+
+
+def _channel_axis(layout: str) -> int:
+    return 3 if layout == "NHWC" else 1
+
+
+def _constant_in_layout(constant: tvm.ir.Constant, layout: str) -> relax.Expr:
+    """A per-channel constant operand of an elementwise op, reshaped for an activation in ``layout``."""
+    value = constant.value.numpy()
+    if layout in ("NCHW", "NC") or value.ndim == 0 or value.size == 1:
+        return constant
+    nchw = value.reshape((1,) * (4 - value.ndim) + value.shape)
+    return relax.const(Layout.parse(layout).from_nchw(nchw), str(value.dtype))
+
+
+class _PlanRewriter:
+    """Step 1: the Relax ``main`` with the plan's strategies and the layout conversions between them."""
+
+    def __init__(self, model: Model, graph: DseGraph, plan: Plan, target: DseTarget):
+        self.model = model
+        self.target = target
+        self.plan = plan
+        self.by_binding = {v.binding: v for v in graph.vertices if v.binding is not None}
+        # the importer may have emitted PrimFuncs of its own (e.g. for Clip with tensor bounds): keep them
+        helpers = tvm.IRModule({gv: f for gv, f in model.mod.functions.items() if gv.name_hint != "main"})
+        self.builder = relax.BlockBuilder(helpers)
+        self.values: dict[relax.Var, tuple[relax.Expr, str]] = {}
+        self.conversions: dict[tuple[Any, str], relax.Expr] = {}
+
+    def rewrite(self) -> tvm.IRModule:
+        main = self.model.mod["main"]
+        params = [relax.Var(p.name, p.ty) for p in main.params]
+        with self.builder.function("main", params, attrs={"num_input": len(params)}):
+            with self.builder.dataflow():
+                for old, new in zip(main.params, params):
+                    self.values[old] = (new, self._native(new))
+                for index, binding in enumerate(b for block in main.body.blocks for b in block.bindings):
+                    self.values[binding.var] = self._lower(index, binding.value)
+                result = self._native_expr(main.body.body)
+                output = self.builder.emit_output(result)
+            self.builder.emit_func_output(output)
+        return self.builder.get()
+
+    @staticmethod
+    def _native(expr: relax.Expr) -> str:
+        shape = getattr(expr.ty, "shape", None)
+        return NATIVE_LAYOUTS.get(len(shape), "") if shape is not None else ""
+
+    def _arg(self, expr: relax.Expr) -> tuple[relax.Expr, str]:
+        if isinstance(expr, relax.Var) and expr in self.values:
+            return self.values[expr]
+        return expr, ""  # constants, shapes, prim values: layout-free
+
+    def _convert(self, expr: relax.Expr, layout: str) -> relax.Expr:
+        value, current = self._arg(expr)
+        if not current or current == layout:
+            return value
+        key = (value, layout)
+        if key not in self.conversions:
+            call = self.builder.call_te(lambda x: transform(x, current, layout), value,
+                                        primfunc_name_hint=f"layout_{current}_to_{layout}")
+            function = call.args[0]
+            self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
+            self.conversions[key] = self.builder.emit(call)
+        return self.conversions[key]
+
+    def _native_expr(self, expr: relax.Expr) -> relax.Expr:
+        if isinstance(expr, relax.Tuple):
+            return relax.Tuple([self._native_expr(f) for f in expr.fields])
+        value, current = self._arg(expr)
+        return self._convert(expr, self._native(expr)) if current else value  # the model's own rank decides
+
+    def _lower(self, index: int, value: relax.Expr) -> tuple[relax.Expr, str]:
+        vertex = self.by_binding.get(index)
+        if vertex is not None and vertex.is_tunable:
+            return self._lower_tunable(vertex, value)
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            op = value.op.name
+            lowered = self._lower_transparent(op, value, vertex)
+            if lowered is not None:
+                return lowered
+        return self._lower_fixed(value)
+
+    def _lower_tunable(self, vertex: Any, call: relax.Call) -> tuple[relax.Expr, str]:
+        choice = self.plan.nodes[vertex.name]
+        strategy = get_strategy(choice.strategy)
+        workload = vertex.workload
+        layouts = strategy.layouts(workload, self.target)
+        data = self._convert(call.args[0], layouts.data)
+        # call_te passes only tensors and plain values through: close over the workload and target
+        weight = self.builder.emit_te(lambda w: strategy.transform_weight(w, workload, self.target), call.args[1],
+                                      primfunc_name_hint=f"weight_{vertex.id}")
+        output = self.builder.emit_te(lambda x, w: strategy.compute(x, w, workload, self.target), data, weight,
+                                      primfunc_name_hint=f"dse_{vertex.id}_{strategy.name}")
+        return output, layouts.output
+
+    def _lower_transparent(self, op: str, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
+        first, layout = self._arg(call.args[0])
+        if op in _LAYOUT_FREE_UNARY:
+            return self.builder.emit(relax.Call(call.op, [first, *call.args[1:]], call.attrs)), layout
+        if op in _POOLS and layout and str(call.attrs.layout) == "NCHW":
+            attrs = call.attrs
+            make = relax.op.nn.max_pool2d if op == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
+            options = dict(pool_size=attrs.pool_size, strides=attrs.strides, padding=attrs.padding,
+                           dilation=attrs.dilation, ceil_mode=bool(attrs.ceil_mode), layout=layout, out_layout=layout)
+            if op == "relax.nn.avg_pool2d":
+                options["count_include_pad"] = bool(attrs.count_include_pad)
+            return self.builder.emit(make(first, **options)), layout
+        if op in _SPATIAL_REDUCTIONS and layout and call.attrs.keepdims and call.attrs.axis is not None \
+                and sorted(int(a) % 4 for a in call.attrs.axis) == [2, 3] and self._native(call.args[0]) == "NCHW":
+            make = getattr(relax.op, op.removeprefix("relax."))
+            return self.builder.emit(make(first, _spatial_axes(layout), keepdims=True)), layout
+        if op in _ELEMENTWISE_BINARY:
+            return self._lower_elementwise(call, vertex)
+        if op == "relax.concat" and int(call.attrs.axis) == 1 and isinstance(call.args[0], relax.Tuple):
+            layout = self._join_layout(call.args[0].fields, vertex)
+            fields = [self._convert(f, layout) for f in call.args[0].fields]
+            return self.builder.emit(relax.op.concat(fields, axis=_channel_axis(layout))), layout
+        return None
+
+    def _join_layout(self, operands: Any, vertex: Any) -> str:
+        if vertex is not None and vertex.name in self.plan.join_layouts:
+            return self.plan.join_layouts[vertex.name]
+        return next(layout for _, layout in (self._arg(o) for o in operands) if layout)
+
+    def _lower_elementwise(self, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
+        activations = [a for a in call.args if isinstance(a, relax.Var) and a in self.values]
+        if not activations:
+            return None
+        layout = self._join_layout(activations, vertex)
+        args = []
+        for arg in call.args:
+            if not isinstance(arg, tvm.ir.Constant):
+                args.append(self._convert(arg, layout))
+            elif layout in NATIVE_LAYOUTS.values():
+                args.append(arg)
+            else:
+                shape = [int(d) for d in arg.ty.shape] if isinstance(arg.ty, relax.TensorType) else []
+                channel = len(shape) - 3  # a 4-D activation's channel axis, counted from the right
+                if any(d != 1 for i, d in enumerate(shape) if i != channel):
+                    return None  # varies along more than channels: only right in the model's layout
+                args.append(_constant_in_layout(arg, layout))
+        return self.builder.emit(relax.Call(call.op, args, call.attrs)), layout
+
+    def _lower_fixed(self, value: relax.Expr) -> tuple[relax.Expr, str]:
+        if isinstance(value, relax.Call):
+            args = [self._native_expr(a) for a in value.args]
+            rebuilt = relax.Call(value.op, args, value.attrs, value.ty_args)
+        elif isinstance(value, relax.Tuple):
+            rebuilt = relax.Tuple([self._native_expr(f) for f in value.fields])
+        elif isinstance(value, relax.TupleGetItem):
+            rebuilt = relax.TupleGetItem(self._native_expr(value.tuple_value), value.index)
+        else:
+            rebuilt = self._native_expr(value)
+        emitted = self.builder.emit(rebuilt)
+        return emitted, self._native(emitted)
+
+
+def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """Parallel over the leading spatial loops and vectorized innermost, block by block: layout
+    conversions, pooling, and whatever else the default pipeline leaves as naive loops."""
+    sch = s_tir.Schedule(func)
+    for block in _root_blocks(sch)[:-1]:
+        try:
+            sch.compute_inline(block)
+        except Exception:  # not inlinable (a reduction, several consumers): scheduled on its own below
+            pass
+    for block in _root_blocks(sch):
+        _parallelize(sch, block)
+    return sch.mod["main"]
+
+
+def _root_blocks(sch: s_tir.Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root"))) if _has_block(sch, "root") else []
+
+
+def _has_block(sch: s_tir.Schedule, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+    except Exception:
+        return False
+    return True
+
+
+def _parallelize(sch: s_tir.Schedule, block: Any) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    iter_types = [int(v.iter_type) for v in sch.get(block).iter_vars]
+    spatial_prefix = 0
+    for kind in iter_types:
+        if kind != 0:
+            break
+        spatial_prefix += 1
+    spatial_prefix = min(spatial_prefix, len(loops))
+    purely_spatial = spatial_prefix == len(iter_types) == len(loops)
+    if purely_spatial and len(loops) > 1 and int(sch.get(loops[-1]).extent) <= 64:
+        sch.vectorize(loops[-1])
+        outer = loops[:-1]
+    else:
+        outer = loops[:max(spatial_prefix, 0)] if not purely_spatial else loops
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: DseTarget) -> tvm.IRModule:
+    """Step 3: schedule every PrimFunc of the fused module."""
+    vertices = {v.id: v for v in graph.vertices}
+    scheduled = {}
+    for global_var, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        match = _TUNABLE_NAME.search(global_var.name_hint)
+        if match and _has_block(s_tir.Schedule(func), MAIN_BLOCK):
+            vertex = vertices[int(match.group(1))]
+            choice = plan.nodes[vertex.name]
+            sch = s_tir.Schedule(func)
+            strategy = get_strategy(choice.strategy)
+            strategy.schedule(sch, vertex.workload, target, Decider(sch, dict(choice.decisions or {})))
+            scheduled[global_var] = sch.mod["main"]
+        else:
+            scheduled[global_var] = _schedule_generic(func)
+    for global_var, func in scheduled.items():
+        mod[global_var] = func
+    return mod
+
+
+def lower_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | None = None) -> tvm.IRModule:
+    """The model with the plan applied, fused and scheduled, ready for :func:`tvm.compile`'s lowering."""
+    graph = graph or build_graph(model)
+    dse_target = plan.validate(model, graph, target)
+    mod = _PlanRewriter(model, graph, plan, dse_target).rewrite()
+    with dse_target.tvm_target:
+        mod = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.EliminateCommonSubexpr(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(["main"]),
+        ])(mod)
+    return _schedule_module(mod, graph, plan, dse_target)
+
+
+def build_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | None = None) -> BuiltModel:
+    """Compile the model as the plan says, for ``target``."""
+    from .target import parse_target
+
+    dse_target = parse_target(target)
+    mod = lower_plan(model, plan, dse_target, graph)
+    pipeline = tvm.transform.Sequential(relax.backend.cpu_generic.pipeline.dataflow_lower_passes(dse_target.tvm_target)
+                                        + relax.backend.cpu_generic.pipeline.finalize_passes(dse_target.tvm_target))
+    executable = tvm.compile(mod, target=dse_target.tvm_target, relax_pipeline=pipeline)
+    return BuiltModel(executable, dse_target, model.inputs)
