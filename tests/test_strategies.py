@@ -35,19 +35,43 @@ def _first_case(strategy):
     return next(c for c in CASES if strategy.applies(c.workload, HOST))
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
-def test_sampled_decisions_stay_correct_and_replay(strategy):
-    """The schedule is a tuning space: random decisions must compute the same result, and the decisions a
-    build records must rebuild it."""
-    case = _first_case(strategy)
+APPLICABLE_PAIRS = [(s, c) for s in STRATEGIES for c in CASES if s.applies(c.workload, HOST)]
+
+
+@pytest.mark.parametrize("strategy, case", APPLICABLE_PAIRS, ids=[f"{s.name}-{c.id}" for s, c in APPLICABLE_PAIRS])
+def test_sampled_decisions_stay_correct(strategy, case):
+    """The schedule is a tuning space: decisions drawn at random (as MetaSchedule draws them) must
+    compute the same result on every workload, unit-sized tiles included."""
     operands = random_operands(case.workload, case.epilogue)
     reference = reference_output(**operands, workload=case.workload, epilogue=case.epilogue)
-    for seed in (1, 2, 3):
+    seed = 1 + CASES.index(case)
+    sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed)
+    assert relative_error(sampled.run(**operands), reference) <= FP32_BOUND, sampled.decisions
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+def test_recorded_decisions_replay(strategy):
+    """The decisions a build records rebuild exactly the same kernel."""
+    case = _first_case(strategy)
+    operands = random_operands(case.workload, case.epilogue)
+    for seed in (1, 2):
         sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed)
-        assert relative_error(sampled.run(**operands), reference) <= FP32_BOUND
         replayed = build_kernel(strategy, case.workload, HOST, case.epilogue, decisions=sampled.decisions)
         assert replayed.decisions == sampled.decisions
         np.testing.assert_array_equal(replayed.run(**operands), sampled.run(**operands))
+
+
+def test_unit_register_tiles_stay_correct():
+    """A 1x1x1 register tile once made reverse_compute_at drop the tile loops and the epilogue vectorize
+    the wrong loop (silently wrong output); every strategy with tile decisions must survive unit tiles."""
+    case = next(c for c in CASES if c.id == "5x5_s1_nonsquare")
+    operands = random_operands(case.workload, case.epilogue)
+    reference = reference_output(**operands, workload=case.workload, epilogue=case.epilogue)
+    unit = {"direct_nchw": {"k": [8, 1], "y": [11, 1], "x": [13, 1]},
+            "direct_nhwc": {"k": [8, 1], "y": [11, 1], "x": [13, 1]}}
+    for name, decisions in unit.items():
+        built = build_kernel(name, case.workload, HOST, case.epilogue, decisions=decisions)
+        assert relative_error(built.run(**operands), reference) <= FP32_BOUND, name
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])

@@ -21,11 +21,12 @@ The steps (:func:`lower_plan`):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax, s_tir
+from tvm import relax, s_tir, te
 
 from .build import BuiltModel
 from .frontend import Model, tunable_op
@@ -35,6 +36,7 @@ from .plan import Plan
 from .strategies import get_strategy
 from .strategies.base import MAIN_BLOCK, Decider
 from .target import DseTarget, TargetLike
+from .timing import Timing
 
 NATIVE_LAYOUTS = {4: "NCHW", 2: "NC"}
 _LAYOUT_FREE_UNARY = frozenset({"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
@@ -294,6 +296,47 @@ def lower_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | N
             relax.transform.DeadCodeElimination(["main"]),
         ])(mod)
     return _schedule_module(mod, graph, plan, dse_target)
+
+
+@dataclass
+class BuiltLayoutTransform:
+    """One activation layout conversion compiled on its own, as lowering schedules it, so it can be priced."""
+
+    executable: Any
+    source: str
+    destination: str
+    nchw_shape: tuple[int, ...]
+    target: DseTarget
+
+    def _arguments(self, array: np.ndarray) -> list:
+        output_shape = Layout.parse(self.destination).shape(self.nchw_shape)
+        return [tvm.runtime.tensor(np.ascontiguousarray(array, "float32")),
+                tvm.runtime.tensor(np.zeros(output_shape, "float32"))]
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        """Convert ``array`` (in the source layout) on the host."""
+        arguments = self._arguments(array)
+        self.executable["main"](*arguments)
+        return arguments[1].numpy()
+
+    def time(self, array: np.ndarray, number: int = 10, repeat: int = 5) -> Timing:
+        arguments = self._arguments(array)
+        self.executable["main"](*arguments)
+        evaluator = self.executable.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
+        return Timing.from_seconds(list(evaluator(*arguments).results))
+
+
+def build_layout_transform(nchw_shape: tuple[int, ...], source: str, destination: str,
+                           target: TargetLike = "host") -> BuiltLayoutTransform:
+    """Compile the conversion of an activation of logical shape ``nchw_shape`` from ``source`` to
+    ``destination`` layout, scheduled as in a lowered model."""
+    from .target import parse_target
+
+    dse_target = parse_target(target)
+    data = te.placeholder(Layout.parse(source).shape(tuple(nchw_shape)), "float32", name="data")
+    func = _schedule_generic(te.create_prim_func([data, transform(data, source, destination)]))
+    executable = tvm.compile(func, target=dse_target.tvm_target)
+    return BuiltLayoutTransform(executable, source, destination, tuple(nchw_shape), dse_target)
 
 
 def build_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | None = None) -> BuiltModel:

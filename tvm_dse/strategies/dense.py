@@ -52,7 +52,7 @@ class DensePacked(Strategy):
         sch.vectorize(kv)
         sch.unroll(ci)
         sch.unroll(koi)
-        sch.reverse_compute_at(out, koo)
+        sch.reverse_compute_at(out, koo, preserve_unit_loops=True)
         sch.vectorize(sch.get_loops(out)[-1])
         sch.parallel(koo)
         sch.decompose_reduction(conv, co)

@@ -97,7 +97,7 @@ class SpatialPackNCHWc(Strategy):
         sch.vectorize(ki)
         for loop in (xi, koi, yi):
             sch.unroll(loop)
-        sch.reverse_compute_at(out, xo)
+        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
         sch.vectorize(sch.get_loops(out)[-1])
         sch.parallel(sch.fuse(n, koo, yo))
         sch.decompose_reduction(conv, ico)
