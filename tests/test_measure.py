@@ -127,3 +127,15 @@ def test_cache_flush_and_cooldown_settings(tmp_path):
     (record,) = measure_candidates([Candidate(WORKLOAD, "direct_nchw")], HOST, LocalRunner(settings),
                                    MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
     assert record.ok and record.latency["repeats"] == 3
+
+
+def test_layout_conversions_are_measured_like_kernels(tmp_path):
+    from tvm_dse.measure import Conversion
+
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    conversions = [Conversion((1, 16, 14, 14), "NCHW", "NCHW8c"), Conversion((1, 16, 14, 14), "NCHW8c", "NHWC")]
+    records = measure_candidates(conversions, HOST, LocalRunner(FAST), store, show_progress=False)
+    assert [r.strategy for r in records] == ["convert_NCHW_to_NCHW8c", "convert_NCHW8c_to_NHWC"]
+    assert all(r.ok and r.median_ms > 0 and r.workload == {"shape": [1, 16, 14, 14]} for r in records)
+    again = measure_candidates(conversions, HOST, LocalRunner(FAST), store, show_progress=False)
+    assert [r.measured_at for r in again] == [r.measured_at for r in records] and len(store.records()) == 2

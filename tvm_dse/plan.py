@@ -85,25 +85,23 @@ class Plan:
                    dict(join_layouts or {}), {}, stamp)
 
     @classmethod
-    def uniform(cls, model: Model, graph: DseGraph, target: TargetLike, strategy_for: Mapping[str, str],
-                **provenance: Any) -> "Plan":
-        """A plan giving every node of each op the same strategy where it applies (e.g. ``{"conv2d":
-        "spatial_pack_nchwc", "dense": "dense_packed"}``); the other nodes get their first applicable
-        strategy in registration order."""
+    def uniform(cls, model: Model, graph: DseGraph, target: TargetLike, strategy: str, **provenance: Any) -> "Plan":
+        """Every node gets ``strategy`` where it applies; the others a strategy writing the same layout
+        (so no conversions appear between them), else their first applicable one."""
         from .strategies import applicable_strategies, get_strategy
 
         dse_target = parse_target(target)
+        family = get_strategy(strategy)
         choices = {}
         for node in graph.nodes:
-            wanted = get_strategy(strategy_for[node.workload.op]) if node.workload.op in strategy_for else None
-            if wanted is not None and wanted.applies(node.workload, dse_target):
-                choices[node.name] = wanted.name
-            else:
-                applicable = applicable_strategies(node.workload, dse_target)
-                if not applicable:
-                    raise PlanError(f"no strategy applies to node {node.name!r} ({node.workload.describe()})")
-                choices[node.name] = applicable[0].name
-        return cls.create(model, dse_target, choices, **provenance)
+            applicable = applicable_strategies(node.workload, dse_target)
+            if not applicable:
+                raise PlanError(f"no strategy applies to node {node.name!r} ({node.workload.describe()})")
+            same_layout = [s for s in applicable if node.workload.op == family.op and
+                           s.layouts(node.workload, dse_target).output == family.layouts(node.workload, dse_target).output]
+            chosen = [s for s in applicable if s is family] or same_layout or applicable
+            choices[node.name] = chosen[0].name
+        return cls.create(model, dse_target, choices, uniform=strategy, **provenance)
 
     def validate(self, model: Model, graph: DseGraph, target: TargetLike) -> DseTarget:
         """Check the plan fits ``model`` on ``target``; returns the parsed target. Raises PlanError."""

@@ -2,12 +2,12 @@
 measurement store."""
 
 from .builder import Builder, BuildResult
-from .candidate import Candidate
+from .candidate import Candidate, Conversion
 from .measurement import measure_candidates
 from .runner import LocalRunner, MeasurementError, MeasureSettings, RPCRunner, Runner, RunResult
 from .store import MeasurementStore, Record
 
 __all__ = [
-    "BuildResult", "Builder", "Candidate", "LocalRunner", "MeasureSettings", "MeasurementError",
+    "BuildResult", "Builder", "Candidate", "Conversion", "LocalRunner", "MeasureSettings", "MeasurementError",
     "MeasurementStore", "RPCRunner", "Record", "RunResult", "Runner", "measure_candidates",
 ]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..target import DseTarget
 from ..workload import Workload
-from .candidate import Candidate
+from .candidate import Candidate, Conversion
 
 DEFAULT_BUILD_TIMEOUT_S = 120.0
 
@@ -26,7 +26,7 @@ DEFAULT_BUILD_TIMEOUT_S = 120.0
 class BuildResult:
     """A built candidate: its library and the shapes of the kernel's arguments, or the error."""
 
-    candidate: Candidate
+    candidate: Candidate | Conversion
     library: str = ""
     argument_shapes: list[list[int]] = field(default_factory=list)
     error: str = ""
@@ -37,24 +37,35 @@ class BuildResult:
         return not self.error
 
 
-def _build_in_worker(strategy: str, workload: dict[str, Any], target: dict[str, Any], decisions: dict[str, Any],
-                     directory: str) -> tuple[str, list[list[int]], float]:
-    """Build and export one candidate; runs in a builder worker process."""
-    from ..strategies.kernel import build_kernel, model_shapes
+def _build_in_worker(spec: dict[str, Any], target: dict[str, Any], directory: str) -> tuple[str, list[list[int]], float]:
+    """Build and export one candidate or conversion (see their ``spec()``); runs in a builder worker."""
     from ..layouts import Layout
     from ..target import parse_target
 
     start = time.perf_counter()
     parsed_target = parse_target(target)
-    parsed_workload = Workload.from_dict(workload)
-    built = build_kernel(strategy, parsed_workload, parsed_target, decisions=decisions)
-    descriptor, path = tempfile.mkstemp(suffix=".so", prefix=f"{strategy}_", dir=directory)
+    if spec["kind"] == "conversion":
+        from ..lower import build_layout_transform
+
+        shape = tuple(spec["shape"])
+        built = build_layout_transform(shape, spec["source"], spec["destination"], parsed_target)
+        shapes = [list(Layout.parse(spec["source"]).shape(shape)), list(Layout.parse(spec["destination"]).shape(shape))]
+        executable, prefix = built.executable, "conversion"
+    else:
+        from ..strategies.kernel import build_kernel, model_shapes
+
+        workload = Workload.from_dict(spec["workload"])
+        built = build_kernel(spec["strategy"], workload, parsed_target, decisions=spec["decisions"])
+        layouts = built.strategy.layouts(workload, parsed_target)
+        data_shape, _, output_shape = model_shapes(workload)
+        shapes = [list(Layout.parse(layouts.data).shape(data_shape)), list(built.packed_weight_shape),
+                  list(Layout.parse(layouts.output).shape(output_shape))]
+        executable, prefix = built.kernel, spec["strategy"]
+    from ..build import export_library
+
+    descriptor, path = tempfile.mkstemp(suffix=".so", prefix=f"{prefix}_", dir=directory)
     os.close(descriptor)
-    built.export(path)
-    layouts = built.strategy.layouts(parsed_workload, parsed_target)
-    data_shape, _, output_shape = model_shapes(parsed_workload)
-    shapes = [list(Layout.parse(layouts.data).shape(data_shape)), list(built.packed_weight_shape),
-              list(Layout.parse(layouts.output).shape(output_shape))]
+    export_library(executable, parsed_target, path)
     return path, shapes, time.perf_counter() - start
 
 
@@ -68,14 +79,14 @@ class Builder:
         self.directory = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="tvm_dse_build_"))
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def build(self, candidates: Sequence[Candidate], target: DseTarget,
+    def build(self, candidates: Sequence[Candidate | Conversion], target: DseTarget,
               on_result: Callable[[BuildResult], None] | None = None) -> list[BuildResult]:
         """Build every candidate (decisions resolved); results in the candidates' order."""
         results = list(self.iter_build(candidates, target, on_result))
         order = {id(c): i for i, c in enumerate(candidates)}
         return sorted(results, key=lambda r: order[id(r.candidate)])
 
-    def iter_build(self, candidates: Sequence[Candidate], target: DseTarget,
+    def iter_build(self, candidates: Sequence[Candidate | Conversion], target: DseTarget,
                    on_result: Callable[[BuildResult], None] | None = None) -> Iterator[BuildResult]:
         """Yield build results as workers finish them."""
         from concurrent.futures import as_completed
@@ -90,8 +101,7 @@ class Builder:
             for candidate in candidates:
                 if candidate.decisions is None:
                     raise ValueError(f"resolve the decisions of {candidate.describe()} before building it")
-                future = pool.submit(_build_in_worker, candidate.strategy, candidate.workload.to_dict(),
-                                     target.to_dict(), dict(candidate.decisions), str(self.directory))
+                future = pool.submit(_build_in_worker, candidate.spec(), target.to_dict(), str(self.directory))
                 futures[future] = candidate
             for future in as_completed(futures):
                 candidate = futures[future]

@@ -1,5 +1,8 @@
-"""Candidates: one (workload, strategy, decisions) to build and measure on a target, and the key that
-names its measurement in a store."""
+"""Candidates: what to build and measure on a target, and the key naming its measurement in a store.
+
+A :class:`Candidate` is one strategy on one workload with its schedule decisions; a :class:`Conversion`
+is one activation layout conversion, measured the same way so the search can price it.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,18 @@ class Candidate:
     def describe(self) -> str:
         return f"{self.strategy} on {self.workload.describe()}"
 
+    @property
+    def workload_key(self) -> str:
+        return self.workload.key()
+
+    def workload_dict(self) -> dict[str, Any]:
+        return self.workload.to_dict()
+
+    def spec(self) -> dict[str, Any]:
+        """What a builder worker needs to build it (plain data)."""
+        return {"kind": "strategy", "strategy": self.strategy, "workload": self.workload.to_dict(),
+                "decisions": dict(self.decisions) if self.decisions is not None else None}
+
     def resolved(self, target: DseTarget) -> "Candidate":
         """The same candidate with concrete decisions (the default ones resolved by scheduling, no compile)."""
         if self.decisions is not None:
@@ -35,6 +50,43 @@ class Candidate:
         if self.decisions is None:
             raise ValueError(f"resolve the default decisions of {self.describe()} before keying it")
         return measurement_key(target.key, self.workload.key(), self.strategy, self.decisions)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Converting an fp32 activation of logical NCHW shape ``shape`` from ``source`` to ``destination``."""
+
+    shape: tuple[int, ...]
+    source: str
+    destination: str
+
+    @property
+    def strategy(self) -> str:
+        return f"convert_{self.source}_to_{self.destination}"
+
+    @property
+    def decisions(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def workload_key(self) -> str:
+        return "tensor_" + "x".join(map(str, self.shape)) + "_float32"
+
+    def workload_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"conversion {self.source}->{self.destination} of {'x'.join(map(str, self.shape))}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "conversion", "shape": list(self.shape), "source": self.source,
+                "destination": self.destination}
+
+    def resolved(self, target: DseTarget) -> "Conversion":
+        return self
+
+    def key(self, target: DseTarget) -> str:
+        return measurement_key(target.key, self.workload_key, self.strategy, {})
 
 
 def measurement_key(target_key: str, workload_key: str, strategy: str, decisions: Mapping[str, Any],

@@ -9,14 +9,14 @@ from typing import Sequence
 from ..progress import Progress
 from ..target import TargetLike, parse_target
 from .builder import Builder, BuildResult
-from .candidate import Candidate
+from .candidate import Candidate, Conversion
 from .runner import RunResult, Runner
 from .store import MeasurementStore, Record
 
 
 def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Record:
     candidate = build.candidate
-    common = dict(target=target_key, workload=candidate.workload.to_dict(), workload_key=candidate.workload.key(),
+    common = dict(target=target_key, workload=candidate.workload_dict(), workload_key=candidate.workload_key,
                   strategy=candidate.strategy, decisions=dict(candidate.decisions))
     if run is None:
         return Record(**common, status="build_error", error=build.error)
@@ -25,10 +25,10 @@ def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Recor
     return Record(**common, status="ok", latency=run.timing.to_dict(), board=run.board)
 
 
-def measure_candidates(candidates: Sequence[Candidate], target: TargetLike, runner: Runner,
+def measure_candidates(candidates: Sequence[Candidate | Conversion], target: TargetLike, runner: Runner,
                        store: MeasurementStore | None = None, builder: Builder | None = None,
                        retry_failed: bool = False, show_progress: bool = True) -> list[Record]:
-    """Measure ``candidates`` on ``target``; returns one record per candidate, in order.
+    """Measure ``candidates`` (kernels or layout conversions) on ``target``; one record per candidate, in order.
 
     Candidates whose key the store already holds are not measured again (failed ones neither, unless
     ``retry_failed``). All builds finish before the first run, so host measurements never share the
@@ -38,7 +38,7 @@ def measure_candidates(candidates: Sequence[Candidate], target: TargetLike, runn
     resolved = [candidate.resolved(target) for candidate in candidates]
     known = store.latest() if store is not None else {}
     records: dict[str, Record] = {}
-    missing: dict[str, Candidate] = {}
+    missing: dict[str, Candidate | Conversion] = {}
     for candidate in resolved:
         key = candidate.key(target)
         if key in known and (known[key].ok or not retry_failed):

@@ -1,0 +1,147 @@
+"""The design space of a model on a target, as plain data: what the graph-level search chooses from.
+
+Every vertex of the DSE graph becomes a :class:`SpaceNode` with its :class:`Option` s: the applicable
+strategies of a tunable node (measured latency, layouts, memory), the layouts a join may meet in
+(free), the model's own layout for inputs, layout-fixed operators and outputs (free). Every edge
+carries the cost of each (producer option, consumer option) pair: the measured latency of converting
+the producer's output from its layout to the consumer's input layout, zero when they agree.
+
+A plan's cost is the sum of its options' latencies and its edges' conversion costs; its peak memory is
+the transformed weights of every node (resident) plus the largest workspace (one scratch buffer shared
+by nodes that run one at a time) plus the largest pair of live activations around one node. The space
+saves to and loads from JSON, so searchers are tested and compared without TVM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+INFEASIBLE = float("inf")
+
+
+@dataclass
+class Option:
+    """One choice for a node: a strategy (with its decisions) or, for joins and fixed vertices, a layout."""
+
+    name: str
+    latency_ms: float = 0.0
+    input_layout: str = ""
+    output_layout: str = ""
+    weight_bytes: int = 0
+    workspace_bytes: int = 0
+    decisions: dict[str, Any] | None = None
+
+
+@dataclass
+class SpaceNode:
+    """A vertex of the space: its options and the vertices feeding it."""
+
+    name: str
+    kind: str  # "conv2d", "dense", "join", "input", "fixed", "output"
+    options: list[Option]
+    inputs: list[int] = field(default_factory=list)
+    activation_bytes: int = 0  # its output tensor's size
+
+    @property
+    def is_tunable(self) -> bool:
+        return self.kind in ("conv2d", "dense")
+
+
+@dataclass
+class Edge:
+    """Producer -> consumer, with ``cost[p][q]``: ms to convert the producer's output under option p into
+    what the consumer's option q reads."""
+
+    source: int
+    target: int
+    cost: list[list[float]]
+
+
+@dataclass
+class DesignSpace:
+    """Nodes in topological order (inputs before their consumers) and the edges between them."""
+
+    model: str
+    target: str
+    nodes: list[SpaceNode]
+    edges: list[Edge]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for index, node in enumerate(self.nodes):
+            if not node.options:
+                raise ValueError(f"node {node.name!r} has no options")
+            if any(not 0 <= i < index for i in node.inputs):
+                raise ValueError(f"node {node.name!r}: inputs must come earlier in the node order")
+        for edge in self.edges:
+            rows, cols = len(self.nodes[edge.source].options), len(self.nodes[edge.target].options)
+            if len(edge.cost) != rows or any(len(row) != cols for row in edge.cost):
+                raise ValueError(f"edge {edge.source}->{edge.target}: cost must be {rows}x{cols}")
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of options of every node."""
+        return [len(node.options) for node in self.nodes]
+
+    def incoming(self) -> list[list[Edge]]:
+        """Edges into every node, by node index."""
+        by_target: list[list[Edge]] = [[] for _ in self.nodes]
+        for edge in self.edges:
+            by_target[edge.target].append(edge)
+        return by_target
+
+    def check(self, assignment: Sequence[int]) -> None:
+        if len(assignment) != len(self.nodes):
+            raise ValueError(f"an assignment needs one option per node ({len(self.nodes)}), got {len(assignment)}")
+        for node, choice in zip(self.nodes, assignment):
+            if not 0 <= choice < len(node.options):
+                raise ValueError(f"node {node.name!r} has {len(node.options)} options, not option {choice}")
+
+    def node_cost(self, assignment: Sequence[int]) -> float:
+        return sum(node.options[choice].latency_ms for node, choice in zip(self.nodes, assignment))
+
+    def transform_cost(self, assignment: Sequence[int]) -> float:
+        return sum(edge.cost[assignment[edge.source]][assignment[edge.target]] for edge in self.edges)
+
+    def cost(self, assignment: Sequence[int]) -> float:
+        """Predicted latency (ms) of the plan: node latencies plus conversions (inf if infeasible)."""
+        self.check(assignment)
+        return self.node_cost(assignment) + self.transform_cost(assignment)
+
+    def peak_memory(self, assignment: Sequence[int]) -> int:
+        """Bytes: every node's transformed weights + the largest workspace + the largest input+output pair."""
+        self.check(assignment)
+        options = [node.options[choice] for node, choice in zip(self.nodes, assignment)]
+        weights = sum(o.weight_bytes for o in options)
+        workspace = max((o.workspace_bytes for o in options), default=0)
+        live = max((node.activation_bytes + sum(self.nodes[i].activation_bytes for i in node.inputs)
+                    for node in self.nodes), default=0)
+        return weights + workspace + live
+
+    def describe(self, assignment: Sequence[int]) -> dict[str, str]:
+        """Node name -> option name, for the tunable nodes and joins."""
+        return {node.name: node.options[choice].name for node, choice in zip(self.nodes, assignment)
+                if node.is_tunable or node.kind == "join"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DesignSpace":
+        nodes = [SpaceNode(n["name"], n["kind"], [Option(**o) for o in n["options"]], list(n["inputs"]),
+                           n.get("activation_bytes", 0)) for n in data["nodes"]]
+        edges = [Edge(e["source"], e["target"], [list(map(float, row)) for row in e["cost"]]) for e in data["edges"]]
+        return cls(data["model"], data["target"], nodes, edges, dict(data.get("metadata", {})))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), allow_nan=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DesignSpace":
+        return cls.from_dict(json.loads(Path(path).read_text()))
