@@ -54,6 +54,7 @@ class Vertex:
     op: str = ""
     workload: Workload | None = None
     binding: int | None = None  # position of its binding among main's bindings (all blocks, in order)
+    shape: list[int] | None = None  # logical shape of the activation it reads (an input: that it provides)
 
     @property
     def is_tunable(self) -> bool:
@@ -67,6 +68,8 @@ class Vertex:
             data["workload"] = self.workload.to_dict()
         if self.binding is not None:
             data["binding"] = self.binding
+        if self.shape is not None:
+            data["shape"] = list(self.shape)
         return data
 
     @classmethod
@@ -75,7 +78,7 @@ class Vertex:
             raise ValueError(f"unknown vertex kind {data['kind']!r}; accepted: {', '.join(VERTEX_KINDS)}")
         workload = Workload.from_dict(data["workload"]) if "workload" in data else None
         return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload,
-                   data.get("binding"))
+                   data.get("binding"), data.get("shape"))
 
 
 @dataclass
@@ -161,15 +164,16 @@ class _GraphBuilder:
         self.tunable_names = iter(model.node_names)
         self.binding: int | None = None
 
-    def add(self, kind: str, name: str, inputs: Iterable[int], op: str = "", workload: Workload | None = None) -> int:
-        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload, self.binding)
+    def add(self, kind: str, name: str, inputs: Iterable[int], op: str = "", workload: Workload | None = None,
+            shape: list[int] | None = None) -> int:
+        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload, self.binding, shape)
         self.vertices.append(vertex)
         return vertex.id
 
     def build(self) -> DseGraph:
         main = self.model.mod["main"]
         for param, model_input in zip(main.params, self.model.inputs):
-            self.origins[param] = (self.add("input", model_input.name, ()),)
+            self.origins[param] = (self.add("input", model_input.name, (), shape=list(model_input.shape)),)
         fixed_count = 0
         for self.binding, binding in enumerate(b for block in main.body.blocks for b in block.bindings):
             value = binding.value
@@ -179,20 +183,22 @@ class _GraphBuilder:
                 if kind is not None:
                     workload = _workload(kind, value)
                     origins = (self.add(kind, next(self.tunable_names), self.origins_of(value.args[0]),
-                                        "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload),)
+                                        "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload,
+                                        _shape(value.args[0])),)
                 else:
                     op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
                         else type(value).__name__
-                    sources = [o for arg in _tensor_args(value) for o in self.origins_of(arg)]
+                    tensors = _tensor_args(value)
+                    sources = [o for arg in tensors for o in self.origins_of(arg)]
                     origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", sources,
-                                        op_name),)
+                                        op_name, shape=_shape(tensors[0]) if tensors else None),)
                     fixed_count += 1
             self.origins[binding.var] = origins
         self.binding = None
         outputs = main.body.body
         output_exprs = list(outputs.fields) if isinstance(outputs, relax.Tuple) else [outputs]
         for index, expr in enumerate(output_exprs):
-            self.add("output", f"output_{index}", self.origins_of(expr))
+            self.add("output", f"output_{index}", self.origins_of(expr), shape=_shape(expr))
         return DseGraph(self.model.name, self.vertices)
 
     def origins_of(self, expr: relax.Expr) -> tuple[int, ...]:
@@ -220,7 +226,8 @@ class _GraphBuilder:
             if len(distinct) <= 1:
                 return operand_origins[0] if operand_origins else ()
             name = f"{op.removeprefix('relax.')}_{sum(v.kind == 'join' for v in self.vertices)}"
-            return (self.add("join", name, [o for origins in operand_origins for o in origins], op),)
+            return (self.add("join", name, [o for origins in operand_origins for o in origins], op,
+                             shape=_shape(value)),)
         return None
 
 

@@ -86,15 +86,19 @@ class BuiltKernel:
         return Timing.from_seconds(list(evaluator(*arguments).results))
 
 
+def packed_weight_shape(strategy: Strategy, workload: Workload, target: DseTarget) -> tuple[int, ...]:
+    """Shape of the weights after the strategy's pre-transform (what the deployed module stores)."""
+    weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
+    return tuple(int(d) for d in strategy.transform_weight(weight, workload, target).shape)
+
+
 def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
                      epilogue: Epilogue = Epilogue()) -> tvm.tirx.PrimFunc:
     """The unscheduled PrimFunc of ``strategy`` on ``workload``: (data, packed weight, [bias], [residual], out)."""
     layouts = strategy.layouts(workload, target)
-    data_shape, weight_shape, _ = model_shapes(workload)
+    data_shape = model_shapes(workload)[0]
     data = te.placeholder(Layout.parse(layouts.data).shape(data_shape), "float32", name="data")
-    packed_shape = strategy.transform_weight(te.placeholder(weight_shape, "float32", name="weight"), workload,
-                                             target).shape
-    weight = te.placeholder(packed_shape, "float32", name="packed_weight")
+    weight = te.placeholder(packed_weight_shape(strategy, workload, target), "float32", name="packed_weight")
     out = strategy.compute(data, weight, workload, target)
     bias = te.placeholder((workload.out_channels,), "float32", name="bias") if epilogue.bias else None
     residual = te.placeholder(out.shape, "float32", name="residual") if epilogue.residual else None

@@ -1,0 +1,149 @@
+"""Plans lowered to modules: uniform and random plans on every zoo model match onnxruntime; plan files;
+conversions only where layouts change; aarch64 export; standalone layout conversions."""
+
+import random
+
+import numpy as np
+import pytest
+
+from tvm_dse import build_graph, load_model
+from tvm_dse.layouts import Layout
+from tvm_dse.lower import build_layout_transform, build_plan, lower_plan
+from tvm_dse.plan import NodeChoice, Plan, PlanError
+from tvm_dse.strategies import applicable_strategies, get_strategy
+from tvm_dse.target import parse_target
+from tvm_dse.testing import MODEL_NAMES, onnxruntime_outputs, relative_error
+
+HOST = parse_target("host")
+FP32_BOUND = 1e-4
+# the families a uniform plan can give a whole network (nodes a family does not apply to get a fallback)
+UNIFORM_FAMILIES = ["direct_nchw", "direct_nhwc", "spatial_pack_nchwc", "im2col_nchw", "winograd_f4_nchwc",
+                    "depthwise_nchwc"]
+
+
+@pytest.fixture(scope="module")
+def models(zoo):
+    loaded = {}
+    for name in MODEL_NAMES:
+        model = load_model(zoo(name))
+        loaded[name] = (model, build_graph(model))
+    return loaded
+
+
+def _check(model, graph, plan):
+    built = build_plan(model, plan, HOST, graph)
+    feed = model.random_feed(seed=2)
+    (output,) = built.run(feed)
+    (reference,) = onnxruntime_outputs(model.onnx_model, feed)
+    error = relative_error(output, reference)
+    assert error <= FP32_BOUND, f"{model.name}: {dict((n, c.strategy) for n, c in plan.nodes.items())} error {error}"
+
+
+def _uniform(model, graph, family):
+    return Plan.uniform(model, graph, HOST, family)
+
+
+@pytest.mark.parametrize("family", UNIFORM_FAMILIES)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_uniform_plans_match_onnxruntime(models, name, family):
+    model, graph = models[name]
+    _check(model, graph, _uniform(model, graph, family))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_random_plans_match_onnxruntime(models, name, seed):
+    model, graph = models[name]
+    rng = random.Random(seed)
+    choices = {node.name: rng.choice(applicable_strategies(node.workload, HOST)).name for node in graph.nodes}
+    plan = Plan.create(model, HOST, choices)
+    # joins meet in one of their producers' layouts, picked at random too
+    output_layouts = {node.id: get_strategy(choices[node.name]).layouts(node.workload, HOST).output
+                      for node in graph.nodes}
+    for join in graph.joins:
+        candidates = [output_layouts[i] for i in join.inputs if i in output_layouts]
+        if candidates:
+            plan.join_layouts[join.name] = rng.choice(candidates)
+    _check(model, graph, plan)
+
+
+def test_conversions_only_where_layouts_change(models):
+    model, graph = models["resnet18"]
+    blocked = lower_plan(model, _uniform(model, graph, "spatial_pack_nchwc"), HOST, graph)
+    conversions = [gv.name_hint for gv in blocked.functions if gv.name_hint.startswith("layout_")]
+    # into the blocked layout after the input, back to NCHW before the classifier's reshape
+    assert sorted(conversions) == sorted(["layout_NCHW_to_NCHW3c", "layout_NCHW8c_to_NCHW"])
+    plain = lower_plan(model, _uniform(model, graph, "direct_nchw"), HOST, graph)
+    assert not [gv for gv in plain.functions if gv.name_hint.startswith("layout_")]
+
+
+def test_epilogues_are_fused_into_the_convolutions(models):
+    model, graph = models["resnet18"]
+    module = lower_plan(model, _uniform(model, graph, "spatial_pack_nchwc"), HOST, graph)
+    names = [gv.name_hint for gv in module.functions]
+    convolutions = [n for n in names if "dse_" in n]
+    assert convolutions and all(n.startswith("fused_") for n in convolutions), convolutions
+    assert any("add" in n and "relu" in n for n in convolutions)  # residual add and relu in one kernel
+    assert not [n for n in names if n.startswith("weight_")]  # weight transforms were folded into constants
+
+
+def test_plan_files_round_trip_and_mismatches_are_named(models, tmp_path):
+    model, graph = models["squeezenet1_1"]
+    plan = _uniform(model, graph, "spatial_pack_nchwc")
+    plan.metrics["measured_ms"] = 1.5
+    path = plan.save(tmp_path / "plan.json")
+    loaded = Plan.load(path)
+    assert loaded.to_dict() == plan.to_dict()
+    assert loaded.validate(model, graph, HOST) == HOST
+    other, other_graph = models["resnet18"]
+    with pytest.raises(PlanError, match=r"for model 'squeezenet1_1_small'.*not for 'resnet18_small'"):
+        loaded.validate(other, other_graph, HOST)
+    with pytest.raises(PlanError, match=r"not llvm_aarch64_cortex-a72"):
+        loaded.validate(model, graph, "rpi4")
+    first = graph.nodes[0].name
+    loaded.nodes[first] = NodeChoice("winograd_f9")
+    with pytest.raises(PlanError, match=rf"node '{first}': unknown strategy 'winograd_f9'"):
+        loaded.validate(model, graph, HOST)
+    loaded.nodes[first] = NodeChoice("dense_packed")
+    with pytest.raises(PlanError, match="does not apply"):
+        build_plan(model, loaded, HOST, graph)
+    data = plan.to_dict()
+    data["schema_version"] = 99
+    with pytest.raises(PlanError, match="schema version 99"):
+        Plan.from_dict(data)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(PlanError, match="not a JSON plan"):
+        Plan.load(tmp_path / "bad.json")
+
+
+def test_decisions_in_a_plan_are_applied(models):
+    model, graph = models["vgg16"]
+    plan = _uniform(model, graph, "spatial_pack_nchwc")
+    node = next(v for v in graph.nodes if plan.nodes[v.name].strategy == "spatial_pack_nchwc")
+    width = node.workload.out_width
+    plan.nodes[node.name] = NodeChoice("spatial_pack_nchwc", {"ow": [width, 1], "oh": [node.workload.out_height, 1],
+                                                              "oc_blocks": [node.workload.out_channels // HOST.fp32_lanes, 1]})
+    _check(model, graph, plan)
+    plan.nodes[node.name] = NodeChoice("spatial_pack_nchwc", {"ow": [width + 1, 1]})
+    with pytest.raises(ValueError, match="does not split a loop"):
+        build_plan(model, plan, HOST, graph)
+
+
+def test_aarch64_export_is_an_aarch64_elf(models, tmp_path):
+    model, graph = models["mobilenet_v2"]
+    plan = Plan.uniform(model, graph, "rpi4", "spatial_pack_nchwc")
+    path = build_plan(model, plan, "rpi4", graph).export(tmp_path / "mobilenet.so")
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[4] == 2  # 64-bit
+    assert int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+
+
+@pytest.mark.parametrize("source, destination", [("NCHW", "NCHW8c"), ("NCHW8c", "NHWC"), ("NHWC", "NCHW"),
+                                                 ("NCHW4c", "NCHW8c"), ("NCHW16c", "NCHW")])
+def test_layout_conversions_build_and_run_on_their_own(source, destination):
+    shape = (1, 32, 9, 7)
+    data = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    built = build_layout_transform(shape, source, destination, HOST)
+    converted = built.run(Layout.parse(source).from_nchw(data))
+    np.testing.assert_array_equal(Layout.parse(destination).to_nchw(converted), data)
+    assert built.time(Layout.parse(source).from_nchw(data), repeat=3).median_ms > 0
