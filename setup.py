@@ -30,11 +30,13 @@ setup(
         "onnx>=1.16,<1.24",
         "scipy>=1.10,<2",
         "tornado>=6.0,<7",
+        # the report's plots
+        "matplotlib>=3.7,<4",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "onnxruntime>=1.17,<1.32"],
         # PyTorch is optional for benchmarks: `pip install torch==2.13.0` takes the local CPU wheel here
-        "bench": ["onnxruntime>=1.17,<1.32", "matplotlib>=3.7"],
+        "bench": ["onnxruntime>=1.17,<1.32"],
     },
     entry_points={"console_scripts": ["tvm-dse=tvm_dse.cli:main"]},
 )

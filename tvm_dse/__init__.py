@@ -2,7 +2,8 @@
 
 Entry points: :func:`parse_target` (targets and presets), :func:`load_model` (ONNX or Relax import),
 :func:`build_graph` (the tunable nodes and the edges between them), :func:`build_baseline` (TVM's
-default build, the reference every plan is checked against).
+default build, the reference every plan is checked against), :func:`optimize` (the main job: measure,
+search, build, validate, report).
 """
 
 import os
@@ -18,6 +19,8 @@ from .build import BuiltModel, build_baseline  # noqa: E402  (after the thread c
 from .errors import ModelError, TargetError, TvmDseError, UnsupportedOpError
 from .frontend import Model, ModelInput, load_model
 from .graph import DseGraph, Vertex, build_graph
+from .optimize import OptimizeResult, optimize
+from .plan import Plan
 from .target import DseTarget, parse_target
 from .timing import Timing
 from .workload import Workload
@@ -25,7 +28,7 @@ from .workload import Workload
 __version__ = "0.1.0"
 
 __all__ = [
-    "BuiltModel", "DseGraph", "DseTarget", "Model", "ModelError", "ModelInput", "TargetError", "Timing",
-    "TvmDseError", "UnsupportedOpError", "Vertex", "Workload", "build_baseline", "build_graph", "load_model",
-    "parse_target",
+    "BuiltModel", "DseGraph", "DseTarget", "Model", "ModelError", "ModelInput", "OptimizeResult", "Plan",
+    "TargetError", "Timing", "TvmDseError", "UnsupportedOpError", "Vertex", "Workload", "build_baseline",
+    "build_graph", "load_model", "optimize", "parse_target",
 ]

@@ -82,6 +82,31 @@ def _command_baseline(args: argparse.Namespace) -> int:
     return status
 
 
+def _command_optimize(args: argparse.Namespace) -> int:
+    from .measure import MeasureSettings
+    from .optimize import optimize
+
+    if args.tracker and not args.key:
+        raise TvmDseError("--tracker needs --key: the key the boards registered under")
+    rpc = {"tracker": args.tracker, "key": args.key} if args.tracker else args.rpc
+    print(f"optimizing {args.model} for {args.target} with {args.searcher}"
+          + (f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"), flush=True)
+    result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
+                      memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
+                      store=args.store, settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
+    report = result.report
+    print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
+          f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
+          f"(relative error {report['validation']['relative_error_vs_tvm_default']:.1e})")
+    for row in report["comparison"]:
+        gap = row.get("gap_percent")
+        print(f"  {row['searcher']:10s} {row['cost_ms']:9.3f} ms predicted"
+              + (f"  gap to exact {gap:6.2f}%" if gap is not None else "") + f"  {row['seconds']:.2f} s")
+    print(f"wrote {args.out}: plan.json, {result.model.name}.{result.target.arch}.so, report.md, report.json, "
+          "layers.png, convergence.png, pareto.png")
+    return 0
+
+
 def _command_graph(args: argparse.Namespace) -> int:
     from .frontend import load_model
     from .graph import build_graph
@@ -174,6 +199,24 @@ def make_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--out", help="folder for the exported library of a remote target")
     baseline.add_argument("--json", help="write the results as JSON to this file")
     baseline.set_defaults(handler=_command_baseline)
+
+    optimize = commands.add_parser("optimize", help="find, build and report the fastest plan for a model")
+    optimize.add_argument("model", nargs="?", default=DEMO_MODEL,
+                          help=f"ONNX file or zoo:NAME[-small] (default: {DEMO_MODEL})")
+    optimize.add_argument("--target", default="host", help="preset or TVM target string (default: host)")
+    optimize.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of the boards to measure on")
+    optimize.add_argument("--key", help="key of the boards at the tracker")
+    optimize.add_argument("--rpc", metavar="HOST:PORT", help="one RPC server to measure on, without a tracker")
+    optimize.add_argument("--searcher", default="qlearning",
+                          choices=["qlearning", "exact", "ilp", "greedy", "random", "uniform"])
+    optimize.add_argument("--budget", type=int, help="cost evaluations the searcher may spend (default: its own)")
+    optimize.add_argument("--memory-limit", type=float, metavar="MB", help="peak memory bound of the plan")
+    optimize.add_argument("--out", default="tvm_dse_out", help="output folder (default: tvm_dse_out)")
+    optimize.add_argument("--store", help="measurement store to resume from (default: ~/.cache/tvm_dse/...)")
+    optimize.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
+    optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
+    optimize.add_argument("--seed", type=int, default=0)
+    optimize.set_defaults(handler=_command_optimize)
 
     graph = commands.add_parser("graph", help="print the DSE graph of a model")
     graph.add_argument("model", help="ONNX file or zoo:NAME[-small]")

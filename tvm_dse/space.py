@@ -93,6 +93,18 @@ class DesignSpace:
             by_target[edge.target].append(edge)
         return by_target
 
+    def outgoing(self) -> list[list[Edge]]:
+        """Edges out of every node, by node index."""
+        by_source: list[list[Edge]] = [[] for _ in self.nodes]
+        for edge in self.edges:
+            by_source[edge.source].append(edge)
+        return by_source
+
+    def live_bytes(self) -> int:
+        """The plan-independent term of :meth:`peak_memory`: the largest output plus inputs around one node."""
+        return max((node.activation_bytes + sum(self.nodes[i].activation_bytes for i in node.inputs)
+                    for node in self.nodes), default=0)
+
     def check(self, assignment: Sequence[int]) -> None:
         if len(assignment) != len(self.nodes):
             raise ValueError(f"an assignment needs one option per node ({len(self.nodes)}), got {len(assignment)}")

@@ -185,7 +185,7 @@ class RPCRunner(Runner):
                                    f"registered keys: {', '.join(known) or 'none'}")
         return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
 
-    def _session(self) -> tuple[object, str]:
+    def session(self) -> tuple[object, str]:
         """A session on one board and that board's host:port, within ``connect_timeout_s``."""
         from tvm import rpc
         from tvm.rpc import base
@@ -252,7 +252,7 @@ class RPCRunner(Runner):
                         return
                     if session is None:
                         try:
-                            session, board = self._session()
+                            session, board = self.session()
                         except Exception as error:
                             pending.put((index, build, attempt))
                             with lock:

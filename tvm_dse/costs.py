@@ -1,0 +1,133 @@
+"""Measuring a model's design space: every applicable strategy of every distinct workload and every
+layout conversion an edge may need, measured on the target through a runner (resuming from the store),
+assembled into a :class:`~tvm_dse.space.DesignSpace`; and turning a chosen assignment back into a plan.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Sequence
+
+from .errors import TvmDseError
+from .frontend import Model
+from .graph import DseGraph, Vertex
+from .layouts import Layout
+from .measure import Builder, Candidate, Conversion, MeasurementStore, Runner, measure_candidates
+from .plan import NodeChoice, Plan
+from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
+from .strategies import applicable_strategies, get_strategy
+from .strategies.kernel import packed_weight_shape
+from .target import DseTarget, TargetLike, parse_target
+
+FP32_BYTES = 4
+
+
+def native_layout(shape: Sequence[int] | None) -> str:
+    return {4: "NCHW", 2: "NC"}.get(len(shape or ()), "")
+
+
+def represents(layout: str, shape: Sequence[int]) -> bool:
+    """Whether an activation of logical ``shape`` can be held in ``layout``."""
+    if len(shape) != 4:
+        return layout == native_layout(shape)
+    try:
+        Layout.parse(layout).shape(tuple(shape))
+    except ValueError:
+        return False
+    return layout != "NC"
+
+
+def _produced(option: Option, consumer_shape: Sequence[int]) -> str:
+    """The layout an option's output arrives in at a consumer: model inputs and layout-fixed operators
+    produce the model's own layout for whatever rank their output has (a reshape turns NCHW into NC)."""
+    return option.output_layout or native_layout(consumer_shape)
+
+
+def _tunable_options(vertex: Vertex, target: DseTarget, records: dict[tuple[str, str], Any]) -> list[Option]:
+    options = []
+    for strategy in applicable_strategies(vertex.workload, target):
+        record = records.get((vertex.workload.key(), strategy.name))
+        if record is None or not record.ok:
+            continue
+        layouts = strategy.layouts(vertex.workload, target)
+        options.append(Option(strategy.name, record.median_ms, layouts.data, layouts.output,
+                              FP32_BYTES * prod(packed_weight_shape(strategy, vertex.workload, target)),
+                              strategy.workspace_bytes(vertex.workload, target), dict(record.decisions)))
+    if not options:
+        failures = [r.error for (key, _), r in records.items() if key == vertex.workload.key() and not r.ok]
+        raise TvmDseError(f"no strategy could be measured for node {vertex.name!r} ({vertex.workload.describe()}): "
+                          + "; ".join(failures[:3]))
+    return options
+
+
+def _activation_bytes(vertex: Vertex) -> int:
+    shape = vertex.workload.output_shape if vertex.workload and vertex.kind == "conv2d" else (
+        (vertex.workload.batch, vertex.workload.out_channels) if vertex.workload else vertex.shape)
+    return FP32_BYTES * prod(shape or ())
+
+
+def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Runner,
+                  store: MeasurementStore | None = None, builder: Builder | None = None,
+                  show_progress: bool = True) -> DesignSpace:
+    """Measure what the search needs on ``target`` and return the design space of ``model``."""
+    dse_target = parse_target(target)
+    candidates = list({(v.workload, s.name): Candidate(v.workload, s.name)
+                       for v in graph.nodes for s in applicable_strategies(v.workload, dse_target)}.values())
+    measured = measure_candidates(candidates, dse_target, runner, store, builder, show_progress=show_progress)
+    records = {(c.workload.key(), c.strategy): r for c, r in zip(candidates, measured)}
+
+    options: list[list[Option]] = []
+    for vertex in graph.vertices:
+        if vertex.is_tunable:
+            options.append(_tunable_options(vertex, dse_target, records))
+        elif vertex.kind == "join":
+            layouts = {_produced(o, vertex.shape) for i in vertex.inputs for o in options[i]} | {native_layout(vertex.shape)}
+            options.append([Option(layout, 0.0, layout, layout) for layout in sorted(layouts)
+                            if represents(layout, vertex.shape)])
+        else:
+            layout = native_layout(vertex.shape)
+            options.append([Option(layout or "native", 0.0, layout, "")])
+
+    conversions: dict[tuple[tuple[int, ...], str, str], Conversion] = {}
+    for vertex in graph.vertices:
+        for source in vertex.inputs:
+            for produced in {_produced(o, vertex.shape) for o in options[source]}:
+                for wanted in {o.input_layout for o in options[vertex.id]}:
+                    if produced != wanted and represents(produced, vertex.shape) and represents(wanted, vertex.shape):
+                        conversion = Conversion(tuple(vertex.shape), produced, wanted)
+                        conversions[(conversion.shape, produced, wanted)] = conversion
+    conversion_list = list(conversions.values())
+    conversion_records = measure_candidates(conversion_list, dse_target, runner, store, builder,
+                                            show_progress=show_progress)
+    conversion_ms = {(c.shape, c.source, c.destination): (r.median_ms if r.ok else INFEASIBLE)
+                     for c, r in zip(conversion_list, conversion_records)}
+
+    def conversion_cost(shape: tuple[int, ...], produced: str, wanted: str) -> float:
+        if produced == wanted:
+            return 0.0
+        return conversion_ms.get((shape, produced, wanted), INFEASIBLE)
+
+    edges = [Edge(source, vertex.id, [[conversion_cost(tuple(vertex.shape), _produced(p, vertex.shape), q.input_layout)
+                                       for q in options[vertex.id]] for p in options[source]])
+             for vertex in graph.vertices for source in vertex.inputs]
+    nodes = [SpaceNode(vertex.name, vertex.kind, options[vertex.id], list(vertex.inputs), _activation_bytes(vertex))
+             for vertex in graph.vertices]
+    return DesignSpace(model.name, dse_target.key, nodes, edges,
+                       {"model_fingerprint": model.fingerprint, "target": dse_target.to_dict(),
+                        "kernels_measured": len(candidates), "conversions_measured": len(conversion_list)})
+
+
+def plan_from_assignment(space: DesignSpace, assignment: Sequence[int], model: Model, target: TargetLike,
+                         **provenance: Any) -> Plan:
+    """The plan a searcher's assignment stands for, with its predicted latency and peak memory."""
+    choices, joins = {}, {}
+    for node, choice in zip(space.nodes, assignment):
+        option = node.options[choice]
+        if node.is_tunable:
+            get_strategy(option.name)  # an unknown name fails here, not at build time
+            choices[node.name] = NodeChoice(option.name, option.decisions)
+        elif node.kind == "join":
+            joins[node.name] = option.name
+    plan = Plan.create(model, target, choices, joins, **provenance)
+    plan.metrics.update(predicted_ms=space.cost(assignment), peak_memory_bytes=space.peak_memory(assignment))
+    return plan

@@ -1,0 +1,222 @@
+"""``optimize``: the tool's main job, end to end.
+
+import -> DSE graph -> applicable strategies -> measure kernels and layout conversions on the target
+(locally, or on boards over RPC; resuming from the measurement store) -> graph-level search -> lower and
+build the plan -> check its outputs against TVM's default build -> measure the whole model on the
+target -> an :class:`OptimizeResult` with the plan, the module and a report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .build import BuiltModel, build_baseline
+from .costs import measure_space, plan_from_assignment
+from .errors import TvmDseError
+from .frontend import InputShapes, Model, ModelLike, load_model
+from .graph import DseGraph, build_graph
+from .lower import build_plan
+from .measure import Builder, LocalRunner, MeasurementStore, MeasureSettings, RPCRunner, Runner
+from .plan import Plan
+from .space import DesignSpace
+from .target import DseTarget, TargetLike, parse_target
+from .testing import relative_error
+from .timing import Timing
+
+# fp32 outputs of two correct implementations differ by rounding only
+VALIDATION_BOUND = 1e-4
+def default_store() -> Path:
+    """$TVM_DSE_STORE, else ~/.cache/tvm_dse/measurements.jsonl: shared by every run on this machine."""
+    return Path(os.environ.get("TVM_DSE_STORE", Path.home() / ".cache" / "tvm_dse" / "measurements.jsonl"))
+
+
+class ValidationError(TvmDseError):
+    """The optimized module's outputs differ from TVM's default build of the same model."""
+
+
+@dataclass
+class OptimizeResult:
+    """What :func:`optimize` found and built.
+
+    Attributes
+    ----------
+    plan
+        The chosen strategy per node (JSON via ``plan.save``).
+    built
+        The compiled module for the target.
+    space, search
+        The measured design space and the search's result (assignment, cost, convergence history).
+    report
+        Everything measured, as plain data (``report["latency"]``, ``["validation"]``, ``["nodes"]``, ...).
+    """
+
+    model: Model
+    graph: DseGraph
+    target: DseTarget
+    plan: Plan
+    built: BuiltModel
+    space: DesignSpace
+    search: Any
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the optimized model on this machine (host targets)."""
+        return self.built.run(feed)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the deployable library (cross-compiled for a board target)."""
+        return self.built.export(path)
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write the plan, the library, the report (markdown + JSON) and its plots into ``out_dir``."""
+        from .report import write_report
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"plan": self.plan.save(out / "plan.json"),
+                 "library": self.export(out / f"{self.model.name}.{self.target.arch}.so"),
+                 "space": self.space.save(out / "space.json")}
+        paths.update(write_report(self.report, out))
+        return paths
+
+
+def make_runner(target: DseTarget, rpc: str | Mapping[str, str] | None, settings: MeasureSettings) -> Runner:
+    """A local runner for host targets, or an RPC runner from ``rpc``: ``"tracker=HOST:PORT,key=KEY"``,
+    ``{"tracker": "HOST:PORT", "key": KEY}``, or a direct ``"HOST:PORT"``."""
+    if rpc is None:
+        if not target.runs_on_host:
+            raise TvmDseError(f"target {target.key} does not run on this machine: give rpc= a tracker and key "
+                              "(or a direct host:port) of a board")
+        return LocalRunner(settings)
+    if isinstance(rpc, str):
+        if "=" in rpc:
+            rpc = dict(part.split("=", 1) for part in rpc.split(","))
+        else:
+            return RPCRunner(direct=rpc, settings=settings)
+    unknown = set(rpc) - {"tracker", "key", "direct"}
+    if unknown:
+        raise TvmDseError(f"unknown rpc settings {sorted(unknown)}; accepted: tracker, key, direct")
+    return RPCRunner(tracker=rpc.get("tracker"), key=rpc.get("key"), direct=rpc.get("direct"), settings=settings)
+
+
+def _measure_whole_model(built: BuiltModel, feed: Mapping[str, np.ndarray], runner: Runner,
+                         repeat: int, workdir: Path) -> tuple[list[np.ndarray], Timing, str]:
+    """Outputs and latency of the built model where the target is."""
+    if isinstance(runner, LocalRunner):
+        return built.run(feed), built.time(feed, repeat=repeat), "local"
+    import tvm
+    from tvm import relax
+
+    library = built.export(workdir / "model.so")
+    session, board = runner.session()
+    session.upload(str(library))
+    device = session.cpu(0)
+    vm = relax.VirtualMachine(session.load_module(library.name), device)
+    arguments = [tvm.runtime.tensor(np.ascontiguousarray(feed[i.name], i.dtype), device) for i in built.inputs]
+    result = vm["main"](*arguments)
+    outputs = [result.numpy()] if hasattr(result, "numpy") else [item.numpy() for item in result]
+    evaluator = vm.time_evaluator("main", device, number=1, repeat=repeat)
+    return outputs, Timing.from_seconds(list(evaluator(*arguments).results)), board
+
+
+def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[str, str] | None = None,
+             searcher: str = "qlearning", budget: Any = None, memory_limit: float | None = None,
+             out_dir: str | Path | None = None, input_shapes: InputShapes | None = None,
+             store: str | Path | None = None, settings: MeasureSettings | None = None,
+             compare_searchers: Sequence[str] = ("exact", "greedy", "random", "uniform"),
+             seed: int = 0, repeat: int = 10, show_progress: bool = True) -> OptimizeResult:
+    """Find and build the fastest plan for ``model`` on ``target``.
+
+    Parameters
+    ----------
+    model
+        An ONNX path, ``"zoo:NAME"``, an ``onnx.ModelProto``, a Relax ``IRModule`` or a :class:`Model`.
+    target
+        A preset (``"host"``, ``"rpi4"``, ...), a TVM target string, dict or ``tvm.target.Target``.
+    rpc
+        Where a board target is measured: ``"tracker=127.0.0.1:9190,key=rpi4"`` (or the dict form), or a
+        direct ``"HOST:PORT"``. None measures on this machine (host targets only).
+    searcher
+        ``"qlearning"`` (default), ``"exact"``, ``"greedy"``, ``"random"`` or ``"uniform"``.
+    budget
+        The searcher's budget: a :class:`tvm_dse.search.Budget`, or an int (cost evaluations); None for
+        the searcher's default.
+    memory_limit
+        Peak memory bound of the plan in MB (weights, workspace and live activations), or None.
+    out_dir
+        When given, the plan, library, report and plots are written there.
+    store
+        The measurement store (JSON lines) to resume from and append to; default ``$TVM_DSE_STORE``,
+        else ``~/.cache/tvm_dse/measurements.jsonl``.
+    settings
+        How kernels are timed (see :class:`tvm_dse.measure.MeasureSettings`).
+    compare_searchers
+        Searchers also run on the same space at the same budget, for the report's comparison.
+    repeat
+        Timed runs of the whole optimized model.
+
+    Returns
+    -------
+    OptimizeResult
+
+    Raises
+    ------
+    ValidationError
+        When the optimized module's outputs differ from TVM's default build (relative error > 1e-4).
+    """
+    from .search import Budget, compare, get_searcher
+
+    started = time.perf_counter()
+    dse_target = parse_target(target)
+    imported = load_model(model, input_shapes)
+    graph = build_graph(imported)
+    settings = settings or MeasureSettings()
+    runner = make_runner(dse_target, rpc, settings)
+    measurement_store = MeasurementStore(store or default_store())
+    workdir = Path(out_dir) if out_dir else Path(measurement_store.path).parent / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    space = measure_space(imported, graph, dse_target, runner, measurement_store,
+                          Builder(directory=workdir / "kernels"), show_progress=show_progress)
+    timings["measure_s"] = time.perf_counter() - clock
+
+    if isinstance(budget, int):
+        budget = Budget(max_evaluations=budget)
+    limit_bytes = int(memory_limit * 2**20) if memory_limit is not None else None
+    clock = time.perf_counter()
+    chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed)
+    timings["search_s"] = time.perf_counter() - clock
+    comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
+                         memory_limit_bytes=limit_bytes) if compare_searchers else []
+
+    plan = plan_from_assignment(space, chosen.assignment, imported, dse_target, searcher=searcher,
+                                budget=(budget.to_dict() if budget is not None else "default"))
+    clock = time.perf_counter()
+    built = build_plan(imported, plan, dse_target, graph)
+    timings["build_s"] = time.perf_counter() - clock
+
+    feed = imported.random_feed(seed=seed)
+    baseline_outputs = build_baseline(imported, "host").run(feed)
+    outputs, latency, board = _measure_whole_model(built, feed, runner, repeat, workdir)
+    error = max(relative_error(o, r) for o, r in zip(outputs, baseline_outputs))
+    if not error <= VALIDATION_BOUND:
+        raise ValidationError(f"the optimized {imported.name} differs from TVM's default build: relative error "
+                              f"{error:.2e} > {VALIDATION_BOUND:g}; plan: {plan.to_dict()['nodes']}")
+    plan.metrics.update(measured_ms=latency.median_ms, measured_on=board)
+    timings["total_s"] = time.perf_counter() - started
+
+    from .report import build_report
+
+    report = build_report(imported, graph, dse_target, plan, space, chosen, comparison, latency, error, timings)
+    result = OptimizeResult(imported, graph, dse_target, plan, built, space, chosen, report)
+    if out_dir is not None:
+        result.save(out_dir)
+    return result

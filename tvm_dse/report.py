@@ -1,0 +1,129 @@
+"""The optimization report: what was chosen, what it costs, how the searchers compare, the latency/memory
+Pareto front; as JSON, markdown and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .frontend import Model
+from .graph import DseGraph
+from .plan import Plan
+from .space import DesignSpace
+from .target import DseTarget
+from .timing import Timing
+
+MB = 2**20
+
+
+def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, space: DesignSpace, search: Any,
+                 comparison: Sequence[Any], latency: Timing, validation_error: float,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """The report of one optimization, as plain data."""
+    from .search.exact import pareto_front
+
+    nodes = []
+    for node, choice in zip(space.nodes, search.assignment):
+        if node.is_tunable:
+            option = node.options[choice]
+            fastest = min(node.options, key=lambda o: o.latency_ms)
+            workload = graph.node(node.name).workload
+            nodes.append({"node": node.name, "workload": workload.describe(), "strategy": option.name,
+                          "latency_ms": option.latency_ms, "fastest": fastest.name,
+                          "fastest_ms": fastest.latency_ms, "layouts": f"{option.input_layout}->{option.output_layout}"})
+    front = [{"latency_ms": point.cost_ms, "peak_memory_mb": point.peak_memory_bytes / MB}
+             for point in pareto_front(space)]
+    return {
+        "model": model.name, "model_fingerprint": model.fingerprint, "target": target.to_dict(),
+        "target_key": target.key, "gflop": graph.flops / 1e9,
+        "latency": latency.to_dict(), "gflops": latency.gflops(graph.flops),
+        "predicted_ms": search.cost_ms, "peak_memory_mb": search.peak_memory_bytes / MB,
+        "conversion_ms": space.transform_cost(search.assignment),
+        "validation": {"relative_error_vs_tvm_default": validation_error},
+        "search": search.to_dict(), "comparison": [row if isinstance(row, dict) else row.to_dict() for row in comparison],
+        "pareto_front": front, "nodes": nodes, "timings": timings, "plan": plan.to_dict(),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown page."""
+    latency = report["latency"]
+    lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
+             f"- Latency (median of {latency['repeats']}): **{latency['median_ms']:.3f} ms** "
+             f"({report['gflops']:.1f} GFLOP/s, {report['gflop']:.3f} GFLOP); predicted "
+             f"{report['predicted_ms']:.3f} ms, of which {report['conversion_ms']:.3f} ms layout conversions",
+             f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
+             f"- Outputs vs TVM's default build: relative error "
+             f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
+             f"- Searcher: {report['search']['searcher']}, {report['search']['evaluations']} evaluations, "
+             f"{report['search']['seconds']:.2f} s; time spent: "
+             + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in report["timings"].items()), "",
+             "## Searchers at equal budget", "", "| searcher | predicted ms | gap to exact | evaluations | seconds |",
+             "|---|---|---|---|---|"]
+    for row in report["comparison"]:
+        gap = row.get("gap_percent")
+        lines.append(f"| {row['searcher']} | {row['cost_ms']:.3f} | {'-' if gap is None else f'{gap:.2f}%'} | "
+                     f"{row['evaluations']} | {row['seconds']:.2f} |")
+    lines += ["", "## Latency / memory Pareto front", "", "| latency ms | peak memory MB |", "|---|---|"]
+    lines += [f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} |" for p in report["pareto_front"]]
+    lines += ["", "## Chosen strategy per node", "",
+              "| node | workload | strategy | ms | layouts | fastest alone |", "|---|---|---|---|---|---|"]
+    for node in report["nodes"]:
+        lines.append(f"| {node['node']} | {node['workload']} | {node['strategy']} | {node['latency_ms']:.3f} | "
+                     f"{node['layouts']} | {node['fastest']} ({node['fastest_ms']:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.md and the plots (layers.png, convergence.png, pareto.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {"report_json": out_dir / "report.json", "report_md": out_dir / "report.md"}
+    paths["report_json"].write_text(json.dumps(report, indent=1, default=float))
+    paths["report_md"].write_text(markdown(report))
+
+    nodes = report["nodes"]
+    figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(nodes)), 4))
+    strategies = sorted({n["strategy"] for n in nodes})
+    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(strategies)}
+    axis.bar(range(len(nodes)), [n["latency_ms"] for n in nodes], color=[colors[n["strategy"]] for n in nodes])
+    axis.set_xticks(range(len(nodes)), [n["node"] for n in nodes], rotation=90, fontsize=6)
+    axis.set_ylabel("ms")
+    axis.set_title(f"{report['model']}: chosen strategy and latency per node")
+    axis.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in strategies], labels=strategies,
+                fontsize=7)
+    figure.tight_layout()
+    paths["layers_png"] = out_dir / "layers.png"
+    figure.savefig(paths["layers_png"], dpi=110)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for row in report["comparison"]:
+        history = row.get("history") or []
+        if history:
+            axis.step([h[0] for h in history], [h[2] for h in history], where="post", label=row["searcher"])
+    axis.set_xlabel("cost evaluations")
+    axis.set_ylabel("best predicted ms")
+    axis.set_xscale("symlog")
+    axis.set_title("convergence of the searchers")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    paths["convergence_png"] = out_dir / "convergence.png"
+    figure.savefig(paths["convergence_png"], dpi=110)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    front = report["pareto_front"]
+    axis.plot([p["peak_memory_mb"] for p in front], [p["latency_ms"] for p in front], "o-")
+    axis.set_xlabel("peak memory (MB)")
+    axis.set_ylabel("predicted latency (ms)")
+    axis.set_title("latency / memory Pareto front")
+    figure.tight_layout()
+    paths["pareto_png"] = out_dir / "pareto.png"
+    figure.savefig(paths["pareto_png"], dpi=110)
+    plt.close(figure)
+    return paths
