@@ -34,7 +34,7 @@ setup(
         "matplotlib>=3.7,<4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "onnxruntime>=1.17,<1.32"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "onnxruntime>=1.17,<1.32"],
         # PyTorch is optional for benchmarks: `pip install torch==2.13.0` takes the local CPU wheel here
         "bench": ["onnxruntime>=1.17,<1.32"],
     },

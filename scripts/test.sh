@@ -7,4 +7,5 @@ venv=${VENV:-${VIRTUAL_ENV:-$root/.venv}}
 # the emulated aarch64 board and the cross compiler, for the tests that run on a board over RPC
 "$root/scripts/setup_board.sh"
 cd "$root"
-exec "$venv/bin/python" -m pytest tests "$@"
+# two workers (one per core); a file's tests stay on one worker so its fixtures are built once
+exec "$venv/bin/python" -m pytest tests -n 2 --dist loadfile "$@"

@@ -122,7 +122,7 @@ def test_unreachable_tracker_and_unknown_key_fail_fast_and_clearly(emulated_boar
     with pytest.raises(MeasurementError, match=r"cannot reach the RPC tracker at 127\.0\.0\.1:"):
         RPCRunner(tracker=f"127.0.0.1:{free_port()}", key="any", connect_timeout_s=5).boards()
     with pytest.raises(MeasurementError, match=r"no board is registered under key 'nope'.*qemu-aarch64"):
-        RPCRunner(tracker=emulated_boards.tracker_address, key="nope").boards()
+        RPCRunner(tracker=emulated_boards.tracker_address, key="nope", connect_timeout_s=5).boards()
     with pytest.raises(MeasurementError, match="HOST:PORT"):
         RPCRunner(tracker="localhost", key="x")
     assert time.monotonic() - start < 30

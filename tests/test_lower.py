@@ -43,11 +43,16 @@ def _uniform(model, graph, family):
     return Plan.uniform(model, graph, HOST, family)
 
 
-@pytest.mark.parametrize("family", UNIFORM_FAMILIES)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_uniform_plans_match_onnxruntime(models, name, family):
+def test_uniform_plans_match_onnxruntime(models, name):
     model, graph = models[name]
-    _check(model, graph, _uniform(model, graph, family))
+    plans = {}
+    for family in UNIFORM_FAMILIES:  # families that do not apply to a model give the same plan as another
+        plan = _uniform(model, graph, family)
+        plans.setdefault(tuple(sorted((n, c.strategy) for n, c in plan.nodes.items())), plan)
+    assert len(plans) >= 3
+    for plan in plans.values():
+        _check(model, graph, plan)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -177,13 +177,19 @@ class RPCRunner(Runner):
 
         host, port = self.tracker
         _probe(host, port, "RPC tracker", self.connect_timeout_s)
-        summary = rpc.connect_tracker(host, port).summary()
-        servers = [s for s in summary["server_info"] if s["key"].split(":")[-1] == self.key]
-        if not servers:
-            known = sorted({s["key"].split(":")[-1] for s in summary["server_info"]})
-            raise MeasurementError(f"no board is registered under key {self.key!r} at the tracker {host}:{port}; "
-                                   f"registered keys: {', '.join(known) or 'none'}")
-        return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
+        # a board re-registers after each session it served (seconds under emulation): give it the time
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            summary = rpc.connect_tracker(host, port).summary()
+            servers = [s for s in summary["server_info"] if s["key"].split(":")[-1] == self.key]
+            if servers:
+                return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
+            if time.monotonic() >= deadline:
+                known = sorted({s["key"].split(":")[-1] for s in summary["server_info"]})
+                raise MeasurementError(f"no board is registered under key {self.key!r} at the tracker {host}:{port}"
+                                       f" (waited {self.connect_timeout_s:.0f} s); registered keys: "
+                                       f"{', '.join(known) or 'none'}")
+            time.sleep(1.0)
 
     def session(self) -> tuple[object, str]:
         """A session on one board and that board's host:port, within ``connect_timeout_s``."""
