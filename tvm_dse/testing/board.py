@@ -158,9 +158,8 @@ def start_board(port: int | None = None, log_dir: Path | None = None, tracker: s
     without a tracker is reached directly at its port). Stop it with ``.kill()``."""
     port = port or free_port()
     log = _log_path(log_dir, f"board-{port}")
-    server = Path(__file__).with_name("board_server.py")
-    command = [str(board_python()), str(server), "--host", LOOPBACK, "--port", str(port), "--port-end", str(port + 1),
-               "--load-library",
+    command = [str(board_python()), "-m", "tvm.exec.rpc_server", "--host", LOOPBACK, "--port", str(port),
+               "--port-end", str(port + 1), "--load-library",
                str(board_dir() / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so")]
     if tracker:
         command += ["--tracker", tracker, "--key", key]
