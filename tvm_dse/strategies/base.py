@@ -232,16 +232,20 @@ class Strategy(ABC):
     algorithm: ClassVar[str]
     precision: ClassVar[str] = "fp32"
     op: ClassVar[str] = "conv2d"
+    ungrouped_only: ClassVar[bool] = False  # declines grouped and depthwise convolutions
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         """Whether this strategy computes ``workload`` correctly on ``target`` (with the reason when not).
 
-        The base checks op and dtype; subclasses add their own conditions and call it first.
+        The base checks op, dtype and (with ``ungrouped_only``) groups; subclasses add their own
+        conditions and call it first.
         """
         if workload.op != self.op:
             return Applicability.no(f"{self.name} implements {self.op}, not {workload.op}")
         if workload.dtype != "float32":
             return Applicability.no(f"{self.name} computes in fp32, the workload is {workload.dtype}")
+        if self.ungrouped_only and workload.groups != 1:
+            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
         return Applicability.yes()
 
     @abstractmethod

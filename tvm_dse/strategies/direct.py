@@ -7,7 +7,7 @@ from tvm import s_tir, te, topi
 
 from ..target import DseTarget
 from ..workload import Workload
-from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts,
+from .base import (MAIN_BLOCK, PAD_BLOCK, Decider, Strategy, StrategyLayouts,
                    largest_divisor_at_most, max_accumulators, output_stage, pad_input, parallel_vectorized)
 from .registry import register
 
@@ -28,14 +28,7 @@ def _has_pad_block(sch: s_tir.Schedule) -> bool:
 
 class _DirectBase(Strategy):
     algorithm = "direct"
-
-    def applies(self, workload: Workload, target: DseTarget) -> Applicability:
-        base = super().applies(workload, target)
-        if not base:
-            return base
-        if workload.groups != 1:
-            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
-        return Applicability.yes()
+    ungrouped_only = True
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         return _padded_bytes(workload)

@@ -135,13 +135,7 @@ def _schedule_gemm(sch: s_tir.Schedule, workload: Workload, target: DseTarget, d
 class _GemmBase(Strategy):
     """Ungrouped convolutions only; subclasses add their own conditions."""
 
-    def applies(self, workload: Workload, target: DseTarget) -> Applicability:
-        base = super().applies(workload, target)
-        if not base:
-            return base
-        if workload.groups != 1:
-            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
-        return Applicability.yes()
+    ungrouped_only = True
 
 
 @register

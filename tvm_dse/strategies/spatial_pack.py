@@ -41,13 +41,12 @@ class SpatialPackNCHWc(Strategy):
 
     name = "spatial_pack_nchwc"
     algorithm = "spatial_pack"
+    ungrouped_only = True
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
         if not base:
             return base
-        if workload.groups != 1:
-            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
         if workload.out_channels % target.fp32_lanes:
             return Applicability.no(f"{workload.out_channels} output channels do not fill blocks of "
                                     f"{target.fp32_lanes} lanes")

@@ -70,6 +70,7 @@ class _Winograd(Strategy):
     """Winograd F(m, 3) in NCHW<xi>c -> NCHW<x>c; subclasses set the output tile size ``m``."""
 
     algorithm = "winograd"
+    ungrouped_only = True
     m: int
 
     @property
@@ -89,8 +90,6 @@ class _Winograd(Strategy):
         if workload.stride != (1, 1) or workload.dilation != (1, 1):
             return Applicability.no(f"{self.name} needs stride 1 and dilation 1 (stride {workload.stride}, "
                                     f"dilation {workload.dilation})")
-        if workload.groups != 1:
-            return Applicability.no(f"{self.name} computes ungrouped convolutions (groups={workload.groups})")
         if workload.out_channels % target.fp32_lanes:
             return Applicability.no(f"{workload.out_channels} output channels do not fill blocks of "
                                     f"{target.fp32_lanes} lanes")
