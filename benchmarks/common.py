@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -40,8 +41,20 @@ def time_callable(run: Callable[[], object], number: int = 10, warmup: int = 3) 
     return (time.perf_counter() - start) / number
 
 
+def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int,
+                        time_round: Callable[[str, Callable[[], object]], float]) -> dict[str, float]:
+    """Median over ``rounds`` of each contender's time (ms), contenders interleaved A B C ... A B C ... so
+    that drifts of the machine hit all of them alike; ``time_round(name, run)`` times one round in ms."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            samples[name].append(time_round(name, run))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``benchmarks/<stem>.md`` and its JSON twin."""
+    """Print the table and write ``benchmarks/<stem>.md`` and its JSON twin."""
+    print(markdown)
     md_path, json_path = HERE / f"{stem}.md", HERE / f"{stem}.json"
     md_path.write_text(markdown)
     json_path.write_text(json.dumps(data, indent=1))

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from common import machine, set_threads, time_callable, write_results
+from common import interleaved_medians, machine, set_threads, time_callable, write_results
 
 
 def main() -> int:
@@ -50,11 +50,9 @@ def main() -> int:
                 built = build_kernel(strategy, workload, target)
                 arguments = built.arguments(data, weight)
                 contenders[strategy.name] = lambda b=built, a=arguments: b.kernel["main"](*a)
-            samples = {name: [] for name in contenders}
-            for _ in range(args.rounds):
-                for name, run in contenders.items():
-                    samples[name].append(statistics.median(time_callable(run, number=5) for _ in range(3)) * 1e3)
-            latency = {name: statistics.median(values) for name, values in samples.items()}
+            latency = interleaved_medians(
+                contenders, args.rounds,
+                lambda name, run: statistics.median(time_callable(run, number=5) for _ in range(3)) * 1e3)
             best = min((name for name in latency if name != "onnxruntime"), key=latency.get)
             rows.append({"model": model_name, "workload": workload.describe(), "key": workload.key(), "count": count,
                          "gflop": workload.flops / 1e9, "latency_ms": latency, "best": best,
@@ -84,7 +82,6 @@ def main() -> int:
             if row["workload"].startswith("3x3 s1"):
                 lines.append(f"- {row['workload']}: best/onnxruntime = {row['best_over_onnxruntime']:.2f} ({row['best']})")
     markdown = "\n".join(lines) + "\n"
-    print(markdown)
     write_results("conv_strategies", markdown, {"machine": machine(), "threads": args.threads, "rows": rows})
     return 0
 

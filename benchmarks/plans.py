@@ -8,12 +8,11 @@ node, layout conversions ignored) and onnxruntime. Ratios are to onnxruntime in 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, set_threads, time_callable, write_results
+from common import interleaved_medians, machine, set_threads, time_callable, write_results
 
 FAMILIES = ["direct_nchw", "direct_nhwc", "spatial_pack_nchwc", "im2col_nchw", "winograd_f4_nchwc"]
 
@@ -59,12 +58,10 @@ def main() -> int:
                              searcher="greedy")
         built = build_plan(model, greedy, target, graph)
         contenders["greedy"] = lambda b=built: b.run(feed)
-        samples = {name: [] for name in contenders}
-        for _ in range(args.rounds):
-            for name, run in contenders.items():
-                number = 1 if name == "tvm default build" else 10
-                samples[name].append(time_callable(run, number=number, warmup=1) * 1e3)
-        latency = {name: statistics.median(values) for name, values in samples.items()}
+        # TVM's default build takes seconds per run: one run per round for it, ten for the others
+        latency = interleaved_medians(
+            contenders, args.rounds,
+            lambda name, run: time_callable(run, number=1 if name == "tvm default build" else 10, warmup=1) * 1e3)
         for name, ms in latency.items():
             rows.append({"model": model_name, "contender": name, "latency_ms": ms,
                          "over_onnxruntime": ms / latency["onnxruntime"],
@@ -81,7 +78,6 @@ def main() -> int:
             lines.append(f"| {row['model']} | {row['contender']} | {row['latency_ms']:.3f} | "
                          f"{row['over_onnxruntime']:.2f} | {row['gflops']:.1f} |")
     markdown = "\n".join(lines) + "\n"
-    print(markdown)
     write_results("plans", markdown, {"machine": machine(), "threads": args.threads, "rows": rows})
     return 0
 
