@@ -67,3 +67,20 @@ def test_console_script_is_installed():
     result = subprocess.run([str(script), "target", "rpi3"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["key"] == "llvm_aarch64_cortex-a53_+neon_4c"
+
+
+def test_build_command_builds_exports_and_checks_a_saved_plan(tmp_path, capsys):
+    from tvm_dse import build_graph, load_model
+    from tvm_dse.plan import Plan
+
+    model = load_model("zoo:resnet18-small")
+    plan_path = Plan.uniform(model, build_graph(model), "host", "spatial_pack_nchwc").save(tmp_path / "plan.json")
+    library = tmp_path / "r18.so"
+    assert main(["build", "zoo:resnet18-small", "--plan", str(plan_path), "-o", str(library), "--repeat", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert library.stat().st_size > 0 and f"exported {library}" in printed
+    assert "outputs vs onnxruntime: relative error" in printed and "(ok," in printed
+    # a plan for another model is refused, naming both models
+    assert main(["build", "zoo:squeezenet1_1-small", "--plan", str(plan_path)]) == 2
+    error = capsys.readouterr().err
+    assert "resnet18-small" in error and "squeezenet1_1-small" in error

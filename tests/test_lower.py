@@ -2,6 +2,7 @@
 conversions only where layouts change; aarch64 export; standalone layout conversions."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,15 @@ def test_plan_files_round_trip_and_mismatches_are_named(models, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(PlanError, match="not a JSON plan"):
         Plan.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "schedules").glob("*/*.json")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_plans_fit_their_zoo_model_and_target(path):
+    plan = Plan.load(path)
+    assert path.parent.name == plan.target_key
+    model = load_model(f"zoo:{plan.model_name}")
+    assert plan.validate(model, build_graph(model), plan.target).key == plan.target_key
 
 
 def test_decisions_in_a_plan_are_applied(models):

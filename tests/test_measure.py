@@ -37,6 +37,20 @@ def test_measure_locally_then_resume_from_the_store(tmp_path):
     assert [r.measured_at for r in again] == [r.measured_at for r in records]
 
 
+def test_records_of_an_older_schedule_version_are_measured_again(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    candidate = Candidate(WORKLOAD, "direct_nhwc")
+    first = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)[0]
+    assert first.schedule_version == candidate.schedule_version
+    stale = Record.from_json(first.to_json())
+    stale.schedule_version = first.schedule_version - 1
+    stale.latency = {**stale.latency, "median_ms": 1e-9}
+    store.path.write_text(stale.to_json() + "\n")
+    again = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)[0]
+    assert again.schedule_version == first.schedule_version and again.median_ms > 1e-9
+    assert len(store.records()) == 2
+
+
 def test_build_errors_and_timeouts_are_recorded_per_candidate(tmp_path):
     store = MeasurementStore(tmp_path / "m.jsonl")
     bad = Candidate(WORKLOAD, "spatial_pack_nchwc", {"ow": [3, 5]})

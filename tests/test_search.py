@@ -312,6 +312,17 @@ def test_evaluator_enforces_the_evaluation_budget():
         evaluator.evaluate(plan)
 
 
+@pytest.mark.parametrize("name", ["qlearning", "exact"])
+def test_search_progress_reaches_the_whole_budget_with_the_best_cost(name, capsys):
+    space = residual_space(seed=0)
+    result = get_searcher(name).search(space, seed=0, show_progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith(f"searching with {name} (% of budget) [") for line in lines)
+    assert "100/100" in lines[-1] and f"best {result.cost_ms:.3f} ms" in lines[-1]
+    get_searcher(name).search(space, seed=0)
+    assert capsys.readouterr().err == ""  # silent by default
+
+
 def test_searchers_return_only_feasible_plans_where_some_pairs_are_impossible():
     space = residual_space(seed=10, infeasible=0.6)
     assert any(math.isinf(c) for edge in space.edges for row in edge.cost for c in row)
@@ -386,16 +397,17 @@ def test_compare_runs_every_searcher_at_one_budget():
 def test_search_package_imports_no_tvm():
     # tvm_dse/__init__.py imports TVM, so importing the package proves nothing: read the import statements
     modules = sorted(SEARCH_PACKAGE.glob("*.py")) + [SEARCH_PACKAGE.parent / "space.py",
+                                                      SEARCH_PACKAGE.parent / "progress.py",
                                                       SEARCH_PACKAGE.parent / "testing" / "spaces.py"]
-    assert len(modules) >= 7
-    allowed_relative = {"space", "base", "baselines", "exact", "qlearning"}
+    assert len(modules) >= 8
+    allowed_relative = {"space", "progress", "base", "baselines", "exact", "qlearning"}
     for path in modules:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    # inside the package and the space only: nothing that reaches TVM
+                    # inside the package, the space and the progress lines only: nothing that reaches TVM
                     assert (node.module or "").split(".")[-1] in allowed_relative, f"{path.name}: {node.module}"
                     continue
                 names = [node.module]

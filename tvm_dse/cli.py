@@ -8,9 +8,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from .errors import TvmDseError
+
+if TYPE_CHECKING:
+    from .build import BuiltModel
+    from .frontend import Model
+    from .graph import DseGraph
 
 DEMO_MODEL = "zoo:resnet18"
 # fp32 outputs of two correct implementations differ by rounding only; the project's bar for every build.
@@ -38,26 +43,12 @@ def _input_shapes(pairs: Sequence[str] | None) -> dict[str, tuple[int, ...]] | N
     return shapes
 
 
-def _command_baseline(args: argparse.Namespace) -> int:
-    from .build import build_baseline
-    from .frontend import load_model
-    from .graph import build_graph
-    from .target import parse_target
+def _check_and_time(model: Model, graph: DseGraph, built: BuiltModel, name: str, repeat: int,
+                    report: dict) -> int:
+    """Run ``built`` on a random feed, compare with onnxruntime and time it; fills ``report``, returns the
+    exit status (1 on a numerical mismatch)."""
     from .testing import onnxruntime_outputs, relative_error
 
-    target = parse_target(args.target)
-    print(f"target: {target.key} ({target.family}, {target.vector_bits}-bit vectors)")
-    with _step(f"importing {args.model}"):
-        model = load_model(args.model, _input_shapes(args.shape))
-    graph = build_graph(model)
-    print(graph.summary())
-    with _step("building with TVM's default pipeline (no schedules)"):
-        built = build_baseline(model, target)
-    report = {"model": model.name, "target": target.to_dict(), "gflop": graph.flops / 1e9}
-    if not target.runs_on_host:
-        path = built.export(Path(args.out or ".") / f"{model.name}.{target.arch}.so")
-        print(f"{target.key} does not run on this machine; exported {path}")
-        return 0
     feed = model.random_feed(seed=0)
     outputs = built.run(feed)
     status = 0
@@ -73,13 +64,57 @@ def _command_baseline(args: argparse.Namespace) -> int:
                   f"bound {FP32_TOLERANCE:g})")
             report["relative_error_vs_onnxruntime"] = error
             status = 0 if ok else 1
-    with _step(f"timing ({args.repeat} runs)"):
-        timing = built.time(feed, repeat=args.repeat)
-    print(f"TVM default build latency: {timing} = {timing.gflops(graph.flops):.2f} GFLOP/s")
+    with _step(f"timing ({repeat} runs)"):
+        timing = built.time(feed, repeat=repeat)
+    print(f"{name} latency: {timing} = {timing.gflops(graph.flops):.2f} GFLOP/s")
     report["latency"] = timing.to_dict()
+    return status
+
+
+def _command_baseline(args: argparse.Namespace) -> int:
+    from .build import build_baseline
+    from .frontend import load_model
+    from .graph import build_graph
+    from .target import parse_target
+
+    target = parse_target(args.target)
+    print(f"target: {target.key} ({target.family}, {target.vector_bits}-bit vectors)")
+    with _step(f"importing {args.model}"):
+        model = load_model(args.model, _input_shapes(args.shape))
+    graph = build_graph(model)
+    print(graph.summary())
+    with _step("building with TVM's default pipeline (no schedules)"):
+        built = build_baseline(model, target)
+    report = {"model": model.name, "target": target.to_dict(), "gflop": graph.flops / 1e9}
+    if not target.runs_on_host:
+        path = built.export(Path(args.out or ".") / f"{model.name}.{target.arch}.so")
+        print(f"{target.key} does not run on this machine; exported {path}")
+        return 0
+    status = _check_and_time(model, graph, built, "TVM default build", args.repeat, report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return status
+
+
+def _command_build(args: argparse.Namespace) -> int:
+    from .frontend import load_model
+    from .graph import build_graph
+    from .lower import build_plan
+    from .plan import Plan
+
+    plan = Plan.load(args.plan)
+    target = args.target or plan.target
+    with _step(f"importing {args.model}"):
+        model = load_model(args.model, _input_shapes(args.shape))
+    graph = build_graph(model)
+    dse_target = plan.validate(model, graph, target)
+    with _step(f"building {model.name} for {dse_target.key} as {args.plan} says"):
+        built = build_plan(model, plan, dse_target, graph)
+    path = built.export(args.output or f"{model.name}.{dse_target.arch}.so")
+    print(f"exported {path}")
+    if not dse_target.runs_on_host:
+        return 0
+    return _check_and_time(model, graph, built, "plan", args.repeat, {})
 
 
 def _command_optimize(args: argparse.Namespace) -> int:
@@ -217,6 +252,16 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.set_defaults(handler=_command_optimize)
+
+    build = commands.add_parser("build", help="build and export a model as a saved plan says (then check and "
+                                              "time it, on a host target)")
+    build.add_argument("model", help="ONNX file or zoo:NAME[-small] the plan was found for")
+    build.add_argument("--plan", required=True, help="plan JSON (tvm-dse optimize writes OUT/plan.json)")
+    build.add_argument("--target", help="target (default: the plan's own); must have the plan's target key")
+    build.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
+    build.add_argument("-o", "--output", help="library to write (default: MODEL.ARCH.so here)")
+    build.add_argument("--repeat", type=int, default=5, help="timed runs on a host target (default: 5)")
+    build.set_defaults(handler=_command_build)
 
     graph = commands.add_parser("graph", help="print the DSE graph of a model")
     graph.add_argument("model", help="ONNX file or zoo:NAME[-small]")

@@ -192,7 +192,8 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         budget = Budget(max_evaluations=budget)
     limit_bytes = int(memory_limit * 2**20) if memory_limit is not None else None
     clock = time.perf_counter()
-    chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed)
+    chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
+                                          show_progress=show_progress)
     timings["search_s"] = time.perf_counter() - clock
     comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
                          memory_limit_bytes=limit_bytes) if compare_searchers else []

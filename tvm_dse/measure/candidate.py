@@ -45,11 +45,19 @@ class Candidate:
             return self
         return Candidate(self.workload, self.strategy, default_decisions(self.strategy, self.workload, target))
 
+    @property
+    def schedule_version(self) -> int:
+        from ..strategies import get_strategy
+
+        return get_strategy(self.strategy).schedule_version
+
     def key(self, target: DseTarget) -> str:
-        """What a measurement of this candidate is stored under: target, workload, strategy, decisions, TVM."""
+        """What a measurement of this candidate is stored under: target, workload, strategy and its schedule
+        version, decisions, TVM."""
         if self.decisions is None:
             raise ValueError(f"resolve the default decisions of {self.describe()} before keying it")
-        return measurement_key(target.key, self.workload.key(), self.strategy, self.decisions)
+        return measurement_key(target.key, self.workload.key(), self.strategy, self.schedule_version,
+                               self.decisions)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Conversion:
     @property
     def decisions(self) -> dict[str, Any]:
         return {}
+
+    schedule_version = 1
 
     @property
     def workload_key(self) -> str:
@@ -86,13 +96,14 @@ class Conversion:
         return self
 
     def key(self, target: DseTarget) -> str:
-        return measurement_key(target.key, self.workload_key, self.strategy, {})
+        return measurement_key(target.key, self.workload_key, self.strategy, self.schedule_version, {})
 
 
-def measurement_key(target_key: str, workload_key: str, strategy: str, decisions: Mapping[str, Any],
-                    tvm_version: str | None = None) -> str:
+def measurement_key(target_key: str, workload_key: str, strategy: str, schedule_version: int,
+                    decisions: Mapping[str, Any], tvm_version: str | None = None) -> str:
     decisions_text = json.dumps(decisions, sort_keys=True, separators=(",", ":"))
-    return "|".join([target_key, workload_key, strategy, decisions_text, tvm_version or tvm.__version__])
+    return "|".join([target_key, workload_key, f"{strategy}@{schedule_version}", decisions_text,
+                     tvm_version or tvm.__version__])
 
 
 def default_decisions(strategy: str, workload: Workload, target: DseTarget) -> dict[str, Any]:

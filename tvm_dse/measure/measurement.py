@@ -17,7 +17,8 @@ from .store import MeasurementStore, Record
 def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Record:
     candidate = build.candidate
     common = dict(target=target_key, workload=candidate.workload_dict(), workload_key=candidate.workload_key,
-                  strategy=candidate.strategy, decisions=dict(candidate.decisions))
+                  strategy=candidate.strategy, schedule_version=candidate.schedule_version,
+                  decisions=dict(candidate.decisions))
     if run is None:
         return Record(**common, status="build_error", error=build.error)
     if run.status != "ok":

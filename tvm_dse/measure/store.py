@@ -1,6 +1,8 @@
 """The measurement store: every result (or failure) as one JSON line, appended as it arrives.
 
-Lines are keyed by target, workload, strategy, decisions and TVM version. Writers take an exclusive
+Lines are keyed by target, workload, strategy and its schedule version, decisions and TVM version: a
+strategy whose schedule changed (a new ``schedule_version``) is measured again, never priced by records
+of the kernel it used to build. Writers take an exclusive
 ``flock`` around each append and readers a shared one, so two runs writing the same store interleave
 whole lines; a truncated or corrupt line (a killed writer, a hand edit) is skipped with a warning that
 names the file and line. The last record of a key wins.
@@ -37,6 +39,7 @@ class Record:
     latency: dict[str, Any] | None = None  # a Timing as a dict, when status is "ok"
     error: str = ""
     board: str = ""  # "local" or the board's host:port
+    schedule_version: int = 1
     tvm_version: str = field(default_factory=lambda: tvm.__version__)
     measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -54,7 +57,8 @@ class Record:
 
     @property
     def key(self) -> str:
-        return measurement_key(self.target, self.workload_key, self.strategy, self.decisions, self.tvm_version)
+        return measurement_key(self.target, self.workload_key, self.strategy, self.schedule_version,
+                               self.decisions, self.tvm_version)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from ..progress import Progress
 from ..space import DesignSpace
 
 # Without a limit of its own, no search runs longer than this: a run that forgot its budget ends.
@@ -162,12 +163,16 @@ class Evaluator:
         The limits; asking for an evaluation beyond ``max_evaluations`` raises :class:`BudgetExhausted`.
     memory_limit_bytes
         Plans whose ``space.peak_memory`` exceeds it price as infinite and are never the best.
+    progress
+        When given, advanced to the percentage of the budget spent, with the best cost so far.
     """
 
-    def __init__(self, space: DesignSpace, budget: Budget, memory_limit_bytes: float | None = None) -> None:
+    def __init__(self, space: DesignSpace, budget: Budget, memory_limit_bytes: float | None = None,
+                 progress: Progress | None = None) -> None:
         self.space = space
         self.budget = budget
         self.memory_limit_bytes = memory_limit_bytes
+        self._progress = progress
         self.evaluations = 0
         self.best_cost = math.inf
         self.best_assignment: list[int] | None = None
@@ -226,6 +231,10 @@ class Evaluator:
             self.best_cost = cost
             self.best_assignment = [int(choice) for choice in assignment]
             self.history.append((self.evaluations, self.seconds, cost))
+        if self._progress is not None:
+            percent = int(100 * self.progress)
+            if percent > self._progress.done:
+                self._progress.advance(percent - self._progress.done, note=f"best {self.best_cost:.3f} ms")
         return cost
 
     def no_plan(self, searcher: str, reason: str) -> NoFeasiblePlan:
@@ -235,6 +244,11 @@ class Evaluator:
 
     def result(self, searcher: str, info: dict[str, Any]) -> SearchResult:
         """The best plan as a :class:`SearchResult`; :class:`NoFeasiblePlan` if none was found."""
+        if self._progress is not None:
+            if self._progress.done < self._progress.total:  # a search may stop before its budget is spent
+                self._progress.advance(self._progress.total - self._progress.done,
+                                       note=f"best {self.best_cost:.3f} ms")
+            self._progress.close()
         if self.best_assignment is None:
             raise self.no_plan(searcher, f"none among the {self.evaluations} evaluated")
         history = list(self.history)
@@ -266,7 +280,7 @@ class Searcher(abc.ABC):
     name: ClassVar[str]
 
     def search(self, space: DesignSpace, budget: Budget | None = None, memory_limit_bytes: float | None = None,
-               seed: int | None = None) -> SearchResult:
+               seed: int | None = None, show_progress: bool = False) -> SearchResult:
         """Find a low-latency plan of ``space`` within ``budget``.
 
         Parameters
@@ -280,6 +294,8 @@ class Searcher(abc.ABC):
         seed
             Seed of the searcher's random generator: the same seed and an evaluation-only budget give the
             same result.
+        show_progress
+            Show a progress line (percentage of the budget spent, best cost so far) on stderr.
 
         Returns
         -------
@@ -301,7 +317,8 @@ class Searcher(abc.ABC):
             check_number("memory_limit_bytes", memory_limit_bytes, low=0, low_open=True)
         if seed is not None:
             check_number("seed", seed, integer=True, low=0)
-        evaluator = Evaluator(space, budget, memory_limit_bytes)
+        progress = Progress(100, f"searching with {self.name} (% of budget)") if show_progress else None
+        evaluator = Evaluator(space, budget, memory_limit_bytes, progress)
         info = self.explore(space, evaluator, np.random.default_rng(seed))
         return evaluator.result(self.name, info)
 

@@ -233,6 +233,9 @@ class Strategy(ABC):
     precision: ClassVar[str] = "fp32"
     op: ClassVar[str] = "conv2d"
     ungrouped_only: ClassVar[bool] = False  # declines grouped and depthwise convolutions
+    # Raised whenever a change to the compute or schedule makes the same decisions build another kernel,
+    # so stored measurements of the old kernel are not reused for the new one.
+    schedule_version: ClassVar[int] = 1
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         """Whether this strategy computes ``workload`` correctly on ``target`` (with the reason when not).

@@ -42,6 +42,7 @@ class SpatialPackNCHWc(Strategy):
     name = "spatial_pack_nchwc"
     algorithm = "spatial_pack"
     ungrouped_only = True
+    schedule_version = 2  # 2: row tiles outermost
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -92,13 +93,15 @@ class SpatialPackNCHWc(Strategy):
         koo, koi = decider.tile("oc_blocks", ko, 2, [blocks // oc_tile, oc_tile])
         yo, yi = decider.tile("oh", y, 2, [workload.out_height // oh_tile, oh_tile])
         xo, xi = decider.tile("ow", x, 2, [workload.out_width // ow_tile, ow_tile])
-        sch.reorder(n, koo, yo, xo, ico, ry, rx, ici, yi, koi, xi, ki)
+        # Rows outermost: the input rows of one row tile stay in cache across all channel blocks, which
+        # measured 2-15% faster than channel blocks outermost on every ResNet-18 3x3/7x7 layer (AVX2).
+        sch.reorder(n, yo, koo, xo, ico, ry, rx, ici, yi, koi, xi, ki)
         sch.vectorize(ki)
         for loop in (xi, koi, yi):
             sch.unroll(loop)
         sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
         sch.vectorize(sch.get_loops(out)[-1])
-        sch.parallel(sch.fuse(n, koo, yo))
+        sch.parallel(sch.fuse(n, yo, koo))
         sch.decompose_reduction(conv, ico)
         if _has_pad_block(sch):
             parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=3)
