@@ -221,6 +221,38 @@ def pad_input(data: te.Tensor, padding: Sequence[int], spatial_axes: tuple[int, 
     return te.compute(shape, padded, name=PAD_BLOCK)
 
 
+def padded_input_bytes(workload: Workload) -> int:
+    """Bytes of the zero-padded input copy a strategy with a padding stage allocates (0 without padding)."""
+    top, left, bottom, right = workload.padding
+    if not any(workload.padding):
+        return 0
+    return 4 * workload.batch * workload.in_channels * (workload.height + top + bottom) * (workload.width + left + right)
+
+
+def has_pad_block(sch: s_tir.Schedule) -> bool:
+    """Whether the scheduled compute has a padding stage (:func:`pad_input` made one)."""
+    try:
+        sch.get_sblock(PAD_BLOCK)
+    except Exception:  # s_tir raises a plain error when no block has that name
+        return False
+    return True
+
+
+def finish_register_tiled(sch: s_tir.Schedule, conv: s_tir.SBlockRV, out: s_tir.SBlockRV,
+                          write_at: s_tir.LoopRV, parallel: Sequence[s_tir.LoopRV], init_before: s_tir.LoopRV,
+                          pad_outer: int) -> None:
+    """The common end of a register-tiled schedule: the output stage writes each tile back (vectorized)
+    inside ``write_at``, the ``parallel`` loops are fused into one parallel loop, the accumulator init is
+    split off before ``init_before``, and the padding stage (if any) runs parallel over its first
+    ``pad_outer`` loops."""
+    sch.reverse_compute_at(out, write_at, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(out)[-1])
+    sch.parallel(sch.fuse(*parallel))
+    sch.decompose_reduction(conv, init_before)
+    if has_pad_block(sch):
+        parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=pad_outer)
+
+
 class Strategy(ABC):
     """One implementation of a conv2d (or dense) workload. Subclasses are registered by name.
 

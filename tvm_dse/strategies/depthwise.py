@@ -22,8 +22,8 @@ from ..layouts import Layout
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input)
-from .direct import _has_pad_block, _padded_bytes
+                   has_pad_block, largest_divisor_at_most, max_accumulators, output_stage, pad_input,
+                   padded_input_bytes)
 from .registry import register
 
 # Bytes of padded input one band may take. A stride-1 band of B rows pads B + 2 input rows, so small
@@ -145,7 +145,7 @@ def _finish_banded(sch: s_tir.Schedule, workload: Workload, conv: s_tir.SBlockRV
     channel's band of rows; None: in a pass of its own), parallelize, split the init."""
     sch.reverse_compute_at(out, tile)
     _vectorize_innermost(sch, out, tile)
-    if _has_pad_block(sch):
+    if has_pad_block(sch):
         _place_padding(sch, workload, band, width_axis)
     sch.parallel(sch.fuse(*parallel))
     sch.decompose_reduction(conv, reduction)
@@ -154,11 +154,11 @@ def _finish_banded(sch: s_tir.Schedule, workload: Workload, conv: s_tir.SBlockRV
 def _nchw_workspace(workload: Workload) -> int:
     """Bytes of the padded input and, with a horizontal stride, of its phase split (:func:`_nchw_source`)."""
     if workload.stride[1] == 1:
-        return _padded_bytes(workload)
+        return padded_input_bytes(workload)
     rows = workload.height + workload.padding[0] + workload.padding[2]
     phase_width = workload.out_width + (workload.kernel[1] - 1) * workload.dilation[1] // workload.stride[1]
     phases = 4 * workload.batch * workload.in_channels * rows * workload.stride[1] * phase_width
-    return _padded_bytes(workload) + phases
+    return padded_input_bytes(workload) + phases
 
 
 def _nchw_source(data: te.Tensor, workload: Workload) -> Callable[..., tirx.PrimExpr]:
@@ -195,7 +195,7 @@ class _DepthwiseBase(Strategy):
         return Applicability.yes()
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
-        return _padded_bytes(workload)
+        return padded_input_bytes(workload)
 
 
 @register
@@ -433,5 +433,5 @@ class GroupedNCHW(Strategy):
         # Each input element feeds a whole group's output channels: padding in passes of its own is cheap.
         if workload.stride[1] > 1:
             _place_phases(sch, None)
-        if _has_pad_block(sch):
+        if has_pad_block(sch):
             _place_padding(sch, workload, None, width_axis=3)

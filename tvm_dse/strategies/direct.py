@@ -7,23 +7,9 @@ from tvm import s_tir, te, topi
 
 from ..target import DseTarget
 from ..workload import Workload
-from .base import (MAIN_BLOCK, PAD_BLOCK, Decider, Strategy, StrategyLayouts,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, parallel_vectorized)
+from .base import (MAIN_BLOCK, Decider, Strategy, StrategyLayouts, finish_register_tiled, largest_divisor_at_most,
+                   max_accumulators, output_stage, pad_input, padded_input_bytes)
 from .registry import register
-
-def _padded_bytes(workload: Workload) -> int:
-    top, left, bottom, right = workload.padding
-    if not any(workload.padding):
-        return 0
-    return 4 * workload.batch * workload.in_channels * (workload.height + top + bottom) * (workload.width + left + right)
-
-
-def _has_pad_block(sch: s_tir.Schedule) -> bool:
-    try:
-        sch.get_sblock(PAD_BLOCK)
-    except Exception:  # s_tir raises a plain error when no block has that name
-        return False
-    return True
 
 
 class _DirectBase(Strategy):
@@ -31,7 +17,7 @@ class _DirectBase(Strategy):
     ungrouped_only = True
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
-        return _padded_bytes(workload)
+        return padded_input_bytes(workload)
 
 
 @register
@@ -76,12 +62,7 @@ class DirectNCHW(_DirectBase):
         sch.vectorize(xi)
         sch.unroll(yi)
         sch.unroll(ki)
-        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(out)[-1])
-        sch.parallel(sch.fuse(n, ko, yo))
-        sch.decompose_reduction(conv, rc)
-        if _has_pad_block(sch):
-            parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)
+        finish_register_tiled(sch, conv, out, write_at=xo, parallel=(n, ko, yo), init_before=rc, pad_outer=2)
 
 
 @register
@@ -125,9 +106,4 @@ class DirectNHWC(_DirectBase):
         sch.vectorize(ki)
         sch.unroll(xi)
         sch.unroll(yi)
-        sch.reverse_compute_at(out, ko, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(out)[-1])
-        sch.parallel(sch.fuse(n, yo))
-        sch.decompose_reduction(conv, ry)
-        if _has_pad_block(sch):
-            parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)
+        finish_register_tiled(sch, conv, out, write_at=ko, parallel=(n, yo), init_before=ry, pad_outer=2)

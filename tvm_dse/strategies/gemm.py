@@ -28,8 +28,8 @@ from tvm import s_tir, te
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, parallel_vectorized)
-from .direct import _has_pad_block, _padded_bytes
+                   has_pad_block, largest_divisor_at_most, max_accumulators, output_stage, pad_input,
+                   padded_input_bytes, parallel_vectorized)
 from .registry import register
 
 IM2COL_BLOCK = "im2col"
@@ -174,7 +174,7 @@ class Im2colNCHW(_GemmBase):
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         n, c, _, _ = workload.input_shape
         r, s = workload.kernel
-        return 4 * n * c * r * s * workload.out_height * workload.out_width + _padded_bytes(workload)
+        return 4 * n * c * r * s * workload.out_height * workload.out_width + padded_input_bytes(workload)
 
     def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
         # pixels in the lanes only where whole vectors of them exist: partial vectors (7 or 14 of 8
@@ -194,7 +194,7 @@ class Im2colNCHW(_GemmBase):
 
         _schedule_gemm(sch, workload, target, decider, bool(channels_in_lanes), nchw=True,
                        place_columns=place_columns)
-        if _has_pad_block(sch):
+        if has_pad_block(sch):
             parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)
 
 

@@ -14,9 +14,8 @@ from tvm import s_tir, te
 from ..layouts import Layout
 from ..target import DseTarget
 from ..workload import Workload
-from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, parallel_vectorized)
-from .direct import _has_pad_block, _padded_bytes
+from .base import (MAIN_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors, finish_register_tiled,
+                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
 from .registry import register
 
 
@@ -81,7 +80,7 @@ class SpatialPackNCHWc(Strategy):
             name=MAIN_BLOCK)
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
-        return _padded_bytes(workload)
+        return padded_input_bytes(workload)
 
     def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
         _, out_block = channel_blocks(workload, target)
@@ -99,9 +98,4 @@ class SpatialPackNCHWc(Strategy):
         sch.vectorize(ki)
         for loop in (xi, koi, yi):
             sch.unroll(loop)
-        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(out)[-1])
-        sch.parallel(sch.fuse(n, yo, koo))
-        sch.decompose_reduction(conv, ico)
-        if _has_pad_block(sch):
-            parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=3)
+        finish_register_tiled(sch, conv, out, write_at=xo, parallel=(n, yo, koo), init_before=ico, pad_outer=3)

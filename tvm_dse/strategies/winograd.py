@@ -24,8 +24,7 @@ from ..layouts import Layout
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   max_accumulators, output_stage, pad_input)
-from .direct import _has_pad_block
+                   has_pad_block, max_accumulators, output_stage, pad_input)
 from .registry import register
 from .spatial_pack import channel_blocks
 
@@ -219,7 +218,7 @@ class _Winograd(Strategy):
         sch.compute_at(rows, tx)
         sch.set_scope(rows, 0, "local")
         _unroll_vectorize(sch, rows, 2)
-        if _has_pad_block(sch):
+        if has_pad_block(sch):
             pad = sch.get_sblock(PAD_BLOCK)
             sch.compute_at(pad, row)
             sch.vectorize(sch.get_loops(pad)[-1])
