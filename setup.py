@@ -5,10 +5,11 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 # apache-tvm asks for apache-tvm-ffi>=0.1.14.post0, but 0.1.15.post2 segfaults in tvm.ir.save_json
-# (MetaSchedule databases, builder pickling, tensorize): pin a release that works.
+# (MetaSchedule databases, builder pickling, tensorize), and so does 0.1.15.post1 on AMD znver3 hosts:
+# pin the release that works on every host tried.
 TVM_STACK = [
     "apache-tvm==0.27.0.post1",
-    "apache-tvm-ffi==0.1.15.post1",
+    "apache-tvm-ffi==0.1.14.post1",
 ]
 
 setup(

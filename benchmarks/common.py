@@ -17,8 +17,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def set_threads(threads: int) -> None:
-    """Give TVM ``threads`` workers; must run before tvm_dse (or any TVM kernel) is imported and run."""
+    """Give TVM ``threads`` workers; must run before tvm_dse (or any TVM kernel) is imported and run.
+
+    TVM's workers are left unpinned, as onnxruntime's and PyTorch's are: in one process on two cores,
+    workers pinned to cores made onnxruntime's threads share a core with a spinning TVM worker at random,
+    and the same single conv measured 0.8 or 2.8 ms from one run to the next."""
     os.environ["TVM_NUM_THREADS"] = str(threads)
+    os.environ["TVM_BIND_THREADS"] = "0"
 
 
 def machine() -> dict[str, Any]:
