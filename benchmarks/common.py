@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_BUILD = "tvm default build"  # the contender name of TVM's default build in the whole-model tables
+SETTLE_S = 0.5
 
 
 def set_threads(threads: int) -> None:
@@ -49,12 +51,22 @@ def time_callable(run: Callable[[], object], number: int = 10, warmup: int = 3) 
 def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int,
                         time_round: Callable[[str, Callable[[], object]], float]) -> dict[str, float]:
     """Median over ``rounds`` of each contender's time (ms), contenders interleaved A B C ... A B C ... so
-    that drifts of the machine hit all of them alike; ``time_round(name, run)`` times one round in ms."""
+    that drifts of the machine hit all of them alike; ``time_round(name, run)`` times one round in ms.
+
+    Each turn starts after a pause: onnxruntime's and PyTorch's idle threads spin for a while after a run,
+    and the next contender's threads would share the two cores with them."""
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
+            time.sleep(SETTLE_S)
             samples[name].append(time_round(name, run))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def time_model_round(name: str, run: Callable[[], object]) -> float:
+    """One round of a whole model, in ms: the mean of ten runs, or of one for TVM's default build, which
+    takes seconds per run."""
+    return time_callable(run, number=1 if name == DEFAULT_BUILD else 10, warmup=1) * 1e3
 
 
 def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:

@@ -20,16 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, interleaved_medians, machine, set_threads, time_callable, write_results
+from common import (DEFAULT_BUILD, HERE, interleaved_medians, machine, set_threads, time_callable, time_model_round,
+                    write_results)
 
 MODELS = ["resnet18", "mobilenet_v2", "resnet50", "vgg16", "squeezenet1_1"]
 # The bars the benchmark is held to: tvm_dse / onnxruntime at most this, per model.
 BARS = {"resnet18": 0.8, "vgg16": 0.8, "resnet50": 1.0, "mobilenet_v2": 1.1, "squeezenet1_1": 1.1}
 MIN_SPEEDUP_OVER_DEFAULT = 20.0
-SLOW = ("tvm default build",)  # seconds per run: one timed run per round instead of ten
-# Pause before each contender's turn: onnxruntime's and PyTorch's idle threads spin for a while after a
-# run, and the next contender's threads would share the two cores with them.
-SETTLE_S = 0.5
 
 
 def sgemm_gflops(threads: int, size: int = 2048) -> float:
@@ -41,12 +38,6 @@ def sgemm_gflops(threads: int, size: int = 2048) -> float:
     a @ b
     best = min(time_callable(lambda: a @ b, number=1, warmup=0) for _ in range(5))
     return 2 * size**3 / best / 1e9
-
-
-def settled(measure):
-    """``measure()`` after the pause that lets the previous contender's threads go idle."""
-    time.sleep(SETTLE_S)
-    return measure()
 
 
 def torch_contender(onnx_model, threads: int):
@@ -112,13 +103,11 @@ def main() -> int:
             notes.append(why_not)
         contenders["tvm metaschedule"] = lambda: tuned.run(feed)
         default_build = build_baseline(model, target)
-        contenders["tvm default build"] = lambda: default_build.run(feed)
+        contenders[DEFAULT_BUILD] = lambda: default_build.run(feed)
         errors = {name: max(relative_error(o, r) for o, r in zip(run(), reference))
                   for name, run in contenders.items()}
 
-        latency = interleaved_medians(
-            contenders, args.rounds,
-            lambda name, run: settled(lambda: time_callable(run, number=1 if name in SLOW else 10, warmup=1)) * 1e3)
+        latency = interleaved_medians(contenders, args.rounds, time_model_round)
         for name, ms in latency.items():
             rows.append({"model": model_name, "contender": name, "latency_ms": ms,
                          "over_onnxruntime": ms / latency["onnxruntime"], "gflops": graph.flops / ms / 1e6,
@@ -141,7 +130,7 @@ def bar_checks(rows: list[dict]) -> list[dict]:
     for model_name in dict.fromkeys(row["model"] for row in rows):
         ms = {row["contender"]: row["latency_ms"] for row in rows if row["model"] == model_name}
         ratio = ms["tvm_dse plan"] / ms["onnxruntime"]
-        speedup = ms["tvm default build"] / ms["tvm_dse plan"]
+        speedup = ms[DEFAULT_BUILD] / ms["tvm_dse plan"]
         checks.append({"model": model_name, "over_onnxruntime": ratio, "bar": BARS.get(model_name),
                        "meets_onnxruntime_bar": BARS.get(model_name) is None or ratio <= BARS[model_name],
                        "speedup_over_default_build": speedup,

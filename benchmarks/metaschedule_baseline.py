@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import cloudpickle
 import numpy as np
@@ -136,17 +135,6 @@ def _measured_records(database: ms.database.Database) -> int:
                if record.run_secs[0].value < FAILED_RUN_SECONDS)
 
 
-def _median_ms(run: Callable[[], object], repeat: int = 10) -> float:
-    """Median wall time of ``repeat`` calls after one warm-up call, in ms."""
-    run()
-    samples = []
-    for _ in range(repeat):
-        begin = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(samples)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="an ONNX file or a zoo model, e.g. zoo:resnet18")
@@ -155,7 +143,7 @@ def main() -> int:
     parser.add_argument("--work-dir", help="MetaSchedule database and logs (default: a new temporary directory)")
     args = parser.parse_args()
 
-    from common import set_threads
+    from common import set_threads, time_callable
 
     # TVM's thread pool reads this when the first kernel runs, so setting it after the imports still counts.
     set_threads(args.threads)
@@ -176,9 +164,9 @@ def main() -> int:
                 for actual, expected in zip(result.run(feed), session.run(None, feed)))
     print(f"relative error vs onnxruntime: {error:.1e}", flush=True)
     default = build_baseline(model, target)
-    default_ms = _median_ms(lambda: default.run(feed))
-    tuned_ms = _median_ms(lambda: result.run(feed))
-    print(f"latency, median of 10: default build {default_ms:.1f} ms, MetaSchedule {tuned_ms:.1f} ms "
+    default_ms = time_callable(lambda: default.run(feed), number=3, warmup=1) * 1e3
+    tuned_ms = time_callable(lambda: result.run(feed), number=10, warmup=1) * 1e3
+    print(f"latency, mean of 3 / 10 runs: default build {default_ms:.1f} ms, MetaSchedule {tuned_ms:.1f} ms "
           f"({default_ms / tuned_ms:.1f}x)", flush=True)
     return 0 if error <= 1e-4 else 1
 

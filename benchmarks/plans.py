@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import interleaved_medians, machine, set_threads, time_callable, write_results
+from common import DEFAULT_BUILD, interleaved_medians, machine, set_threads, time_model_round, write_results
 
 FAMILIES = ["direct_nchw", "direct_nhwc", "spatial_pack_nchwc", "im2col_nchw", "winograd_f4_nchwc"]
 SEARCHERS = ["qlearning", "exact", "greedy", "random"]
@@ -49,7 +49,7 @@ def main() -> int:
         session = onnxruntime_session(model.onnx_model, threads=args.threads)
         contenders = {"onnxruntime": lambda s=session: s.run(None, feed)}
         default_build = build_baseline(model, target)
-        contenders["tvm default build"] = lambda b=default_build: b.run(feed)
+        contenders[DEFAULT_BUILD] = lambda b=default_build: b.run(feed)
         for family in FAMILIES:
             built = build_plan(model, Plan.uniform(model, graph, target, family), target, graph)
             contenders[f"uniform {family}"] = lambda b=built: b.run(feed)
@@ -69,10 +69,7 @@ def main() -> int:
         fronts.append({"model": model_name, "points": [{"latency_ms": p.cost_ms, "peak_memory_mb": p.peak_memory_bytes / MB}
                                                        for p in pareto_front(space)]})
 
-        # TVM's default build takes seconds per run: one run per round for it, ten for the others
-        latency = interleaved_medians(
-            contenders, args.rounds,
-            lambda name, run: time_callable(run, number=1 if name == "tvm default build" else 10, warmup=1) * 1e3)
+        latency = interleaved_medians(contenders, args.rounds, time_model_round)
         for name, ms in latency.items():
             rows.append({"model": model_name, "contender": name, "latency_ms": ms,
                          "over_onnxruntime": ms / latency["onnxruntime"], "gflops": graph.flops / ms / 1e6})
