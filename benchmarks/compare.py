@@ -2,13 +2,13 @@
 onnxruntime, PyTorch eager (when torch is installed), TVM's default build and TVM's own MetaSchedule
 given the same wall time as tvm_dse's optimize.
 
-For each model, ``tvm_dse.optimize`` runs with its default searcher and budget on a measurement store
-that starts empty (unless ``--store``), so its time is a cold run's; MetaSchedule then tunes for as long.
+For each model, ``tvm_dse.optimize`` runs with its default searcher and budget on tuning logs
+that start empty (unless ``--logs``), so its time is a cold run's; MetaSchedule then tunes for as long.
 The contenders are timed interleaved, round after round, and each reports the median over rounds; ratios
 are to onnxruntime in the same run. Writes ``results.md``, ``results.json`` and ``results.png`` here.
 
     python benchmarks/compare.py [--models resnet18 mobilenet_v2 resnet50 vgg16 squeezenet1_1]
-                                 [--rounds 3] [--threads 2] [--store FILE] [--metaschedule-seconds S]
+                                 [--rounds 3] [--threads 2] [--logs DIR] [--metaschedule-seconds S]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--store", help="measurement store for optimize (default: a new, empty one)")
+    parser.add_argument("--logs", help="tuning-log directory for optimize (default: a new, empty one)")
     parser.add_argument("--metaschedule-seconds", type=float,
                         help="MetaSchedule's tuning time per model (default: as long as tvm_dse took)")
     args = parser.parse_args()
@@ -71,7 +71,7 @@ def main() -> int:
 
     target = parse_target("host")
     scratch = Path(tempfile.mkdtemp(prefix="tvm_dse_compare_"))
-    store = Path(args.store) if args.store else scratch / "measurements.jsonl"
+    logs = Path(args.logs) if args.logs else scratch / "tuning_logs"
     peak = sgemm_gflops(args.threads)
     print(f"sgemm peak with {args.threads} threads: {peak:.0f} GFLOP/s", flush=True)
     rows, tuning, notes = [], [], []
@@ -83,7 +83,7 @@ def main() -> int:
         reference = session.run(None, feed)
 
         started = time.perf_counter()
-        optimized = tvm_dse.optimize(model, target, store=store, out_dir=scratch / model_name,
+        optimized = tvm_dse.optimize(model, target, logs=logs, shipped_logs=False, out_dir=scratch / model_name,
                                      compare_searchers=())
         dse_seconds = time.perf_counter() - started
         ms_seconds = args.metaschedule_seconds or dse_seconds
@@ -149,7 +149,7 @@ def render(rows: list[dict], tuning: list[dict], notes: list[str], peak: float, 
     for row in rows:
         lines.append(f"| {row['model']} | {row['contender']} | {row['latency_ms']:.3f} | {row['over_onnxruntime']:.2f} | "
                      f"{row['gflops']:.0f} | {row['fraction_of_peak']:.2f} | {row['max_relative_error']:.1e} |")
-    lines += ["", "Tuning time (wall clock; tvm_dse from an empty measurement store: measuring, search, build and "
+    lines += ["", "Tuning time (wall clock; tvm_dse from empty tuning logs: measuring, search, build and "
               "validation; MetaSchedule given the same time, at least one round), and the plan's latency as the "
               "search predicted it and as optimize measured it, in the process before any other runtime ran:", "",
               "| model | tvm_dse s | of which measuring s | plan predicted ms | plan measured by optimize ms | "

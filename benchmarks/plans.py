@@ -4,7 +4,7 @@ design space (greedy = fastest strategy per node, layout conversions ignored) an
 to onnxruntime in the same run; each searcher's row also gives its predicted latency, search time and
 evaluations, and the latency/memory Pareto front of the space follows.
 
-    python benchmarks/plans.py [--models resnet18 mobilenet_v2] [--rounds 3] [--threads 2] [--store FILE]
+    python benchmarks/plans.py [--models resnet18 mobilenet_v2] [--rounds 3] [--threads 2] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from pathlib import Path
 
 from common import DEFAULT_BUILD, interleaved_medians, machine, set_threads, time_model_round, write_results
 
@@ -26,21 +25,23 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--store", help="measurement store to resume the per-node measurements from")
+    parser.add_argument("--logs", help="tuning-log directory to resume the per-node measurements from "
+                                       "(default: a new, empty one)")
     args = parser.parse_args()
     set_threads(args.threads)
 
     from tvm_dse import build_baseline, build_graph, load_model, parse_target
     from tvm_dse.costs import measure_space, plan_from_assignment
     from tvm_dse.lower import build_plan
-    from tvm_dse.measure import LocalRunner, MeasurementStore
+    from tvm_dse.measure import LocalRunner
     from tvm_dse.plan import Plan
     from tvm_dse.search import get_searcher
     from tvm_dse.search.exact import pareto_front
     from tvm_dse.testing import onnxruntime_session
+    from tvm_dse.tuning import TuningLogs
 
     target = parse_target("host")
-    store = MeasurementStore(args.store or Path(tempfile.mkdtemp()) / "measurements.jsonl")
+    store = TuningLogs(args.logs or tempfile.mkdtemp()).store(target)
     rows, searches, fronts = [], [], []
     for model_name in args.models:
         model = load_model(f"zoo:{model_name}")

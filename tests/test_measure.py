@@ -107,6 +107,20 @@ def test_two_writers_do_not_corrupt_the_store(tmp_path):
         f"w{w}-{i}" for w in range(2) for i in range(150))
 
 
+def test_a_rewrite_while_another_process_appends_loses_nothing(tmp_path):
+    """``tvm-dse logs prune`` rewrites a store in place while a running optimize may append to it."""
+    path = str(tmp_path / "shared.jsonl")
+    writer = multiprocessing.get_context("spawn").Process(target=_append_many, args=(path, 0, 300))
+    writer.start()
+    store, rewrites = MeasurementStore(path), 0
+    while writer.is_alive():
+        rewrites += store.rewrite(lambda records: records) != (0, 0)
+    writer.join(120)
+    assert writer.exitcode == 0 and rewrites > 0
+    lines = open(path).read().splitlines()
+    assert sorted(json.loads(line)["workload_key"] for line in lines) == sorted(f"w0-{i}" for i in range(300))
+
+
 def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
     store_path = tmp_path / "m.jsonl"
     workloads = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in range(6, 12)]

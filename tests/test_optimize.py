@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One measurement store for the module: later tests resume from what earlier ones measured."""
-    return tmp_path_factory.mktemp("store") / "measurements.jsonl"
+def logs(tmp_path_factory):
+    """One tuning-log directory for the module: later tests resume from what earlier ones measured."""
+    return tmp_path_factory.mktemp("tuning_logs")
 
 
-def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(store, tmp_path):
-    result = optimize("zoo:resnet18-small", "host", out_dir=tmp_path, store=store, show_progress=False)
+def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tmp_path):
+    result = optimize("zoo:resnet18-small", "host", out_dir=tmp_path, logs=logs, show_progress=False)
     feed = result.model.random_feed(seed=5)
     (output,) = result.run(feed)
     (reference,) = onnxruntime_outputs(result.model.onnx_model, feed)
@@ -44,26 +44,26 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(store, t
     assert len(report["nodes"]) == 21 and report["pareto_front"]
 
 
-def test_memory_bound_is_respected(store, tmp_path):
-    free = optimize("zoo:squeezenet1_1-small", searcher="exact", store=store, show_progress=False,
+def test_memory_bound_is_respected(logs, tmp_path):
+    free = optimize("zoo:squeezenet1_1-small", searcher="exact", logs=logs, show_progress=False,
                     compare_searchers=())
     smallest = min(p["peak_memory_mb"] for p in free.report["pareto_front"])
     limit = (smallest + free.report["peak_memory_mb"]) / 2
-    bounded = optimize("zoo:squeezenet1_1-small", searcher="exact", memory_limit=limit, store=store,
+    bounded = optimize("zoo:squeezenet1_1-small", searcher="exact", memory_limit=limit, logs=logs,
                        show_progress=False, compare_searchers=())
     assert bounded.report["peak_memory_mb"] <= limit
     assert bounded.report["predicted_ms"] >= free.report["predicted_ms"] - 1e-9
 
 
-def test_a_board_target_needs_rpc(store):
+def test_a_board_target_needs_rpc(logs):
     from tvm_dse import TvmDseError
 
     with pytest.raises(TvmDseError, match="does not run on this machine: give rpc="):
-        optimize("zoo:squeezenet1_1-small", "rpi4", store=store, show_progress=False)
+        optimize("zoo:squeezenet1_1-small", "rpi4", logs=logs, show_progress=False)
 
 
-def test_the_optimize_command(store, tmp_path, capsys):
-    assert main(["optimize", "zoo:vgg16-small", "--out", str(tmp_path), "--store", str(store),
+def test_the_optimize_command(logs, tmp_path, capsys):
+    assert main(["optimize", "zoo:vgg16-small", "--out", str(tmp_path), "--logs", str(logs),
                  "--searcher", "exact"]) == 0
     printed = capsys.readouterr().out
     assert "outputs match TVM's default build" in printed and "exact" in printed
@@ -72,27 +72,98 @@ def test_the_optimize_command(store, tmp_path, capsys):
     assert "--tracker needs --key" in capsys.readouterr().err
 
 
-def _run_tutorial(store, name, *args, timeout=900):
-    environment = {**os.environ, "TVM_DSE_STORE": str(store)}  # resume from the module's measurements
+def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
+    from tvm_dse.report import markdown
+    from tvm_dse.tuning import TuningLogs
+
+    own = TuningLogs(tmp_path / "logs")
+    own.merge(logs)  # warm from the module's measurements, tuned records its own
+    first = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, compare_searchers=())
+    tuned = first.report["tuning"]
+    assert tuned and sum(row["measured"] for row in tuned) == 6
+    assert all(row["best_ms"] <= row["default_ms"] for row in tuned)
+    assert "tune_s" in first.report["timings"] and "## Kernels tuned" in markdown(first.report)
+    lines = own.store(first.target).path.read_text().splitlines()
+    again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, compare_searchers=())
+    assert again.report["tuning"] == [] and own.store(first.target).path.read_text().splitlines() == lines
+    # every node is built with the fastest decisions the log holds for its strategy
+    best = own.store(first.target).best(first.target.key)
+    for node in again.report["nodes"]:
+        choice = again.plan.nodes[node["node"]]
+        workload = again.graph.node(node["node"]).workload
+        assert choice.decisions == best[(workload.key(), choice.strategy)].decisions
+
+
+def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
+    from tvm_dse.strategies import applicable_strategies
+    from tvm_dse.tuning import TuningLogs
+
+    own = TuningLogs(tmp_path / "logs")
+    own.merge(logs)
+    store = own.store(optimize("zoo:squeezenet1_1-small", logs=own, show_progress=False,
+                               compare_searchers=()).target)
+    known = {record.workload_key for record in store.records()}
+    result = optimize("zoo:mobilenet_v1-small", logs=own, top_k=1, show_progress=False, compare_searchers=())
+    assert result.report["top_k"] == 1
+    fresh = {v.workload.key(): v.workload for v in result.graph.nodes if v.workload.key() not in known}
+    assert fresh  # the test means something only with workloads the log has not seen
+    measured = {(r.workload_key, r.strategy) for r in store.records()}
+    for key in fresh:
+        assert len({name for (w, name) in measured if w == key}) == 1
+    assert any(len(applicable_strategies(w, result.target)) > 1 for w in fresh.values())
+
+
+def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):
+    from tvm_dse import build_graph, load_model
+    from tvm_dse.costs import measure_space
+    from tvm_dse.errors import TvmDseError
+    from tvm_dse.measure import LocalRunner
+    from tvm_dse.target import parse_target
+    from tvm_dse.tuning import TuningLogs
+    from tvm_dse.tuning.predictor import LatencyPredictor, evaluate, held_out_error, samples_from
+
+    host = parse_target("host")
+    store = TuningLogs(logs).store(host)
+    model = load_model("zoo:resnet18-small")  # measured by the first test already, unless run alone
+    measure_space(model, build_graph(model), host, LocalRunner(), store, show_progress=False)
+    samples = samples_from(store.records(), host)
+    workloads = sorted({s.workload.key() for s in samples})
+    assert len(workloads) >= 8
+    fitted = evaluate(LatencyPredictor(host).fit(samples), samples)
+    assert fitted.median_relative_error < 0.25 and fitted.top1 > 0.5  # it learned the kernels it saw
+    unseen = held_out_error(samples, host, workloads[::3])
+    assert unseen.workloads == len(workloads[::3]) and unseen.regret >= 0 and 0 <= unseen.top1 <= 1
+    few = [s for s in samples if s.workload.key() in workloads[:3]]
+    with pytest.raises(TvmDseError, match=f"tuning log of {host.key} covers 3 workloads"):
+        LatencyPredictor(host).fit(few)
+
+
+def _run_tutorial(logs, name, *args, timeout=900):
+    environment = {**os.environ, "TVM_DSE_LOGS": str(logs)}  # resume from the module's measurements
     completed = subprocess.run([sys.executable, str(ROOT / "tutorials" / name), *map(str, args)],
                                capture_output=True, text=True, timeout=timeout, env=environment)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     return completed.stdout
 
 
-def test_tutorial_optimize_on_host(store, tmp_path):
-    printed = _run_tutorial(store, "optimize_on_host.py", "zoo:mobilenet_v2-small", tmp_path)
+def test_tutorial_optimize_on_host(logs, tmp_path):
+    printed = _run_tutorial(logs, "optimize_on_host.py", "zoo:mobilenet_v2-small", tmp_path)
     assert "the exported library gives the same outputs" in printed
 
 
-def test_tutorial_memory_bounded(store, tmp_path):
-    printed = _run_tutorial(store, "memory_bounded.py", "zoo:squeezenet1_1-small", tmp_path)
+def test_tutorial_memory_bounded(logs, tmp_path):
+    printed = _run_tutorial(logs, "memory_bounded.py", "zoo:squeezenet1_1-small", tmp_path)
     assert "latency/memory Pareto front" in printed and "bound" in printed
 
 
-def test_tutorial_optimize_for_a_board(emulated_boards, store, tmp_path):
+def test_tutorial_tune_and_share_logs(logs, tmp_path):
+    printed = _run_tutorial(logs, "tune_and_share_logs.py", "zoo:squeezenet1_1-small", tmp_path, 4)
+    assert "tuned " in printed and "nothing measured or tuned again" in printed
+
+
+def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
     """optimize() for rpi4 through the tracker: kernels measured on the boards, the plan validated there."""
-    printed = _run_tutorial(store, "optimize_for_a_board.py", "zoo:squeezenet1_1-small", tmp_path,
+    printed = _run_tutorial(logs, "optimize_for_a_board.py", "zoo:squeezenet1_1-small", tmp_path,
                             emulated_boards.tracker_address, emulated_boards.key)
     assert "outputs match TVM's default build" in printed
     plan = json.loads((tmp_path / "plan.json").read_text())

@@ -158,6 +158,18 @@ def test_pareto_front_takes_the_leanest_of_equally_fast_plans():
     assert (2.0, 100) in [(p.cost_ms, p.peak_memory_bytes) for p in front]
 
 
+def test_pareto_front_of_a_measured_vgg16_space():
+    """The leanest plan of VGG-16 needs 592 MB; a memory bound of exactly that, in bytes, is infeasible to
+    the solver's tolerances, so the sweep starts just above it."""
+    space = DesignSpace.load(Path(__file__).with_name("data") / "vgg16_host_space.json")
+    front = pareto_front(space)
+    assert len(front) >= 2
+    with pytest.raises(NoFeasiblePlan):  # the front starts at the leanest plan
+        ExactSearcher().search(space, memory_limit_bytes=front[0].peak_memory_bytes * (1 - 1e-4))
+    assert all(a.peak_memory_bytes < b.peak_memory_bytes and a.cost_ms > b.cost_ms for a, b in zip(front, front[1:]))
+    assert front[-1].cost_ms == pytest.approx(ExactSearcher().search(space).cost_ms, rel=1e-9)
+
+
 def test_pareto_front_needs_two_points():
     with pytest.raises(ValueError, match="points"):
         pareto_front(chain_space(5), points=1)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .build import BuiltModel
     from .frontend import Model
     from .graph import DseGraph
+    from .measure import MeasurementStore
 
 DEMO_MODEL = "zoo:resnet18"
 # fp32 outputs of two correct implementations differ by rounding only; the project's bar for every build.
@@ -128,7 +129,8 @@ def _command_optimize(args: argparse.Namespace) -> int:
           + (f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"), flush=True)
     result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
                       memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
-                      store=args.store, settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
+                      logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
+                      settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
     report = result.report
     print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
           f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
@@ -140,6 +142,71 @@ def _command_optimize(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: plan.json, {result.model.name}.{result.target.arch}.so, report.md, report.json, "
           "layers.png, convergence.png, pareto.png")
     return 0
+
+
+def _command_logs(args: argparse.Namespace) -> int:
+    from .target import parse_target
+    from .tuning import TuningLogs
+
+    logs = TuningLogs(args.logs)
+    needs = {"show": "a target", "merge": "another tuning-log directory", "export": "a target",
+             "import": "a file"}
+    if args.action in needs and not args.argument:
+        raise TvmDseError(f"logs {args.action} needs {needs[args.action]}")
+
+    def target_key(text: str) -> str:
+        """A target key as given, or the key of a preset or target string."""
+        stored = {store.target_key for store in logs.stores()}
+        return text if text in stored else parse_target(text).key
+
+    def report_added(added: dict[tuple[str, str], int]) -> None:
+        for (key, version), count in sorted(added.items()):
+            print(f"{key} (TVM {version}): {count} records added")
+        if not added:
+            print("nothing to add")
+
+    if args.action == "list":
+        summaries = logs.summary()
+        if not summaries:
+            print(f"no tuning logs in {logs.root}")
+        for summary in summaries:
+            print(f"{summary.target}  TVM {summary.tvm_version}  {summary.records} records, {summary.kernels} "
+                  f"kernels, {summary.failed} failed  {summary.path}")
+    elif args.action == "show":
+        _show_log(logs.store(target_key(args.argument)))
+    elif args.action == "merge":
+        report_added(logs.merge(args.argument))
+    elif args.action == "export":
+        if not args.output:
+            raise TvmDseError("logs export needs -o FILE")
+        count = logs.export(target_key(args.argument), args.output)
+        print(f"wrote {count} records to {args.output}")
+    elif args.action == "import":
+        report_added(logs.import_file(args.argument, target_key(args.target) if args.target else None))
+    else:
+        for path, (before, after) in logs.prune().items():
+            print(f"{path}: {before} -> {after} records")
+    return 0
+
+
+def _show_log(store: "MeasurementStore") -> None:
+    """Per kernel of a store: how many decisions were measured, how many failed, the best latency."""
+    from .workload import Workload
+
+    records = store.records()
+    if not records:
+        raise TvmDseError(f"no records in {store.path}")
+    kernels: dict[tuple[str, str], list] = {}
+    for record in store.latest().values():
+        if not record.strategy.startswith("convert_"):
+            kernels.setdefault((record.workload_key, record.strategy), []).append(record)
+    print(f"{store.path}: {len(records)} records, {len(kernels)} kernels")
+    print(f"{'workload':40s} {'strategy':20s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")
+    for (workload_key, strategy), group in sorted(kernels.items()):
+        ok = [r for r in group if r.ok]
+        best = f"{min(r.median_ms for r in ok):9.4f}" if ok else f"{'-':>9s}"
+        describe = Workload.from_dict(group[0].workload).describe()
+        print(f"{describe:40s} {strategy:20s} {len(group):6d} {len(group) - len(ok):6d} {best}")
 
 
 def _command_graph(args: argparse.Namespace) -> int:
@@ -247,7 +314,16 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--budget", type=int, help="cost evaluations the searcher may spend (default: its own)")
     optimize.add_argument("--memory-limit", type=float, metavar="MB", help="peak memory bound of the plan")
     optimize.add_argument("--out", default="tvm_dse_out", help="output folder (default: tvm_dse_out)")
-    optimize.add_argument("--store", help="measurement store to resume from (default: ~/.cache/tvm_dse/...)")
+    optimize.add_argument("--logs", help="tuning-log directory to resume from and add to "
+                                         "(default: $TVM_DSE_LOGS, else ~/.cache/tvm_dse/tuning_logs)")
+    optimize.add_argument("--cold", action="store_true",
+                          help="do not add the tuning logs shipped with tvm_dse for this target to --logs")
+    optimize.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                          help="tuning trials the plan's kernels should hold in all: MetaSchedule tunes the "
+                               "slowest first, earlier runs' trials count (default: 0, no tuning)")
+    optimize.add_argument("--top-k", type=int, metavar="K",
+                          help="measure only the K strategies per node a predictor trained on the tuning log "
+                               "ranks fastest (default: measure every applicable strategy)")
     optimize.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
     optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
     optimize.add_argument("--seed", type=int, default=0)
@@ -279,6 +355,15 @@ def make_parser() -> argparse.ArgumentParser:
     zoo.add_argument("name", nargs="?", help="model to export, e.g. resnet18 or resnet18-small")
     zoo.add_argument("-o", "--output", help="ONNX file to write")
     zoo.set_defaults(handler=_command_zoo)
+
+    logs = commands.add_parser("logs", help="list, show, merge, export, import or prune tuning logs")
+    logs.add_argument("action", choices=["list", "show", "merge", "export", "import", "prune"])
+    logs.add_argument("argument", nargs="?",
+                      help="show: target; merge: another tuning-log directory; export: target; import: file")
+    logs.add_argument("-o", "--output", help="export: the JSON-lines file to write")
+    logs.add_argument("--target", help="import: refuse records of any other target")
+    logs.add_argument("--logs", help="tuning-log directory (default: $TVM_DSE_LOGS, else ~/.cache/tvm_dse/tuning_logs)")
+    logs.set_defaults(handler=_command_logs)
 
     board = commands.add_parser("board", help="start, inspect or stop emulated aarch64 boards behind an RPC tracker")
     board.add_argument("action", choices=["up", "down", "status"])

@@ -6,7 +6,7 @@ assembled into a :class:`~tvm_dse.space.DesignSpace`; and turning a chosen assig
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import TvmDseError
 from .frontend import Model
@@ -43,9 +43,10 @@ def _produced(option: Option, consumer_shape: Sequence[int]) -> str:
     return option.output_layout or native_layout(consumer_shape)
 
 
-def _tunable_options(vertex: Vertex, target: DseTarget, records: dict[tuple[str, str], Any]) -> list[Option]:
+def _tunable_options(vertex: Vertex, target: DseTarget, records: dict[tuple[str, str], Any],
+                     strategies: Sequence[str]) -> list[Option]:
     options = []
-    for strategy in applicable_strategies(vertex.workload, target):
+    for strategy in map(get_strategy, strategies):
         record = records.get((vertex.workload.key(), strategy.name))
         if record is None or not record.ok:
             continue
@@ -68,18 +69,30 @@ def _activation_bytes(vertex: Vertex) -> int:
 
 def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Runner,
                   store: MeasurementStore | None = None, builder: Builder | None = None,
-                  show_progress: bool = True) -> DesignSpace:
-    """Measure what the search needs on ``target`` and return the design space of ``model``."""
+                  strategies: Mapping[str, Sequence[str]] | None = None, show_progress: bool = True) -> DesignSpace:
+    """Measure what the search needs on ``target`` and return the design space of ``model``.
+
+    ``strategies`` narrows the options: per workload key, the strategy names to measure and offer (default:
+    every applicable strategy).
+    """
     dse_target = parse_target(target)
-    candidates = list({(v.workload, s.name): Candidate(v.workload, s.name)
-                       for v in graph.nodes for s in applicable_strategies(v.workload, dse_target)}.values())
+    workloads = list({v.workload.key(): v.workload for v in graph.nodes}.values())
+    names = {w.key(): [s.name for s in applicable_strategies(w, dse_target)] for w in workloads}
+    if strategies is not None:
+        names = {key: [name for name in options if name in strategies.get(key, options)]
+                 for key, options in names.items()}
+    candidates = [Candidate(w, name) for w in workloads for name in names[w.key()]]
     measured = measure_candidates(candidates, dse_target, runner, store, builder, show_progress=show_progress)
     records = {(c.workload.key(), c.strategy): r for c, r in zip(candidates, measured)}
+    if store is not None:  # tuned decisions replace the default ones where they measured faster
+        for pair, record in store.best(dse_target.key).items():
+            if pair in records and (not records[pair].ok or record.median_ms < records[pair].median_ms):
+                records[pair] = record
 
     options: list[list[Option]] = []
     for vertex in graph.vertices:
         if vertex.is_tunable:
-            options.append(_tunable_options(vertex, dse_target, records))
+            options.append(_tunable_options(vertex, dse_target, records, names[vertex.workload.key()]))
         elif vertex.kind == "join":
             layouts = {_produced(o, vertex.shape) for i in vertex.inputs for o in options[i]} | {native_layout(vertex.shape)}
             options.append([Option(layout, 0.0, layout, layout) for layout in sorted(layouts)

@@ -1,14 +1,15 @@
 """``optimize``: the tool's main job, end to end.
 
 import -> DSE graph -> applicable strategies -> measure kernels and layout conversions on the target
-(locally, or on boards over RPC; resuming from the measurement store) -> graph-level search -> lower and
-build the plan -> check its outputs against TVM's default build -> measure the whole model on the
-target -> an :class:`OptimizeResult` with the plan, the module and a report.
+(locally, or on boards over RPC; resuming from the tuning logs) -> graph-level search (-> tune the
+plan's kernels -> search again) -> lower and build the plan -> check its outputs against TVM's default
+build -> measure the whole model on the target -> an :class:`OptimizeResult` with the plan, the module
+and a report.
 """
 
 from __future__ import annotations
 
-import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +23,16 @@ from .errors import TvmDseError
 from .frontend import InputShapes, Model, ModelLike, load_model
 from .graph import DseGraph, build_graph
 from .lower import build_plan
-from .measure import Builder, LocalRunner, MeasurementStore, MeasureSettings, RPCRunner, Runner
+from .measure import Builder, LocalRunner, MeasureSettings, RPCRunner, Runner
 from .plan import Plan
 from .space import DesignSpace
 from .target import DseTarget, TargetLike, parse_target
 from .testing import relative_error
 from .timing import Timing
+from .tuning import TuningLogs
 
 # fp32 outputs of two correct implementations differ by rounding only
 VALIDATION_BOUND = 1e-4
-def default_store() -> Path:
-    """$TVM_DSE_STORE, else ~/.cache/tvm_dse/measurements.jsonl: shared by every run on this machine."""
-    return Path(os.environ.get("TVM_DSE_STORE", Path.home() / ".cache" / "tvm_dse" / "measurements.jsonl"))
 
 
 class ValidationError(TvmDseError):
@@ -128,7 +127,9 @@ def _measure_whole_model(built: BuiltModel, feed: Mapping[str, np.ndarray], runn
 def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[str, str] | None = None,
              searcher: str = "qlearning", budget: Any = None, memory_limit: float | None = None,
              out_dir: str | Path | None = None, input_shapes: InputShapes | None = None,
-             store: str | Path | None = None, settings: MeasureSettings | None = None,
+             logs: str | Path | TuningLogs | None = None, shipped_logs: bool = True, tune_trials: int = 0,
+             top_k: int | None = None,
+             settings: MeasureSettings | None = None,
              compare_searchers: Sequence[str] = ("exact", "greedy", "random", "uniform"),
              seed: int = 0, repeat: int = 10, show_progress: bool = True) -> OptimizeResult:
     """Find and build the fastest plan for ``model`` on ``target``.
@@ -151,9 +152,23 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         Peak memory bound of the plan in MB (weights, workspace and live activations), or None.
     out_dir
         When given, the plan, library, report and plots are written there.
-    store
-        The measurement store (JSON lines) to resume from and append to; default ``$TVM_DSE_STORE``,
-        else ``~/.cache/tvm_dse/measurements.jsonl``.
+    logs
+        The tuning-log directory (or :class:`tvm_dse.tuning.TuningLogs`) read before measuring and appended
+        to as measurements arrive; default ``$TVM_DSE_LOGS``, else ``~/.cache/tvm_dse/tuning_logs``.
+    shipped_logs
+        First add the records of the tuning logs shipped with tvm_dse (``tuning_logs/`` of the source tree)
+        for this target to ``logs``: they exist only for the machines they were made on. False for a cold
+        run.
+    tune_trials
+        Tuning trials the chosen plan's kernels should hold in all (decisions measured beyond each kernel's
+        defaults, earlier runs' included): MetaSchedule tunes the slowest kernels first, up to
+        :data:`tvm_dse.tuning.DEFAULT_TRIALS` decisions each, then the search runs again with the tuned
+        kernels. A rerun with the same value tunes nothing; 0 (default) uses the strategies' default
+        schedules and the tuning records already in the logs.
+    top_k
+        Measure only the ``top_k`` strategies per node that a latency predictor trained on the target's
+        tuning log ranks fastest (plus those the log has measured already); None measures every
+        applicable strategy.
     settings
         How kernels are timed (see :class:`tvm_dse.measure.MeasureSettings`).
     compare_searchers
@@ -178,14 +193,24 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     graph = build_graph(imported)
     settings = settings or MeasureSettings()
     runner = make_runner(dse_target, rpc, settings)
-    measurement_store = MeasurementStore(store or default_store())
-    workdir = Path(out_dir) if out_dir else Path(measurement_store.path).parent / "work"
+    tuning_logs = logs if isinstance(logs, TuningLogs) else TuningLogs(logs)
+    measurement_store = tuning_logs.store(dse_target)
+    if shipped_logs:
+        tuning_logs.add_shipped(dse_target)
+    workdir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="tvm_dse_"))
     workdir.mkdir(parents=True, exist_ok=True)
+    builder = Builder(directory=workdir / "kernels")
     timings: dict[str, float] = {}
 
     clock = time.perf_counter()
-    space = measure_space(imported, graph, dse_target, runner, measurement_store,
-                          Builder(directory=workdir / "kernels"), show_progress=show_progress)
+    strategies = None
+    if top_k is not None:
+        from .tuning.predictor import promising_strategies
+
+        strategies = promising_strategies([v.workload for v in graph.nodes], dse_target, measurement_store.records(),
+                                          top_k, seed=seed)
+    space = measure_space(imported, graph, dse_target, runner, measurement_store, builder, strategies,
+                          show_progress=show_progress)
     timings["measure_s"] = time.perf_counter() - clock
 
     if isinstance(budget, int):
@@ -195,6 +220,19 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
                                           show_progress=show_progress)
     timings["search_s"] = time.perf_counter() - clock
+    tuned = []
+    if tune_trials > 0:
+        from .tuning import tune_plan_kernels
+
+        clock = time.perf_counter()
+        tuned = tune_plan_kernels(space, chosen.assignment, graph, dse_target, runner, measurement_store,
+                                  tune_trials, builder=builder, seed=seed, show_progress=show_progress)
+        timings["tune_s"] = time.perf_counter() - clock
+        # the space again, now with the tuned kernels (everything else comes from the store)
+        space = measure_space(imported, graph, dse_target, runner, measurement_store, builder, strategies,
+                              show_progress=show_progress)
+        chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
+                                              show_progress=show_progress)
     comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
                          memory_limit_bytes=limit_bytes) if compare_searchers else []
 
@@ -216,7 +254,9 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
 
     from .report import build_report
 
-    report = build_report(imported, graph, dse_target, plan, space, chosen, comparison, latency, error, timings)
+    report = build_report(imported, graph, dse_target, plan, space, chosen, comparison, latency, error, timings,
+                          tuned)
+    report["top_k"] = top_k
     result = OptimizeResult(imported, graph, dse_target, plan, built, space, chosen, report)
     if out_dir is not None:
         result.save(out_dir)

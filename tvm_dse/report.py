@@ -19,8 +19,9 @@ MB = 2**20
 
 def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, space: DesignSpace, search: Any,
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
-                 timings: dict[str, float]) -> dict[str, Any]:
-    """The report of one optimization, as plain data."""
+                 timings: dict[str, float], tuned: Sequence[Any] = ()) -> dict[str, Any]:
+    """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
+    (:class:`tvm_dse.tuning.TuneResult`)."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -43,6 +44,9 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "validation": {"relative_error_vs_tvm_default": validation_error},
         "search": search.to_dict(), "comparison": [row if isinstance(row, dict) else row.to_dict() for row in comparison],
         "pareto_front": front, "nodes": nodes, "timings": timings, "plan": plan.to_dict(),
+        "tuning": [{"workload": t.workload.describe(), "strategy": t.strategy, "trials": t.trials,
+                    "measured": t.measured, "default_ms": t.default.median_ms if t.default and t.default.ok else None,
+                    "best_ms": t.best.median_ms if t.best else None} for t in tuned],
     }
 
 
@@ -67,6 +71,14 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{row['evaluations']} | {row['seconds']:.2f} |")
     lines += ["", "## Latency / memory Pareto front", "", "| latency ms | peak memory MB |", "|---|---|"]
     lines += [f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} |" for p in report["pareto_front"]]
+    if report.get("tuning"):
+        lines += ["", "## Kernels tuned", "", "| workload | strategy | trials (new) | default ms | tuned ms |",
+                  "|---|---|---|---|---|"]
+        for row in report["tuning"]:
+            default = "-" if row["default_ms"] is None else f"{row['default_ms']:.3f}"
+            best = "-" if row["best_ms"] is None else f"{row['best_ms']:.3f}"
+            lines.append(f"| {row['workload']} | {row['strategy']} | {row['trials']} ({row['measured']}) | "
+                         f"{default} | {best} |")
     lines += ["", "## Chosen strategy per node", "",
               "| node | workload | strategy | ms | layouts | fastest alone |", "|---|---|---|---|---|---|"]
     for node in report["nodes"]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 INFEASIBLE = float("inf")
 
@@ -137,6 +137,18 @@ class DesignSpace:
         """Node name -> option name, for the tunable nodes and joins."""
         return {node.name: node.options[choice].name for node, choice in zip(self.nodes, assignment)
                 if node.is_tunable or node.kind == "join"}
+
+    def restricted(self, keep: Callable[[SpaceNode, Option], bool]) -> "DesignSpace":
+        """The same space with only the tunable nodes' options ``keep`` accepts (every node keeps at least
+        one: ValueError otherwise); joins and fixed nodes keep theirs."""
+        kept = [[i for i, option in enumerate(node.options) if not node.is_tunable or keep(node, option)]
+                for node in self.nodes]
+        nodes = [SpaceNode(node.name, node.kind, [node.options[i] for i in indices], list(node.inputs),
+                           node.activation_bytes) for node, indices in zip(self.nodes, kept)]
+        edges = [Edge(edge.source, edge.target,
+                      [[edge.cost[p][q] for q in kept[edge.target]] for p in kept[edge.source]])
+                 for edge in self.edges]
+        return DesignSpace(self.model, self.target, nodes, edges, dict(self.metadata))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,6 +6,10 @@ of the kernel it used to build. Writers take an exclusive
 ``flock`` around each append and readers a shared one, so two runs writing the same store interleave
 whole lines; a truncated or corrupt line (a killed writer, a hand edit) is skipped with a warning that
 names the file and line. The last record of a key wins.
+
+A store may be scoped to one target and TVM version (the tuning logs keep one such store per pair):
+records of another target or version are then refused on append and skipped with a warning on read, so
+kernels measured elsewhere are never priced or applied here.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import tvm
 
@@ -69,13 +73,33 @@ class Record:
 
 
 class MeasurementStore:
-    """A JSON-lines file of :class:`Record` s, safe for concurrent appends."""
+    """A JSON-lines file of :class:`Record` s, safe for concurrent appends.
 
-    def __init__(self, path: str | Path):
+    With ``target_key`` (and ``tvm_version``, default the running TVM's when a target is given), the store
+    holds that target's records only.
+    """
+
+    def __init__(self, path: str | Path, target_key: str | None = None, tvm_version: str | None = None):
         self.path = Path(path)
+        self.target_key = target_key
+        self.tvm_version = tvm_version or (tvm.__version__ if target_key else None)
+
+    def foreign(self, record: Record) -> str:
+        """Why ``record`` does not belong in this store ("" when it does)."""
+        if self.target_key and record.target != self.target_key:
+            return f"a record for target {record.target}, not {self.target_key}"
+        if self.tvm_version and record.tvm_version != self.tvm_version:
+            return f"a record of TVM {record.tvm_version}, not {self.tvm_version}"
+        return ""
 
     def append(self, record: Record) -> None:
-        """Write one record durably before returning (a crash after this loses nothing)."""
+        """Write one record durably before returning (a crash after this loses nothing).
+
+        Raises ValueError for a record of another target or TVM version than the store's.
+        """
+        reason = self.foreign(record)
+        if reason:
+            raise ValueError(f"{self.path} refuses {reason}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = record.to_json() + "\n"
         with open(self.path, "a", encoding="utf-8") as stream:
@@ -88,7 +112,8 @@ class MeasurementStore:
                 fcntl.flock(stream, fcntl.LOCK_UN)
 
     def records(self) -> list[Record]:
-        """Every readable record in file order; unreadable lines are skipped with a warning."""
+        """Every readable record of this store in file order; unreadable and foreign lines are skipped with
+        a warning naming the file and line."""
         if not self.path.is_file():
             return []
         with open(self.path, encoding="utf-8", errors="replace") as stream:
@@ -97,16 +122,44 @@ class MeasurementStore:
                 lines = stream.readlines()
             finally:
                 fcntl.flock(stream, fcntl.LOCK_UN)
+        return self._parse(lines)
+
+    def _parse(self, lines: list[str]) -> list[Record]:
         records = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(Record.from_json(line))
+                record = Record.from_json(line)
             except (ValueError, TypeError) as error:
                 warnings.warn(f"{self.path}:{number}: skipping an unreadable measurement record ({error})",
-                              stacklevel=2)
+                              stacklevel=3)
+                continue
+            reason = self.foreign(record)
+            if reason:
+                warnings.warn(f"{self.path}:{number}: skipping {reason}", stacklevel=3)
+                continue
+            records.append(record)
         return records
+
+    def rewrite(self, keep: Callable[[list[Record]], list[Record]]) -> tuple[int, int]:
+        """Replace the store's records by ``keep(records)``, in place under the exclusive lock (writers
+        waiting on the lock append after the rewrite); returns (records before, records after)."""
+        if not self.path.is_file():
+            return 0, 0
+        with open(self.path, "r+", encoding="utf-8", errors="replace") as stream:
+            fcntl.flock(stream, fcntl.LOCK_EX)
+            try:
+                before = self._parse(stream.readlines())
+                after = keep(before)
+                stream.seek(0)
+                stream.writelines(record.to_json() + "\n" for record in after)
+                stream.truncate()
+                stream.flush()
+                os.fsync(stream.fileno())
+            finally:
+                fcntl.flock(stream, fcntl.LOCK_UN)
+        return len(before), len(after)
 
     def latest(self) -> dict[str, Record]:
         """The last record of every key."""
@@ -115,3 +168,25 @@ class MeasurementStore:
     def extend(self, records: Iterable[Record]) -> None:
         for record in records:
             self.append(record)
+
+    def best(self, target_key: str) -> dict[tuple[str, str], Record]:
+        """:func:`fastest_records` of the store's latest records."""
+        return fastest_records(self.latest().values(), target_key)
+
+
+def fastest_records(records: Iterable[Record], target_key: str) -> dict[tuple[str, str], Record]:
+    """The fastest successful record of every (workload key, strategy) on ``target_key``, measured with the
+    strategy's current schedule version under the running TVM: default and tuned decisions alike
+    (layout conversions and unknown strategies left out)."""
+    from ..strategies import all_strategies
+
+    versions = {strategy.name: strategy.schedule_version for strategy in all_strategies()}
+    best: dict[tuple[str, str], Record] = {}
+    for record in records:
+        if (not record.ok or record.target != target_key or record.tvm_version != tvm.__version__
+                or versions.get(record.strategy) != record.schedule_version):
+            continue
+        pair = (record.workload_key, record.strategy)
+        if pair not in best or record.median_ms < best[pair].median_ms:
+            best[pair] = record
+    return best

@@ -184,6 +184,8 @@ class ExactSearcher(Searcher):
 
 # Latencies closer than this (relative) are one latency to the Pareto front: below solver tolerances.
 _TIE = 1e-9
+# relative slack on the smallest memory bound of a Pareto sweep (see pareto_front)
+_BOUND_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,10 @@ def pareto_front(space: DesignSpace, points: int = 10, time_limit: float | None 
     if leanest is None:
         raise ValueError(f"no plan of finite cost: {status}")
     fastest = fastest_within(None)
-    low = space.peak_memory(leanest)
-    sweep = [fastest_within(bound) for bound in np.linspace(low, fastest.peak_memory_bytes, points)[:-1]]
+    # The solver may call a bound of exactly the leanest plan's memory infeasible (its tolerances, with
+    # coefficients in bytes: seen at ~600 MB): start just above it.
+    low = space.peak_memory(leanest) * (1 + _BOUND_SLACK)
+    sweep = [fastest_within(bound) for bound in np.linspace(low, max(low, fastest.peak_memory_bytes), points)[:-1]]
     front: list[ParetoPoint] = []
     for point in sorted(sweep + [fastest], key=lambda p: (p.peak_memory_bytes, p.cost_ms)):
         if not front or point.cost_ms < front[-1].cost_ms - _TIE * max(1.0, front[-1].cost_ms):

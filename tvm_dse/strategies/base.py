@@ -142,6 +142,10 @@ class Decider:
                 raise ValueError(f"decision {name!r}={value} is not one of {candidates}")
             index = candidates.index(value)
         picked = self.sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates), decision=index)
+        if self.fixed is None:
+            # A tuning trace drops a sample nothing in the schedule uses; an annotation using it keeps the
+            # choice in the trace, where the tuner reads it back.
+            self.sch.annotate(self.sch.get_sblock(MAIN_BLOCK), f"tvm_dse.{name}", picked)
         self.chosen[name] = int(self.sch.get(picked))
         return self.chosen[name]
 

@@ -143,7 +143,7 @@ def _finish_banded(sch: s_tir.Schedule, workload: Workload, conv: s_tir.SBlockRV
                    reduction: s_tir.LoopRV, width_axis: int) -> None:
     """Write the register tile back inside ``tile``, pad the input inside ``band`` (the loop over one
     channel's band of rows; None: in a pass of its own), parallelize, split the init."""
-    sch.reverse_compute_at(out, tile)
+    sch.reverse_compute_at(out, tile, preserve_unit_loops=True)  # the same loops whatever the tile: tunable
     _vectorize_innermost(sch, out, tile)
     if has_pad_block(sch):
         _place_padding(sch, workload, band, width_axis)
@@ -426,7 +426,7 @@ class GroupedNCHW(Strategy):
         sch.reorder(n, g, ko, yo, xo, rc, ry, rx, ki, yi, xi)
         sch.vectorize(xi)
         _unroll(sch, yi, ki)
-        sch.reverse_compute_at(out, xo)
+        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
         _vectorize_innermost(sch, out, xo)
         sch.parallel(sch.fuse(n, g, ko, yo))
         sch.decompose_reduction(conv, rc)
