@@ -66,7 +66,7 @@ def samples_from(records: Iterable[Record], target: DseTarget) -> list[Sample]:
 
 
 class LatencyPredictor:
-    """XGBoost regression of log-latency from kernel features, for one target."""
+    """XGBoost regression of a kernel's log latency per multiply-add from its features, for one target."""
 
     def __init__(self, target: DseTarget, seed: int = 0):
         self.target = target
@@ -117,7 +117,7 @@ class PredictorError:
         Median of |predicted - measured| / measured over the kernels.
     top1
         Share of workloads whose predicted fastest strategy is the measured fastest.
-    topk
+    topk, k
         Share of workloads whose measured fastest strategy is among the predicted top ``k``.
     regret
         Mean of (measured latency of the predicted-fastest strategy / measured fastest) - 1 over workloads.
@@ -136,7 +136,8 @@ class PredictorError:
 
 
 def evaluate(predictor: LatencyPredictor, samples: Sequence[Sample], k: int = 2) -> PredictorError:
-    """Compare ``predictor`` with measured ``samples`` (of workloads it was not trained on)."""
+    """Compare ``predictor`` with measured ``samples`` (of workloads it was not trained on, to know how it
+    generalizes)."""
     by_workload: dict[str, list[Sample]] = {}
     for sample in samples:
         by_workload.setdefault(sample.workload.key(), []).append(sample)
