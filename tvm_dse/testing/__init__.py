@@ -1,5 +1,5 @@
-"""Testing helpers for tvm_dse and for projects built on it: the model zoo, the onnxruntime reference
-and the error measure every numerical check uses."""
+"""Testing helpers for tvm_dse and for projects built on it: the model zoo, the digits task, the
+onnxruntime reference and the error measure every numerical check uses."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import onnx
 
+from .digits import DigitsTask, digits_task
 from .zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
 
 if TYPE_CHECKING:
     from ..workload import Workload
 
-__all__ = ["MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "onnxruntime_outputs", "onnxruntime_session",
-           "relative_error", "single_conv_model"]
+__all__ = ["DigitsTask", "MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "digits_task",
+           "onnxruntime_outputs", "onnxruntime_session", "relative_error", "single_conv_model"]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
