@@ -197,8 +197,8 @@ def _show_log(store: "MeasurementStore") -> None:
     if not records:
         raise TvmDseError(f"no records in {store.path}")
     kernels: dict[tuple[str, str], list] = {}
-    for record in store.latest().values():
-        if not record.strategy.startswith("convert_"):
+    for record in {record.key: record for record in records}.values():  # the latest of each key
+        if not record.is_conversion:
             kernels.setdefault((record.workload_key, record.strategy), []).append(record)
     print(f"{store.path}: {len(records)} records, {len(kernels)} kernels")
     print(f"{'workload':40s} {'strategy':20s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")

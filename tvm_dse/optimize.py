@@ -255,8 +255,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     from .report import build_report
 
     report = build_report(imported, graph, dse_target, plan, space, chosen, comparison, latency, error, timings,
-                          tuned)
-    report["top_k"] = top_k
+                          tuned, top_k)
     result = OptimizeResult(imported, graph, dse_target, plan, built, space, chosen, report)
     if out_dir is not None:
         result.save(out_dir)

@@ -19,9 +19,10 @@ MB = 2**20
 
 def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, space: DesignSpace, search: Any,
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
-                 timings: dict[str, float], tuned: Sequence[Any] = ()) -> dict[str, Any]:
+                 timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
-    (:class:`tvm_dse.tuning.TuneResult`)."""
+    (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
+    chose them."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -47,6 +48,7 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "tuning": [{"workload": t.workload.describe(), "strategy": t.strategy, "trials": t.trials,
                     "measured": t.measured, "default_ms": t.default.median_ms if t.default and t.default.ok else None,
                     "best_ms": t.best.median_ms if t.best else None} for t in tuned],
+        "top_k": top_k,
     }
 
 

@@ -60,6 +60,10 @@ class Candidate:
                                self.decisions)
 
 
+# what a layout conversion's "strategy" name starts with in a measurement record
+CONVERSION_PREFIX = "convert_"
+
+
 @dataclass(frozen=True)
 class Conversion:
     """Converting an fp32 activation of logical NCHW shape ``shape`` from ``source`` to ``destination``."""
@@ -70,7 +74,7 @@ class Conversion:
 
     @property
     def strategy(self) -> str:
-        return f"convert_{self.source}_to_{self.destination}"
+        return f"{CONVERSION_PREFIX}{self.source}_to_{self.destination}"
 
     @property
     def decisions(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 import tvm
 
-from .candidate import measurement_key
+from .candidate import CONVERSION_PREFIX, measurement_key
 
 STATUSES = ("ok", "build_error", "run_error", "timeout")
 
@@ -58,6 +58,19 @@ class Record:
     @property
     def median_ms(self) -> float | None:
         return self.latency["median_ms"] if self.latency else None
+
+    @property
+    def is_conversion(self) -> bool:
+        """A layout conversion's measurement, not a kernel's."""
+        return self.strategy.startswith(CONVERSION_PREFIX)
+
+    @property
+    def schedule_is_current(self) -> bool:
+        """Whether a registered strategy of the record's schedule version builds this kernel today (a
+        record of an older schedule version prices a kernel that no longer exists)."""
+        from ..strategies import all_strategies
+
+        return any(s.name == self.strategy and s.schedule_version == self.schedule_version for s in all_strategies())
 
     @property
     def key(self) -> str:
@@ -178,13 +191,10 @@ def fastest_records(records: Iterable[Record], target_key: str) -> dict[tuple[st
     """The fastest successful record of every (workload key, strategy) on ``target_key``, measured with the
     strategy's current schedule version under the running TVM: default and tuned decisions alike
     (layout conversions and unknown strategies left out)."""
-    from ..strategies import all_strategies
-
-    versions = {strategy.name: strategy.schedule_version for strategy in all_strategies()}
     best: dict[tuple[str, str], Record] = {}
     for record in records:
         if (not record.ok or record.target != target_key or record.tvm_version != tvm.__version__
-                or versions.get(record.strategy) != record.schedule_version):
+                or not record.schedule_is_current):
             continue
         pair = (record.workload_key, record.strategy)
         if pair not in best or record.median_ms < best[pair].median_ms:

@@ -81,7 +81,7 @@ class TuningLogs:
         summaries = []
         for store in self.stores():
             records = store.records()
-            kernels = {(r.workload_key, r.strategy) for r in records if r.ok and not r.strategy.startswith("convert_")}
+            kernels = {(r.workload_key, r.strategy) for r in records if r.ok and not r.is_conversion}
             summaries.append(StoreSummary(store.target_key or "", store.tvm_version or "", store.path,
                                           len(records), len(kernels), sum(not r.ok for r in records)))
         return summaries
@@ -160,16 +160,11 @@ class TuningLogs:
         """Keep one record per key (a success over a failure, else the newer), and drop the records of
         schedule versions no strategy builds any more and unreadable lines (each named in a warning);
         returns (records before, after) per store."""
-        from ..strategies import all_strategies
-
-        versions = {strategy.name: strategy.schedule_version for strategy in all_strategies()}
-
         def keep(records: list[Record]) -> list[Record]:
             latest: dict[str, Record] = {}
             for record in records:
                 if record.key not in latest or _preferred(record, latest[record.key]):
                     latest[record.key] = record
-            return [r for r in latest.values()
-                    if r.strategy.startswith("convert_") or versions.get(r.strategy) == r.schedule_version]
+            return [r for r in latest.values() if r.is_conversion or r.schedule_is_current]
 
         return {store.path: store.rewrite(keep) for store in self.stores()}

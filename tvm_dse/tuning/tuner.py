@@ -81,8 +81,8 @@ def kernel_records(store: MeasurementStore, target: DseTarget, workload: Workloa
     workload_key = workload.key()
     return [record for record in store.latest().values()
             if record.target == target.key and record.workload_key == workload_key
-            and record.strategy == strategy.name and record.schedule_version == strategy.schedule_version
-            and record.tvm_version == tvm.__version__]
+            and record.strategy == strategy.name and record.tvm_version == tvm.__version__
+            and record.schedule_is_current]
 
 
 def _tune_context(mod: Any, target: DseTarget, space: Any, search: Any, seed: int, threads: int) -> Any:
