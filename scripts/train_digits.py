@@ -4,7 +4,8 @@ scikit-learn bundles the UCI handwritten digits (1797 images, 8x8, ten classes).
 split keeps 20% for testing; a small CNN (conv 3x3 1->16, relu, conv 3x3 16->32, relu, max pool 2, conv
 3x3 32->32, relu, flatten, linear 512->10) is trained with PyTorch, written as ONNX (batch 1, fp32) with
 its trained weights, and checked against onnxruntime on the test split. Writes ``digits_cnn.onnx`` and
-``digits_test.npz`` (``images`` N x 1 x 8 x 8 float32 in [0, 1], ``labels`` int64).
+``digits_test.npz`` (``images`` N x 1 x 8 x 8 float32 in [0, 1], ``labels`` int64, and ``calibration``: the
+first training images, for calibrating quantized plans on data the test split does not hold).
 
     pip install torch scikit-learn   # only to regenerate; the tests use the shipped files
     python scripts/train_digits.py [--epochs 60] [--seed 0]
@@ -21,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 DATA = Path(__file__).resolve().parents[1] / "tvm_dse" / "testing" / "data"
+CALIBRATION_IMAGES = 100
 
 
 def _onnx_model(layers: dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -91,7 +93,8 @@ def main() -> int:
         raise SystemExit(f"the ONNX model disagrees with the trained network: top-1 {onnx_top1} vs {torch_top1}")
     DATA.mkdir(parents=True, exist_ok=True)
     onnx.save(model, DATA / "digits_cnn.onnx")
-    np.savez_compressed(DATA / "digits_test.npz", images=test_x, labels=test_y)
+    np.savez_compressed(DATA / "digits_test.npz", images=test_x, labels=test_y,
+                        calibration=train_x[:CALIBRATION_IMAGES])
     print(f"test top-1 {onnx_top1:.4f} on {len(test_y)} images; wrote {DATA / 'digits_cnn.onnx'}, "
           f"{DATA / 'digits_test.npz'}")
     return 0

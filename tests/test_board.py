@@ -7,30 +7,34 @@ from tvm import rpc
 
 from tvm_dse.cli import main
 from tvm_dse.layouts import Layout
-from tvm_dse.strategies import build_kernel
+from tvm_dse.strategies import build_kernel, get_strategy
 from tvm_dse.testing import relative_error
 from tvm_dse.testing.board import free_port, load_cluster
-from tvm_dse.testing.conformance import CASES, FP32_BOUND, random_operands, reference_output
+from tvm_dse.testing.conformance import CASES, FP32_BOUND, input_quant, random_operands, strategy_reference
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 
 
-@pytest.mark.parametrize("strategy, case_id", [("spatial_pack_nchwc", "3x3_s1_batch2"), ("direct_nhwc", "7x7_s2_rgb"),
-                                               ("direct_nchw", "3x3_s3_asym_pad")])
-def test_cross_compiled_strategy_matches_on_the_board(emulated_boards, tmp_path, strategy, case_id):
+@pytest.mark.parametrize("strategy, case_id, target", [
+    ("spatial_pack_nchwc", "3x3_s1_batch2", "rpi4"), ("direct_nhwc", "7x7_s2_rgb", "rpi4"),
+    ("direct_nchw", "3x3_s3_asym_pad", "rpi4"),
+    ("spatial_pack_nchwc_int8", "3x3_s1_batch2", "rpi5")])  # sdot (+dotprod), run by the emulated CPU
+def test_cross_compiled_strategy_matches_on_the_board(emulated_boards, tmp_path, strategy, case_id, target):
     case = next(c for c in CASES if c.id == case_id)
-    built = build_kernel(strategy, case.workload, "rpi4", case.epilogue)
+    operands = random_operands(case.workload, case.epilogue)
+    built = build_kernel(strategy, case.workload, target, case.epilogue,
+                         quant=input_quant(built_strategy := get_strategy(strategy), operands["data"]))
     library = built.export(tmp_path / "kernel.so")
     remote = rpc.connect_tracker("127.0.0.1", emulated_boards.tracker_port).request(emulated_boards.key,
                                                                                       session_timeout=120)
     remote.upload(str(library))
     module = remote.load_module(library.name)
     device = remote.cpu(0)
-    operands = random_operands(case.workload, case.epilogue)
     arguments = [tvm.runtime.tensor(a.numpy(), device) for a in built.arguments(**operands)]
     module["main"](*arguments)
     output = Layout.parse(built.strategy.layouts(case.workload, built.target).output).to_nchw(arguments[-1].numpy())
-    expected = reference_output(**operands, workload=case.workload, epilogue=case.epilogue)
+    expected = strategy_reference(built_strategy, built.target, **operands, workload=case.workload,
+                                  epilogue=case.epilogue)
     assert relative_error(output, expected) <= FP32_BOUND
     assert np.abs(expected).max() > 0
 

@@ -1,15 +1,18 @@
 """Every registered strategy against the conformance suite, plus the registry and decision contracts."""
 
+import re
+
 import numpy as np
 import pytest
 from tvm import s_tir
 
 from tvm_dse.layouts import Layout
 from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
-from tvm_dse.strategies.base import MAIN_BLOCK, Decider
+from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
 from tvm_dse.strategies.kernel import kernel_prim_func
 from tvm_dse.target import parse_target
-from tvm_dse.testing.conformance import CASES, FP32_BOUND, check_strategy, random_operands, reference_output
+from tvm_dse.testing.conformance import (CASES, FP32_BOUND, check_strategy, input_quant, random_operands, reference_output,
+                                        strategy_reference)
 from tvm_dse.testing import relative_error
 
 HOST = parse_target("host")
@@ -43,9 +46,10 @@ def test_sampled_decisions_stay_correct(strategy, case):
     """The schedule is a tuning space: decisions drawn at random (as MetaSchedule draws them) must
     compute the same result on every workload, unit-sized tiles included."""
     operands = random_operands(case.workload, case.epilogue)
-    reference = reference_output(**operands, workload=case.workload, epilogue=case.epilogue)
+    reference = strategy_reference(strategy, HOST, **operands, workload=case.workload, epilogue=case.epilogue)
     seed = 1 + CASES.index(case)
-    sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed)
+    sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed,
+                           quant=input_quant(strategy, operands["data"]))
     assert relative_error(sampled.run(**operands), reference) <= FP32_BOUND, sampled.decisions
 
 
@@ -78,11 +82,10 @@ def test_unit_register_tiles_stay_correct():
 def test_epilogue_is_fused_into_the_output_stage(strategy):
     case = next(c for c in CASES if strategy.applies(c.workload, HOST) and c.epilogue.residual)
     sch = s_tir.Schedule(kernel_prim_func(strategy, case.workload, HOST, case.epilogue))
-    main = sch.get_sblock(MAIN_BLOCK)
     strategy.schedule(sch, case.workload, HOST, Decider(sch, {}))
-    accumulator = sch.get(main).writes[0].source
-    assert accumulator.scope() == "local"  # a register tile, consumed in place by the fused epilogue
     script = sch.mod.script()
+    # the main block's accumulator is a register tile, consumed in place by the fused epilogue
+    assert re.search(rf'\b{MAIN_BLOCK}\w* = T.sblock_alloc_buffer\([^\n]*scope="local"\)', script)
     stages = [name for name in ("T_add_bias", "T_add_residual", "T_relu", "T_clip") if f'T.sblock("{name}")' in script]
     assert len(stages) == 1, stages  # the last epilogue stage writes the output, the others inlined into it
 
@@ -104,7 +107,7 @@ def test_registry_contracts():
         layouts = strategy.layouts(case.workload, HOST)
         Layout.parse(layouts.data), Layout.parse(layouts.output)
         assert strategy.workspace_bytes(case.workload, HOST) >= 0
-        assert strategy.precision == "fp32"
+        assert strategy.precision in PRECISIONS
 
 
 def test_default_decisions_follow_the_target_family():
@@ -123,11 +126,20 @@ def test_declining_names_the_reason():
         build_kernel("direct_nchw", dense_case.workload, HOST)
 
 
-@pytest.mark.parametrize("target", ["rpi4", "llvm -mcpu=skylake-avx512"])
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
+OTHER_FAMILIES = {"rpi4": parse_target("rpi4"), "rpi5": parse_target("rpi5"),
+                  "skylake-avx512": parse_target("llvm -mcpu=skylake-avx512"),
+                  "cascadelake": parse_target("llvm -mcpu=cascadelake")}
+# Each strategy on every family where it applies: int8 needs a dot product (rpi5's sdot, cascadelake's
+# VNNI, AVX2 on skylake-avx512), fp32 builds everywhere.
+FAMILY_PAIRS = [(s, name) for s in STRATEGIES for name, t in OTHER_FAMILIES.items()
+                if (s.precision == "fp32" and name in ("rpi4", "skylake-avx512")) or
+                (s.precision != "fp32" and any(s.applies(c.workload, t) for c in CASES))]
+
+
+@pytest.mark.parametrize("strategy, target", FAMILY_PAIRS, ids=[f"{s.name}-{t}" for s, t in FAMILY_PAIRS])
 def test_default_schedules_compile_for_other_target_families(strategy, target):
     """NEON (4 lanes) and AVX-512 (16 lanes) change the layouts and tiles; the schedules must still build."""
-    parsed = parse_target(target)
+    parsed = OTHER_FAMILIES[target]
     case = next((c for c in CASES if strategy.applies(c.workload, parsed) and c.epilogue.bias), None)
     if case is None:
         case = next(c for c in CASES if strategy.applies(c.workload, parsed))
@@ -143,3 +155,18 @@ def test_measure_strategy_on_the_host():
     assert measurement.latency.repeats == 3 and measurement.latency.median_ms > 0
     assert measurement.gflops == pytest.approx(case.workload.flops / measurement.latency.median_ms / 1e6)
     assert measurement.decisions == build_kernel("spatial_pack_nchwc", case.workload).decisions
+
+
+@pytest.mark.parametrize("target, instruction", [("host", "vpmaddubsw"), ("llvm -mcpu=cascadelake", "vpdpbusd"),
+                                                 ("rpi5", "sdot")])
+def test_int8_kernels_use_the_targets_dot_product(target, instruction):
+    """LLVM forms none of these from a plain loop: the tensorized kernel must contain the instruction."""
+    case = next(c for c in CASES if c.id == "3x3_s1_at28")
+    built = build_kernel("spatial_pack_nchwc_int8", case.workload, target, case.epilogue)
+    assert instruction in built.kernel.mod.inspect_source("asm")
+
+
+def test_int8_strategies_decline_targets_without_a_dot_product():
+    case = next(c for c in CASES if c.id == "3x3_s1_at28")
+    reason = get_strategy("spatial_pack_nchwc_int8").applies(case.workload, parse_target("rpi4")).reason
+    assert "no int8 dot-product instruction" in reason

@@ -130,6 +130,7 @@ def _command_optimize(args: argparse.Namespace) -> int:
     result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
                       memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
                       logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
+                      calibration_data=args.calibration_data, calibration_method=args.calibration_method,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
     report = result.report
     print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
@@ -324,6 +325,11 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--top-k", type=int, metavar="K",
                           help="measure only the K strategies per node a predictor trained on the tuning log "
                                "ranks fastest (default: measure every applicable strategy)")
+    optimize.add_argument("--calibration-data", metavar="FILE",
+                          help="representative inputs (.npy samples along axis 0, or .npz arrays by input name): "
+                               "calibrates the model and lets the search choose int8 strategies")
+    optimize.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
+                          help="how activation ranges are taken from the calibration data (default: minmax)")
     optimize.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
     optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
     optimize.add_argument("--seed", type=int, default=0)

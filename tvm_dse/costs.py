@@ -16,7 +16,7 @@ from .measure import Builder, Candidate, Conversion, MeasurementStore, Runner, m
 from .plan import NodeChoice, Plan
 from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
 from .strategies import applicable_strategies, get_strategy
-from .strategies.kernel import packed_weight_shape
+from .strategies.kernel import packed_weight_bytes
 from .target import DseTarget, TargetLike, parse_target
 
 FP32_BYTES = 4
@@ -52,7 +52,7 @@ def _tunable_options(vertex: Vertex, target: DseTarget, records: dict[tuple[str,
             continue
         layouts = strategy.layouts(vertex.workload, target)
         options.append(Option(strategy.name, record.median_ms, layouts.data, layouts.output,
-                              FP32_BYTES * prod(packed_weight_shape(strategy, vertex.workload, target)),
+                              packed_weight_bytes(strategy, vertex.workload, target),
                               strategy.workspace_bytes(vertex.workload, target), dict(record.decisions)))
     if not options:
         failures = [r.error for (key, _), r in records.items() if key == vertex.workload.key() and not r.ok]
@@ -69,15 +69,17 @@ def _activation_bytes(vertex: Vertex) -> int:
 
 def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Runner,
                   store: MeasurementStore | None = None, builder: Builder | None = None,
-                  strategies: Mapping[str, Sequence[str]] | None = None, show_progress: bool = True) -> DesignSpace:
+                  strategies: Mapping[str, Sequence[str]] | None = None, show_progress: bool = True,
+                  precisions: Sequence[str] = ("fp32",)) -> DesignSpace:
     """Measure what the search needs on ``target`` and return the design space of ``model``.
 
     ``strategies`` narrows the options: per workload key, the strategy names to measure and offer (default:
-    every applicable strategy).
+    every applicable strategy of the ``precisions`` given; quantized ones need a calibrated plan).
     """
     dse_target = parse_target(target)
     workloads = list({v.workload.key(): v.workload for v in graph.nodes}.values())
-    names = {w.key(): [s.name for s in applicable_strategies(w, dse_target)] for w in workloads}
+    names = {w.key(): [s.name for s in applicable_strategies(w, dse_target) if s.precision in precisions]
+             for w in workloads}
     if strategies is not None:
         names = {key: [name for name in options if name in strategies.get(key, options)]
                  for key, options in names.items()}

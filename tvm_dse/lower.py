@@ -33,8 +33,10 @@ from .frontend import Model, tunable_op
 from .graph import DseGraph, build_graph
 from .layouts import Layout, transform
 from .plan import Plan
+from .quant.scheme import ActivationQuant
 from .strategies import get_strategy
 from .strategies.base import MAIN_BLOCK, Decider
+from .strategies.kernel import packed_weights, strategy_compute, transformed_weights
 from .target import DseTarget, TargetLike
 from .timing import Timing
 
@@ -142,11 +144,16 @@ class _PlanRewriter:
         workload = vertex.workload
         layouts = strategy.layouts(workload, self.target)
         data = self._convert(call.args[0], layouts.data)
-        # call_te passes only tensors and plain values through: close over the workload and target
-        weight = self.builder.emit_te(lambda w: strategy.transform_weight(w, workload, self.target), call.args[1],
-                                      primfunc_name_hint=f"weight_{vertex.id}")
-        output = self.builder.emit_te(lambda x, w: strategy.compute(x, w, workload, self.target), data, weight,
-                                      primfunc_name_hint=f"dse_{vertex.id}_{strategy.name}")
+        quant = ActivationQuant.from_dict(choice.quant) if choice.quant is not None else None
+        # call_te passes only tensors and plain values through: close over the workload and target. One
+        # call per pre-transformed weight tensor (int8 strategies make two), each folded into a constant.
+        count = len(packed_weights(strategy, workload, self.target))
+        weights = [self.builder.emit_te(lambda w, i=i: transformed_weights(strategy, w, workload, self.target)[i],
+                                        call.args[1], primfunc_name_hint=f"weight_{vertex.id}")
+                   for i in range(count)]
+        output = self.builder.emit_te(
+            lambda x, *w: strategy_compute(strategy, x, w, workload, self.target, quant), data, *weights,
+            primfunc_name_hint=f"dse_{vertex.id}_{strategy.name}")
         return output, layouts.output
 
     def _lower_transparent(self, op: str, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:

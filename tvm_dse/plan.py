@@ -11,16 +11,20 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import tvm
 
 from .errors import TvmDseError
 from .frontend import Model
 from .graph import DseGraph
+from .quant.scheme import ActivationQuant
 from .target import DseTarget, TargetLike, parse_target
 
 SCHEMA_VERSION = 1
+
+if TYPE_CHECKING:
+    from .quant.calibration import Calibration
 
 
 class PlanError(TvmDseError, ValueError):
@@ -29,15 +33,19 @@ class PlanError(TvmDseError, ValueError):
 
 @dataclass
 class NodeChoice:
-    """The implementation chosen for one tunable node; ``decisions`` None means the strategy's defaults."""
+    """The implementation chosen for one tunable node; ``decisions`` None means the strategy's defaults.
+    ``quant`` is the quantization of the node's input (``scale``, ``zero_point``), set for int8 strategies."""
 
     strategy: str
     decisions: dict[str, Any] | None = None
+    quant: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"strategy": self.strategy}
         if self.decisions is not None:
             data["decisions"] = self.decisions
+        if self.quant is not None:
+            data["quant"] = self.quant
         return data
 
 
@@ -103,6 +111,16 @@ class Plan:
             choices[node.name] = chosen[0].name
         return cls.create(model, dse_target, choices, uniform=strategy, **provenance)
 
+    def calibrate(self, calibration: "Calibration") -> "Plan":
+        """Give every node with a quantized strategy its input's quantization from ``calibration``
+        (in place; returns the plan)."""
+        from .strategies import get_strategy
+
+        for name, choice in self.nodes.items():
+            if get_strategy(choice.strategy).precision != "fp32":
+                choice.quant = calibration.quant(name).to_dict()
+        return self
+
     def validate(self, model: Model, graph: DseGraph, target: TargetLike) -> DseTarget:
         """Check the plan fits ``model`` on ``target``; returns the parsed target. Raises PlanError."""
         from .strategies import get_strategy
@@ -128,6 +146,14 @@ class Plan:
             if not applicability:
                 raise PlanError(f"node {node.name!r}: strategy {choice.strategy} does not apply "
                                 f"({applicability.reason})")
+            if strategy.precision != "fp32":
+                if choice.quant is None:
+                    raise PlanError(f"node {node.name!r}: {strategy.precision} strategy {choice.strategy} needs its "
+                                    "input's quantization (calibrate the model; see tvm_dse.quant.calibrate)")
+                try:
+                    ActivationQuant.from_dict(choice.quant)
+                except (KeyError, TypeError, ValueError) as error:
+                    raise PlanError(f"node {node.name!r}: bad quantization {choice.quant}: {error}") from None
         joins = {v.name for v in graph.joins}
         for join in self.join_layouts:
             if join not in joins:
@@ -148,7 +174,7 @@ class Plan:
             raise PlanError(f"plan schema version {version!r} is not supported; this tvm_dse reads version "
                             f"{SCHEMA_VERSION}")
         try:
-            nodes = {name: NodeChoice(choice["strategy"], choice.get("decisions"))
+            nodes = {name: NodeChoice(choice["strategy"], choice.get("decisions"), choice.get("quant"))
                      for name, choice in data["nodes"].items()}
             return cls(data["model"]["name"], data["model"]["fingerprint"], dict(data["target"]["options"]),
                        data["target"]["key"], nodes, dict(data.get("join_layouts", {})),

@@ -24,11 +24,13 @@ DEFAULT_BUILD_TIMEOUT_S = 120.0
 
 @dataclass
 class BuildResult:
-    """A built candidate: its library and the shapes of the kernel's arguments, or the error."""
+    """A built candidate: its library and the shapes (and dtypes, fp32 where not given) of the kernel's
+    arguments, or the error."""
 
     candidate: Candidate | Conversion
     library: str = ""
     argument_shapes: list[list[int]] = field(default_factory=list)
+    argument_dtypes: list[str] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
 
@@ -37,7 +39,8 @@ class BuildResult:
         return not self.error
 
 
-def _build_in_worker(spec: dict[str, Any], target: dict[str, Any], directory: str) -> tuple[str, list[list[int]], float]:
+def _build_in_worker(spec: dict[str, Any], target: dict[str, Any],
+                     directory: str) -> tuple[str, list[list[int]], list[str], float]:
     """Build and export one candidate or conversion (see their ``spec()``); runs in a builder worker."""
     from ..layouts import Layout
     from ..target import parse_target
@@ -50,6 +53,7 @@ def _build_in_worker(spec: dict[str, Any], target: dict[str, Any], directory: st
         shape = tuple(spec["shape"])
         built = build_layout_transform(shape, spec["source"], spec["destination"], parsed_target)
         shapes = [list(Layout.parse(spec["source"]).shape(shape)), list(Layout.parse(spec["destination"]).shape(shape))]
+        dtypes = ["float32"] * 2
         executable, prefix = built.executable, "conversion"
     else:
         from ..strategies.kernel import build_kernel, model_shapes
@@ -58,15 +62,16 @@ def _build_in_worker(spec: dict[str, Any], target: dict[str, Any], directory: st
         built = build_kernel(spec["strategy"], workload, parsed_target, decisions=spec["decisions"])
         layouts = built.strategy.layouts(workload, parsed_target)
         data_shape, _, output_shape = model_shapes(workload)
-        shapes = [list(Layout.parse(layouts.data).shape(data_shape)), list(built.packed_weight_shape),
+        shapes = [list(Layout.parse(layouts.data).shape(data_shape)), *(list(s) for s, _ in built.packed_weights),
                   list(Layout.parse(layouts.output).shape(output_shape))]
+        dtypes = ["float32", *(d for _, d in built.packed_weights), "float32"]
         executable, prefix = built.kernel, spec["strategy"]
     from ..build import export_library
 
     descriptor, path = tempfile.mkstemp(suffix=".so", prefix=f"{prefix}_", dir=directory)
     os.close(descriptor)
     export_library(executable, parsed_target, path)
-    return path, shapes, time.perf_counter() - start
+    return path, shapes, dtypes, time.perf_counter() - start
 
 
 class Builder:
@@ -106,8 +111,8 @@ class Builder:
             for future in as_completed(futures):
                 candidate = futures[future]
                 try:
-                    path, shapes, seconds = future.result()
-                    result = BuildResult(candidate, path, shapes, seconds=seconds)
+                    path, shapes, dtypes, seconds = future.result()
+                    result = BuildResult(candidate, path, shapes, dtypes, seconds=seconds)
                 except TimeoutError:
                     result = BuildResult(candidate, error=f"build of {candidate.describe()} timed out after "
                                                           f"{self.timeout_s:.0f} s")

@@ -63,7 +63,9 @@ def _random_arguments(build: BuildResult, device: object) -> list:
     import tvm
 
     rng = np.random.default_rng(0)
-    return [tvm.runtime.tensor(rng.standard_normal(shape).astype("float32"), device) for shape in build.argument_shapes]
+    dtypes = build.argument_dtypes or ["float32"] * len(build.argument_shapes)
+    return [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype), device)
+            for shape, dtype in zip(build.argument_shapes, dtypes)]
 
 
 def _time_module(module: object, build: BuildResult, device: object, settings: MeasureSettings) -> Timing:

@@ -3,7 +3,7 @@
 Importing this package registers every strategy; see :mod:`.base` for the interface.
 """
 
-from . import dense, depthwise, direct, gemm, spatial_pack, winograd  # noqa: F401  (registers the strategies)
+from . import dense, depthwise, direct, gemm, quantized, spatial_pack, winograd  # noqa: F401  (registers the strategies)
 from .base import Applicability, Decider, Epilogue, Strategy, StrategyLayouts
 from .kernel import BuiltKernel, KernelMeasurement, build_kernel, measure_strategy
 from .registry import all_strategies, applicable_strategies, get_strategy, register

@@ -26,7 +26,7 @@ from ..workload import Workload
 MAIN_BLOCK = "conv"
 PAD_BLOCK = "data_pad"
 ALGORITHMS = ("direct", "spatial_pack", "im2col", "gemm", "winograd", "depthwise", "grouped", "dense")
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")
 
 Decisions = dict[str, Any]
 
@@ -293,7 +293,8 @@ class Strategy(ABC):
 
     @abstractmethod
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        """TE stage turning the model's weight (OIHW; (in, out) for dense) into the compute's weight.
+        """TE stage turning the model's weight (OIHW; (in, out) for dense) into the compute's weight (or a
+        tuple of tensors: int8 strategies make their codes and per-channel terms).
 
         Run once at compile time on the constant weights (folded), never at inference time.
         """
@@ -301,7 +302,8 @@ class Strategy(ABC):
     @abstractmethod
     def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
         """TE compute of the operator: ``data`` in ``layouts().data``, ``weight`` as :meth:`transform_weight`
-        makes it; returns the output in ``layouts().output``. The reduction block is named MAIN_BLOCK."""
+        makes it; returns the output in ``layouts().output``. The reduction block is named MAIN_BLOCK.
+        Quantized strategies also take ``quant``, their input's :class:`~tvm_dse.quant.ActivationQuant`."""
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         """Scratch memory beyond input, output and weights (padded input, im2col matrix, transformed tiles)."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tvm
 from tvm import s_tir, te
 
 from ..layouts import Layout
+from ..quant.scheme import UNCALIBRATED, ActivationQuant
 from ..target import DseTarget, TargetLike, parse_target
 from ..timing import Timing
 from ..workload import Workload
@@ -43,7 +44,8 @@ class BuiltKernel:
     decisions: Decisions
     kernel: Any  # tvm.runtime.Executable of the scheduled compute
     weight_transform: Any  # tvm.runtime.Executable of the weight pre-transform, built for the host
-    packed_weight_shape: tuple[int, ...] = field(default=())
+    packed_weights: tuple[tuple[tuple[int, ...], str], ...] = field(default=())  # (shape, dtype) of each
+    quant: ActivationQuant | None = None  # the input's quantization (int8 strategies)
 
     def _layout(self, which: str) -> Layout:
         return Layout.parse(getattr(self.strategy.layouts(self.workload, self.target), which))
@@ -51,10 +53,10 @@ class BuiltKernel:
     def arguments(self, data: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
                   residual: np.ndarray | None = None) -> list[tvm.runtime.Tensor]:
         """The kernel's arguments for model-layout inputs (weights pre-transformed, output allocated)."""
-        packed = tvm.runtime.tensor(np.zeros(self.packed_weight_shape, "float32"))
-        self.weight_transform["main"](tvm.runtime.tensor(np.ascontiguousarray(weight, "float32")), packed)
+        packed = [tvm.runtime.tensor(np.zeros(shape, dtype)) for shape, dtype in self.packed_weights]
+        self.weight_transform["main"](tvm.runtime.tensor(np.ascontiguousarray(weight, "float32")), *packed)
         output_layout = self._layout("output")
-        arguments = [tvm.runtime.tensor(self._layout("data").from_nchw(np.asarray(data, "float32"))), packed]
+        arguments = [tvm.runtime.tensor(self._layout("data").from_nchw(np.asarray(data, "float32"))), *packed]
         if self.epilogue.bias:
             arguments.append(tvm.runtime.tensor(np.asarray(bias, "float32")))
         if self.epilogue.residual:
@@ -86,34 +88,58 @@ class BuiltKernel:
         return Timing.from_seconds(list(evaluator(*arguments).results))
 
 
-def packed_weight_shape(strategy: Strategy, workload: Workload, target: DseTarget) -> tuple[int, ...]:
-    """Shape of the weights after the strategy's pre-transform (what the deployed module stores)."""
+def transformed_weights(strategy: Strategy, weight: te.Tensor, workload: Workload, target: DseTarget) -> list[te.Tensor]:
+    """The strategy's weight pre-transform of ``weight`` as a list (one tensor, or several for int8 strategies)."""
+    transformed = strategy.transform_weight(weight, workload, target)
+    return list(transformed) if isinstance(transformed, (tuple, list)) else [transformed]
+
+
+def packed_weights(strategy: Strategy, workload: Workload, target: DseTarget) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, dtype) of each tensor the strategy's pre-transform makes (what the deployed module stores)."""
     weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
-    return tuple(int(d) for d in strategy.transform_weight(weight, workload, target).shape)
+    return [(tuple(int(d) for d in t.shape), str(t.dtype))
+            for t in transformed_weights(strategy, weight, workload, target)]
+
+
+def packed_weight_bytes(strategy: Strategy, workload: Workload, target: DseTarget) -> int:
+    """Bytes of the pre-transformed weights."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in packed_weights(strategy, workload, target))
+
+
+def strategy_compute(strategy: Strategy, data: te.Tensor, weight: Sequence[te.Tensor], workload: Workload,
+                     target: DseTarget, quant: ActivationQuant | None = None) -> te.Tensor:
+    """``strategy.compute`` on pre-transformed weights (as :func:`transformed_weights` lists them); int8
+    strategies get the input's quantization (a placeholder one where ``quant`` is None: same speed)."""
+    weights = weight[0] if len(weight) == 1 else tuple(weight)
+    if strategy.precision == "fp32":
+        return strategy.compute(data, weights, workload, target)
+    return strategy.compute(data, weights, workload, target, quant=quant or UNCALIBRATED)
 
 
 def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
-                     epilogue: Epilogue = Epilogue()) -> tvm.tirx.PrimFunc:
-    """The unscheduled PrimFunc of ``strategy`` on ``workload``: (data, packed weight, [bias], [residual], out)."""
+                     epilogue: Epilogue = Epilogue(), quant: ActivationQuant | None = None) -> tvm.tirx.PrimFunc:
+    """The unscheduled PrimFunc of ``strategy`` on ``workload``: (data, packed weights..., [bias], [residual], out)."""
     layouts = strategy.layouts(workload, target)
     data_shape = model_shapes(workload)[0]
     data = te.placeholder(Layout.parse(layouts.data).shape(data_shape), "float32", name="data")
-    weight = te.placeholder(packed_weight_shape(strategy, workload, target), "float32", name="packed_weight")
-    out = strategy.compute(data, weight, workload, target)
+    weights = [te.placeholder(shape, dtype, name=f"packed_weight_{i}" if i else "packed_weight")
+               for i, (shape, dtype) in enumerate(packed_weights(strategy, workload, target))]
+    out = strategy_compute(strategy, data, weights, workload, target, quant)
     bias = te.placeholder((workload.out_channels,), "float32", name="bias") if epilogue.bias else None
     residual = te.placeholder(out.shape, "float32", name="residual") if epilogue.residual else None
     result = apply_epilogue(out, layouts.output, epilogue, bias, residual)
-    inputs = [data, weight] + [t for t in (bias, residual) if t is not None]
+    inputs = [data, *weights] + [t for t in (bias, residual) if t is not None]
     return te.create_prim_func(inputs + [result])
 
 
 def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLike = "host",
                  epilogue: Epilogue = Epilogue(), decisions: Mapping[str, Any] | None = None,
-                 sample_seed: int | None = None) -> BuiltKernel:
+                 sample_seed: int | None = None, quant: ActivationQuant | None = None) -> BuiltKernel:
     """Build ``strategy`` for ``workload`` with its default schedule, or with ``decisions`` where given.
 
     With ``sample_seed``, every decision is drawn at random instead, as MetaSchedule's search does
-    (``decisions`` is then ignored); the drawn ones are in the result's ``decisions``.
+    (``decisions`` is then ignored); the drawn ones are in the result's ``decisions``. ``quant`` is the
+    input's quantization for an int8 strategy (a placeholder one when None).
 
     Raises ValueError when the strategy does not apply (with its reason) or a decision does not fit.
     """
@@ -122,7 +148,7 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     applicability = strategy.applies(workload, target)
     if not applicability:
         raise ValueError(f"{strategy.name} does not apply to {workload.describe()}: {applicability.reason}")
-    func = kernel_prim_func(strategy, workload, target, epilogue)
+    func = kernel_prim_func(strategy, workload, target, epilogue, quant)
     if sample_seed is None:
         sch = s_tir.Schedule(func)
         decider = Decider(sch, dict(decisions or {}))
@@ -132,11 +158,12 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     strategy.schedule(sch, workload, target, decider)
     kernel = tvm.compile(sch.mod, target=target.tvm_target)
     raw_weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
-    packed = strategy.transform_weight(raw_weight, workload, target)
+    packed = transformed_weights(strategy, raw_weight, workload, target)
     # Weights are transformed at compile time, on the machine that compiles: always the host.
-    weight_transform = tvm.compile(te.create_prim_func([raw_weight, packed]), target=tvm.target.Target({"kind": "llvm"}))
+    weight_transform = tvm.compile(te.create_prim_func([raw_weight, *packed]), target=tvm.target.Target({"kind": "llvm"}))
     return BuiltKernel(strategy, workload, target, epilogue, decider.chosen, kernel, weight_transform,
-                       tuple(int(d) for d in packed.shape))
+                       tuple((tuple(int(d) for d in t.shape), str(t.dtype)) for t in packed),
+                       (quant or UNCALIBRATED) if strategy.precision != "fp32" else None)
 
 
 @dataclass(frozen=True)

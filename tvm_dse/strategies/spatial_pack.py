@@ -31,7 +31,7 @@ CHUNKED_MAX_PIXELS = 28 * 28
 CHUNKED_MIN_TASKS = 8
 
 
-def _default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int, int]:
+def default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int, int]:
     """(rows, pixels, channel blocks) of the register tile: as many accumulators as fit in ``limit``, then
     two channel blocks, then one row. Measured on AVX2 over ResNet-18's layers: 1x4x2 at 56 and 28, 2x2x2
     at 14, 1x7x1 at 7 (twice as fast as 1x1x8: more channel blocks means fewer reuses of each input).
@@ -46,7 +46,8 @@ def _default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int
     return tile if tile[0] * tile[1] * tile[2] >= MIN_ACCUMULATORS else best(limit)
 
 
-def _default_ic_chunks(workload: Workload, target: DseTarget, in_block: int, oc_tile: int) -> list[int]:
+def default_ic_chunks(workload: Workload, target: DseTarget, in_block: int, oc_tile: int,
+                      weight_bytes: int = 4) -> list[int]:
     """[chunks, blocks per chunk] of the input channel blocks. Chunked when the output is at most 28x28 and
     the output-channel tiles alone keep the threads busy: each chunk then holds at most 4 KB of weights.
     Measured on AVX2 (stride-2 and 1x1 layers of ResNet-18 at 28 and 14): 14-40% faster than one chunk;
@@ -55,7 +56,7 @@ def _default_ic_chunks(workload: Workload, target: DseTarget, in_block: int, oc_
     tasks = workload.batch * workload.out_channels // (target.fp32_lanes * oc_tile)
     if workload.out_height * workload.out_width > CHUNKED_MAX_PIXELS or tasks < CHUNKED_MIN_TASKS:
         return [1, blocks]
-    block_bytes = 4 * oc_tile * target.fp32_lanes * in_block * workload.kernel[0] * workload.kernel[1]
+    block_bytes = weight_bytes * oc_tile * target.fp32_lanes * in_block * workload.kernel[0] * workload.kernel[1]
     per_chunk = max([1] + [d for d in divisors(blocks) if d * block_bytes <= CHUNK_WEIGHT_BYTES])
     return [blocks // per_chunk, per_chunk]
 
@@ -115,11 +116,11 @@ class SpatialPackNCHWc(Strategy):
         conv = sch.get_sblock(MAIN_BLOCK)
         out = output_stage(sch, conv)
         n, ko, y, x, ki, ico, ry, rx, ici = sch.get_loops(conv)
-        oh_tile, ow_tile, oc_tile = _default_tile(workload, blocks, max_accumulators(target))
+        oh_tile, ow_tile, oc_tile = default_tile(workload, blocks, max_accumulators(target))
         koo, koi = decider.tile("oc_blocks", ko, 2, [blocks // oc_tile, oc_tile])
         yo, yi = decider.tile("oh", y, 2, [workload.out_height // oh_tile, oh_tile])
         xo, xi = decider.tile("ow", x, 2, [workload.out_width // ow_tile, ow_tile])
-        chunks = _default_ic_chunks(workload, target, in_block, decider.chosen["oc_blocks"][1])
+        chunks = default_ic_chunks(workload, target, in_block, decider.chosen["oc_blocks"][1])
         icoo, icoi = decider.tile("ic_chunks", ico, 2, chunks)
         if decider.chosen["ic_chunks"][0] > 1:
             # Input-channel chunks outside the pixel tiles: one chunk's weights stay in L1 across every

@@ -1,5 +1,6 @@
 """The conformance suite every strategy must pass: a matrix of workloads and epilogues, a float64 numpy
-reference, and the check that a strategy either matches it or declines through ``applies()``.
+reference (for int8 strategies: the same quantized arithmetic in float64), and the check that a strategy
+either matches it or declines through ``applies()``.
 
 The matrix covers batch 1 and 2; 1x1, 3x3, 5x5, 7x7 and 1x7 kernels; strides 1, 2 and 3; symmetric and
 asymmetric padding; dilation 2; odd and non-square images; channel counts that are not multiples of any
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..quant.scheme import ActivationQuant, quantize_weights_reference
 from ..strategies.base import Epilogue, Strategy
 from ..strategies.kernel import build_kernel, model_shapes
 from ..target import DseTarget
@@ -97,7 +99,11 @@ def reference_conv2d(data: np.ndarray, weight: np.ndarray, workload: Workload) -
 def reference_output(data: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None,
                      workload: Workload, epilogue: Epilogue) -> np.ndarray:
     """Reference convolution followed by the epilogue, in float64."""
-    out = reference_conv2d(data, weight, workload)
+    return _reference_epilogue(reference_conv2d(data, weight, workload), bias, residual, workload, epilogue)
+
+
+def _reference_epilogue(out: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, workload: Workload,
+                        epilogue: Epilogue) -> np.ndarray:
     if epilogue.bias:
         out = out + (bias if workload.op == "dense" else bias[None, :, None, None])
     if epilogue.residual:
@@ -105,6 +111,26 @@ def reference_output(data: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
     if epilogue.clip is not None:
         out = np.clip(out, epilogue.clip[0], epilogue.clip[1])
     return out
+
+
+def input_quant(strategy: Strategy, data: np.ndarray) -> ActivationQuant | None:
+    """The input quantization an int8 strategy gets in the suite (the data's own range); None for fp32."""
+    return ActivationQuant.from_range(data.min(), data.max()) if strategy.precision == "int8" else None
+
+
+def strategy_reference(strategy: Strategy, target: DseTarget, data: np.ndarray, weight: np.ndarray,
+                       bias: np.ndarray | None, residual: np.ndarray | None, workload: Workload,
+                       epilogue: Epilogue) -> np.ndarray:
+    """What ``strategy`` must compute: the float64 reference for fp32 strategies; for int8 ones the same
+    quantized arithmetic (input quantized with :func:`input_quant`, weights per channel with the
+    strategy's range on ``target``, exact integer convolution, dequantized) in float64."""
+    quant = input_quant(strategy, data)
+    if quant is None:
+        return reference_output(data, weight, bias, residual, workload, epilogue)
+    codes, scales = quantize_weights_reference(weight, strategy.weight_qmax(target))
+    acc = reference_conv2d(quant.quantize(data).astype(np.float64) - quant.zero_point, codes, workload)
+    out = acc * quant.scale * scales.astype(np.float64)[None, :, None, None]
+    return _reference_epilogue(out, bias, residual, workload, epilogue)
 
 
 def random_operands(workload: Workload, epilogue: Epilogue, seed: int = 0) -> dict[str, np.ndarray | None]:
@@ -127,6 +153,8 @@ def check_strategy(strategy: Strategy, case: Case, target: DseTarget, decisions:
     if not applicability:
         return applicability.reason
     operands = random_operands(case.workload, case.epilogue, seed)
-    built = build_kernel(strategy, case.workload, target, case.epilogue, decisions)
+    built = build_kernel(strategy, case.workload, target, case.epilogue, decisions,
+                         quant=input_quant(strategy, operands["data"]))
     output = built.run(**operands)
-    return relative_error(output, reference_output(**operands, workload=case.workload, epilogue=case.epilogue))
+    return relative_error(output, strategy_reference(strategy, target, **operands, workload=case.workload,
+                                                     epilogue=case.epilogue))

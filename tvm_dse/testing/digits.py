@@ -17,11 +17,13 @@ INPUT_NAME = "image"
 
 @dataclass(frozen=True)
 class DigitsTask:
-    """The trained model (ONNX, batch 1, input ``image`` 1x1x8x8, output 10 logits) and the test split."""
+    """The trained model (ONNX, batch 1, input ``image`` 1x1x8x8, output 10 logits), the test split, and
+    100 training images for calibrating quantized plans."""
 
     model: onnx.ModelProto
     images: np.ndarray  # N x 1 x 8 x 8 float32 in [0, 1]
     labels: np.ndarray  # N int64
+    calibration: np.ndarray  # 100 x 1 x 8 x 8 float32, from the training split
 
     def top1(self, run: Callable[[dict[str, np.ndarray]], np.ndarray]) -> float:
         """Top-1 accuracy of ``run`` (a feed of one image -> its logits) over the test split."""
@@ -30,6 +32,6 @@ class DigitsTask:
 
 
 def digits_task() -> DigitsTask:
-    """Load the shipped digits model and test split."""
+    """Load the shipped digits model, test split and calibration images."""
     with np.load(DATA / "digits_test.npz") as split:
-        return DigitsTask(onnx.load(DATA / "digits_cnn.onnx"), split["images"], split["labels"])
+        return DigitsTask(onnx.load(DATA / "digits_cnn.onnx"), split["images"], split["labels"], split["calibration"])

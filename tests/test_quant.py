@@ -1,0 +1,115 @@
+"""int8 quantization: the scheme, calibration from user data, quantized plans (lowered, validated, on the
+digits task with its real accuracy) and int8 options in optimize's search."""
+
+import numpy as np
+import pytest
+
+from tvm_dse import optimize
+from tvm_dse.frontend import load_model
+from tvm_dse.graph import build_graph
+from tvm_dse.lower import build_plan
+from tvm_dse.plan import NodeChoice, Plan, PlanError
+from tvm_dse.quant import ActivationQuant, Calibration, CalibrationError, calibrate
+from tvm_dse.quant.calibration import calibration_feeds
+from tvm_dse.strategies import get_strategy
+from tvm_dse.testing import digits_task, onnxruntime_session
+
+INT8 = "spatial_pack_nchwc_int8"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = digits_task()
+    model = load_model(task.model)
+    return task, model, build_graph(model)
+
+
+def test_activation_quantization_keeps_zero_exact_and_covers_its_range():
+    for low, high in [(-1.5, 3.0), (0.0, 6.0), (0.5, 2.0), (-4.0, -1.0)]:
+        quant = ActivationQuant.from_range(low, high)
+        assert quant.dequantize(quant.quantize(np.float32(0.0))) == 0.0  # zero padding stays exact
+        values = np.linspace(min(low, 0), max(high, 0), 101, dtype=np.float32)
+        assert np.abs(quant.dequantize(quant.quantize(values)) - values).max() <= quant.scale / 2 + 1e-6
+    with pytest.raises(ValueError, match="scale must be positive"):
+        ActivationQuant(0.0, 0)
+    with pytest.raises(ValueError, match="zero point"):
+        ActivationQuant(0.1, 300)
+
+
+def test_minmax_calibration_records_each_node_input_range(digits):
+    task, model, graph = digits
+    calibration = calibrate(model, task.calibration)
+    assert calibration.batches == len(task.calibration) and set(calibration.ranges) == {n.name for n in graph.nodes}
+    # the first convolution reads the image itself
+    assert calibration.ranges["conv1"] == (float(task.calibration.min()), float(task.calibration.max()))
+    later = calibration.ranges["conv3"]
+    assert later[0] >= 0.0 and later[1] > 0.0  # conv3 reads a relu's output
+    percentile = calibrate(model, task.calibration, method="percentile")
+    assert percentile.method == "percentile" and percentile.metadata["percentile"] == 99.99
+    for name, (low, high) in percentile.ranges.items():
+        assert calibration.ranges[name][0] <= low <= high <= calibration.ranges[name][1]
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+
+
+def test_calibration_refuses_data_that_does_not_fit(digits, tmp_path):
+    task, model, _ = digits
+    with pytest.raises(CalibrationError, match=r"shape \(3, 8, 8\) does not split into inputs of shape \(1, 1, 8, 8\)"):
+        calibrate(model, task.calibration[:3, 0])
+    with pytest.raises(CalibrationError, match="unknown calibration method 'kl'"):
+        calibrate(model, task.calibration, method="kl")
+    with pytest.raises(CalibrationError, match="lacks input 'image'"):
+        calibrate(model, [{"pixels": task.calibration[:1]}])
+    with pytest.raises(CalibrationError, match="no calibration data"):
+        calibrate(model, [])
+    with pytest.raises(CalibrationError, match="cannot read calibration data"):
+        calibrate(model, tmp_path / "missing.npy")
+    np.savez(tmp_path / "data.npz", image=task.calibration[:6])
+    feeds = calibration_feeds(model, tmp_path / "data.npz")
+    assert len(feeds) == 6 and all(f["image"].shape == (1, 1, 8, 8) for f in feeds)
+    with pytest.raises(CalibrationError, match="node 'nope' was not calibrated"):
+        calibrate(model, feeds).quant("nope")
+
+
+def test_a_quantized_node_needs_its_calibration(digits, tmp_path):
+    task, model, graph = digits
+    plan = Plan.uniform(model, graph, "host", INT8)
+    int8_nodes = [n for n, c in plan.nodes.items() if c.strategy == INT8]
+    assert int8_nodes
+    with pytest.raises(PlanError, match=rf"node '{int8_nodes[0]}': int8 strategy {INT8} needs its input's quantization"):
+        plan.validate(model, graph, "host")
+    plan.calibrate(calibrate(model, task.calibration))
+    plan.validate(model, graph, "host")
+    reloaded = Plan.load(plan.save(tmp_path / "plan.json"))
+    assert reloaded.nodes[int8_nodes[0]].quant == plan.nodes[int8_nodes[0]].quant
+    reloaded.nodes[int8_nodes[0]] = NodeChoice(INT8, None, {"scale": -1.0, "zero_point": 0})
+    with pytest.raises(PlanError, match="bad quantization"):
+        reloaded.validate(model, graph, "host")
+
+
+def test_the_int8_plan_keeps_the_digits_accuracy(digits):
+    """Every convolution int8 can take (the 1-channel first one and the classifier stay fp32), calibrated on
+    training images: top-1 on the test split within half a point of onnxruntime's fp32 model."""
+    task, model, graph = digits
+    session = onnxruntime_session(task.model)
+    reference = task.top1(lambda feed: session.run(None, feed)[0])
+    for method in ("minmax", "percentile"):
+        plan = Plan.uniform(model, graph, "host", INT8).calibrate(calibrate(model, task.calibration, method=method))
+        assert sum(c.strategy == INT8 for c in plan.nodes.values()) == 2
+        built = build_plan(model, plan, "host", graph)
+        assert task.top1(lambda feed: built.run(feed)[0]) >= reference - 0.005, method
+
+
+def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, tmp_path):
+    task, _, _ = digits
+    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=(),
+                      calibration_data=task.calibration)
+    offered = {o.name for node in result.space.nodes if node.is_tunable for o in node.options}
+    assert INT8 in offered
+    for name, choice in result.plan.nodes.items():
+        quantized = get_strategy(choice.strategy).precision == "int8"
+        assert (choice.quant is not None) == quantized, name
+    assert result.plan.provenance["calibration"]["method"] == "minmax"
+    session = onnxruntime_session(task.model)
+    assert task.top1(lambda feed: result.run(feed)[0]) >= task.top1(lambda feed: session.run(None, feed)[0]) - 0.005
+    plain = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=())
+    assert all(o.name != INT8 for node in plain.space.nodes for o in node.options)
