@@ -34,11 +34,11 @@ setup(
         "tornado>=6.0,<7",
         # the report's plots
         "matplotlib>=3.7,<4",
+        # calibration runs the fp32 model (with its intermediate tensors as outputs) in onnxruntime
+        "onnxruntime>=1.17,<1.32",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "onnxruntime>=1.17,<1.32"],
-        # PyTorch is optional for benchmarks: `pip install torch==2.13.0` takes the local CPU wheel here
-        "bench": ["onnxruntime>=1.17,<1.32"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3"],
     },
     entry_points={"console_scripts": ["tvm-dse=tvm_dse.cli:main"]},
 )

@@ -4,5 +4,5 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-${VIRTUAL_ENV:-$root/.venv}}
-"$root/scripts/install.sh" bench
+"$root/scripts/install.sh"
 exec "$venv/bin/tvm-dse" optimize "$@"

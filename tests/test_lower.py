@@ -61,7 +61,9 @@ def test_uniform_plans_match_onnxruntime(models, name):
 def test_random_plans_match_onnxruntime(models, name, seed):
     model, graph = models[name]
     rng = random.Random(seed)
-    choices = {node.name: rng.choice(applicable_strategies(node.workload, HOST)).name for node in graph.nodes}
+    # fp32 only: onnxruntime is matched to rounding (quantized plans: tests/test_quant.py)
+    choices = {node.name: rng.choice([s for s in applicable_strategies(node.workload, HOST) if s.precision == "fp32"]).name
+               for node in graph.nodes}
     plan = Plan.create(model, HOST, choices)
     # joins meet in one of their producers' layouts, picked at random too
     output_layouts = {node.id: get_strategy(choices[node.name]).layouts(node.workload, HOST).output

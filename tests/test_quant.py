@@ -9,10 +9,12 @@ from tvm_dse.frontend import load_model
 from tvm_dse.graph import build_graph
 from tvm_dse.lower import build_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
-from tvm_dse.quant import ActivationQuant, Calibration, CalibrationError, calibrate
+from tvm_dse.errors import TvmDseError
+from tvm_dse.quant import AccuracyBound, ActivationQuant, Calibration, CalibrationError, calibrate
 from tvm_dse.quant.calibration import calibration_feeds
 from tvm_dse.strategies import get_strategy
-from tvm_dse.testing import digits_task, onnxruntime_session
+from tvm_dse.target import parse_target
+from tvm_dse.testing import digits_task, onnxruntime_session, relative_error
 
 INT8 = "spatial_pack_nchwc_int8"
 
@@ -113,3 +115,112 @@ def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, tmp_p
     assert task.top1(lambda feed: result.run(feed)[0]) >= task.top1(lambda feed: session.run(None, feed)[0]) - 0.005
     plain = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=())
     assert all(o.name != INT8 for node in plain.space.nodes for o in node.options)
+
+
+def test_an_accuracy_bounded_plan_is_measured_within_its_bound(digits, tmp_path):
+    task, _, _ = digits
+    bound = AccuracyBound(task.images, task.labels, max_loss=0.005)
+    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=("exact",),
+                      calibration_data=task.calibration, accuracy=bound)
+    accuracy = result.report["accuracy"]
+    session = onnxruntime_session(task.model)
+    assert accuracy["fp32_score"] == task.top1(lambda feed: session.run(None, feed)[0])
+    assert accuracy["plan_score"] == task.top1(lambda feed: result.run(feed)[0])  # measured on the built plan
+    assert accuracy["loss"] <= 0.005
+    assert set(accuracy["sensitivity"]["nodes"]) == {"conv2", "conv3"}  # the nodes int8 applies to
+    losses = {n.name: o.accuracy_loss for n in result.space.nodes for o in n.options if o.name == INT8}
+    assert losses == {name: row["loss"] for name, row in accuracy["sensitivity"]["nodes"].items()}
+    assert accuracy["estimated_loss"] == pytest.approx(sum(losses[n] for n in accuracy["quantized_nodes"]))
+
+
+def test_a_plan_losing_more_than_its_estimate_is_searched_again(digits, tmp_path):
+    """A metric no single int8 node fails but two together do: the summed per-layer estimate (zero) passes
+    the plan, its measured score does not, and the search runs again until the built plan keeps the bound."""
+    task, model, graph = digits
+    calibration = calibrate(model, task.calibration)
+    feeds = calibration_feeds(model, task.images[:40])
+    base = Plan.uniform(model, graph, "host", "spatial_pack_nchwc")
+    reference = [build_plan(model, base, "host", graph).run(f)[0] for f in feeds]
+
+    def deviation(choices):
+        plan = Plan.uniform(model, graph, "host", "spatial_pack_nchwc")
+        for name in choices:
+            plan.nodes[name] = NodeChoice(INT8)
+        built = build_plan(model, plan.calibrate(calibration), "host", graph)
+        return max(float(np.abs(built.run(f)[0] - r).max()) for f, r in zip(feeds, reference))
+
+    alone = max(deviation(["conv2"]), deviation(["conv3"]))
+    together = deviation(["conv2", "conv3"])
+    assert together > alone
+    threshold = (alone + together) / 2
+
+    def faithful(outputs, labels):  # 1 while the logits stay within the threshold of fp32's
+        return float(max(float(np.abs(o[0] - r).max()) for o, r in zip(outputs, reference)) <= threshold)
+
+    bound = AccuracyBound(task.images[:40], metric=faithful, max_loss=0.5)
+    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=(),
+                      calibration_data=task.calibration, accuracy=bound, searcher="exact")
+    accuracy = result.report["accuracy"]
+    assert accuracy["metric"] == "faithful" and accuracy["plan_score"] == 1.0
+    assert all(row["loss"] == 0.0 for row in accuracy["sensitivity"]["nodes"].values())
+    assert len(accuracy["quantized_nodes"]) < 2
+    tried = accuracy["plans_tried"]
+    assert tried[-1]["score"] == 1.0 and all(t["score"] == 0.0 for t in tried[:-1])
+    assert all(len(t["quantized_nodes"]) == 2 for t in tried[:-1])  # only the pair fails
+    assert len(tried) == accuracy["searches"]
+
+
+def test_accuracy_bounds_are_checked(digits):
+    task, _, _ = digits
+    with pytest.raises(TvmDseError, match="top1 metric needs labels"):
+        AccuracyBound(task.images)
+    with pytest.raises(TvmDseError, match="unknown metric 'f1'"):
+        AccuracyBound(task.images, task.labels, metric="f1")
+    with pytest.raises(TvmDseError, match="an accuracy bound needs calibration_data"):
+        optimize(task.model, show_progress=False, accuracy=AccuracyBound(task.images, task.labels))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_mixed_precision_plans_stay_close_to_onnxruntime(seed):
+    """Every node on a random applicable strategy, int8 ones included, joins in random producer layouts:
+    the outputs stay within the quantization error of onnxruntime's fp32 ones on calibrated data."""
+    import random
+
+    from tvm_dse.strategies import applicable_strategies
+
+    model = load_model("zoo:resnet18-small")
+    graph = build_graph(model)
+    feeds = [model.random_feed(s) for s in range(3)]
+    rng = random.Random(seed)
+    choices = {node.name: rng.choice(applicable_strategies(node.workload, parse_target("host"))).name
+               for node in graph.nodes}
+    assert any(name == INT8 for name in choices.values())
+    plan = Plan.create(model, "host", choices).calibrate(calibrate(model, feeds))
+    built = build_plan(model, plan, "host", graph)
+    session = onnxruntime_session(model.onnx_model)
+    for feed in feeds:
+        expected = session.run(None, feed)[0]
+        assert relative_error(built.run(feed)[0], expected) <= 0.05
+
+
+def test_the_optimize_command_takes_calibration_and_accuracy_data(digits, tmp_path, capsys):
+    import onnx
+
+    from tvm_dse.cli import main
+
+    task, _, _ = digits
+    onnx.save(task.model, tmp_path / "digits.onnx")
+    np.save(tmp_path / "calibration.npy", task.calibration)
+    np.savez(tmp_path / "accuracy.npz", image=task.images[:60], labels=task.labels[:60])
+    out = tmp_path / "out"
+    assert main(["optimize", str(tmp_path / "digits.onnx"), "--logs", str(tmp_path / "logs"), "--cold",
+                 "--calibration-data", str(tmp_path / "calibration.npy"), "--accuracy-data",
+                 str(tmp_path / "accuracy.npz"), "--max-accuracy-loss", "0.01", "--out", str(out)]) == 0
+    assert "top-1 " in capsys.readouterr().out
+    plan = Plan.load(out / "plan.json")
+    assert plan.provenance["calibration"]["batches"] == len(task.calibration)
+    assert "## Accuracy" in (out / "report.md").read_text()
+    np.savez(tmp_path / "unlabelled.npz", image=task.images[:4])
+    assert main(["optimize", str(tmp_path / "digits.onnx"), "--calibration-data", str(tmp_path / "calibration.npy"),
+                 "--accuracy-data", str(tmp_path / "unlabelled.npz"), "--out", str(out)]) == 2
+    assert "no 'labels' array" in capsys.readouterr().err

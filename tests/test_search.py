@@ -116,6 +116,54 @@ def test_exact_under_a_memory_bound_is_the_brute_force_bounded_optimum(small_spa
         assert expected >= unbounded
 
 
+def _with_accuracy_losses(space, seed=0):
+    """A copy of ``space`` where about half the tunable options lose some accuracy (as int8 ones would)."""
+    space = copy.deepcopy(space)
+    rng = np.random.default_rng(seed)
+    for node in space.nodes:
+        if node.is_tunable:
+            for option in node.options:
+                option.accuracy_loss = float(rng.uniform(0, 0.01)) if rng.random() < 0.5 else 0.0
+    return space
+
+
+def _plan_losses(space):
+    plans, costs, _ = enumerate_plans(space)
+    losses = np.zeros(len(plans))
+    for index, node in enumerate(space.nodes):
+        losses += np.array([o.accuracy_loss for o in node.options])[plans[:, index]]
+    return costs, losses
+
+
+def test_exact_under_an_accuracy_bound_is_the_brute_force_bounded_optimum(small_space):
+    space = _with_accuracy_losses(small_space)
+    costs, losses = _plan_losses(space)
+    unbounded_loss = float(losses[int(np.argmin(costs))])
+    assert unbounded_loss > 0  # so half of it binds
+    for limit in (0.0, unbounded_loss / 2):
+        expected = float(np.min(np.where(losses <= limit + 1e-12, costs, math.inf)))
+        if math.isinf(expected):
+            with pytest.raises(NoFeasiblePlan, match="losing at most"):
+                ExactSearcher().search(space, accuracy_loss_limit=limit)
+            continue
+        result = ExactSearcher().search(space, accuracy_loss_limit=limit)
+        assert space.accuracy_loss(result.assignment) <= limit + 1e-9
+        assert result.cost_ms == pytest.approx(expected, rel=1e-9)
+        assert result.cost_ms > float(np.min(costs))
+
+
+@pytest.mark.parametrize("name", searcher_names())
+def test_every_searcher_respects_the_accuracy_bound(name, small_space):
+    space = _with_accuracy_losses(small_space, seed=1)
+    limit = float(np.quantile(_plan_losses(space)[1], 0.3))
+    try:
+        result = get_searcher(name).search(space, Budget(max_evaluations=500), seed=1, accuracy_loss_limit=limit)
+    except NoFeasiblePlan:
+        assert name in ("greedy", "uniform")  # they price one fixed plan each, blind to accuracy
+        return
+    assert space.accuracy_loss(result.assignment) <= limit
+
+
 def test_exact_raises_when_no_plan_fits_the_memory_bound(small_space):
     _, _, memories = enumerate_plans(small_space)
     with pytest.raises(NoFeasiblePlan, match="within"):

@@ -125,17 +125,33 @@ def _command_optimize(args: argparse.Namespace) -> int:
     if args.tracker and not args.key:
         raise TvmDseError("--tracker needs --key: the key the boards registered under")
     rpc = {"tracker": args.tracker, "key": args.key} if args.tracker else args.rpc
+    accuracy = None
+    if args.accuracy_data:
+        import numpy as np
+
+        from .quant import AccuracyBound
+
+        with np.load(args.accuracy_data) as data:
+            if "labels" not in data.files:
+                raise TvmDseError(f"{args.accuracy_data} has no 'labels' array (top-1 needs one label per sample)")
+            inputs = {name: data[name] for name in data.files if name != "labels"}
+            accuracy = AccuracyBound(inputs, data["labels"], max_loss=args.max_accuracy_loss)
     print(f"optimizing {args.model} for {args.target} with {args.searcher}"
           + (f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"), flush=True)
     result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
                       memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
                       logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
                       calibration_data=args.calibration_data, calibration_method=args.calibration_method,
+                      accuracy=accuracy,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
     report = result.report
     print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
           f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
           f"(relative error {report['validation']['relative_error_vs_tvm_default']:.1e})")
+    if report.get("accuracy"):
+        accuracy_row = report["accuracy"]
+        print(f"top-1 {accuracy_row['plan_score']:.4f} (fp32 {accuracy_row['fp32_score']:.4f}); int8 nodes: "
+              f"{', '.join(accuracy_row['quantized_nodes']) or 'none'}")
     for row in report["comparison"]:
         gap = row.get("gap_percent")
         print(f"  {row['searcher']:10s} {row['cost_ms']:9.3f} ms predicted"
@@ -330,6 +346,11 @@ def make_parser() -> argparse.ArgumentParser:
                                "calibrates the model and lets the search choose int8 strategies")
     optimize.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
                           help="how activation ranges are taken from the calibration data (default: minmax)")
+    optimize.add_argument("--accuracy-data", metavar="FILE.npz",
+                          help="labelled data (arrays by input name, samples along axis 0, and 'labels'): the "
+                               "plan's top-1 may lose at most --max-accuracy-loss against fp32")
+    optimize.add_argument("--max-accuracy-loss", type=float, default=0.005, metavar="LOSS",
+                          help="largest top-1 loss of a plan with int8 nodes (default: 0.005, half a point)")
     optimize.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
     optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
     optimize.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,7 @@ from .graph import DseGraph, build_graph
 from .lower import build_plan
 from .measure import Builder, LocalRunner, MeasureSettings, RPCRunner, Runner
 from .plan import Plan
+from .quant.accuracy import AccuracyBound
 from .quant.calibration import CalibrationData, calibrate, calibration_feeds
 from .strategies import get_strategy
 from .space import DesignSpace
@@ -128,12 +129,16 @@ def _measure_whole_model(built: BuiltModel, feed: Mapping[str, np.ndarray], runn
     return outputs, Timing.from_seconds(list(evaluator(*arguments).results)), board
 
 
+def _quantized_nodes(plan: Plan) -> list[str]:
+    return [name for name, choice in plan.nodes.items() if get_strategy(choice.strategy).precision != "fp32"]
+
+
 def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[str, str] | None = None,
              searcher: str = "qlearning", budget: Any = None, memory_limit: float | None = None,
              out_dir: str | Path | None = None, input_shapes: InputShapes | None = None,
              logs: str | Path | TuningLogs | None = None, shipped_logs: bool = True, tune_trials: int = 0,
              top_k: int | None = None, calibration_data: CalibrationData | None = None,
-             calibration_method: str = "minmax",
+             calibration_method: str = "minmax", accuracy: AccuracyBound | None = None,
              settings: MeasureSettings | None = None,
              compare_searchers: Sequence[str] = ("exact", "greedy", "random", "uniform"),
              seed: int = 0, repeat: int = 10, show_progress: bool = True) -> OptimizeResult:
@@ -176,10 +181,16 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         applicable strategy.
     calibration_data
         Inputs representative of the model's use (see :func:`tvm_dse.quant.calibrate`): when given, the
-        model is calibrated on them and int8 strategies join the space; the search then picks int8 where it
-        is faster (no accuracy bound yet), and the plan records each int8 node's input quantization.
+        model is calibrated on them and int8 strategies join the space; the search picks int8 where it is
+        faster (within ``accuracy``'s bound when given), and the plan records each int8 node's input
+        quantization.
     calibration_method
         ``"minmax"`` or ``"percentile"`` (99.99th).
+    accuracy
+        With calibration data: the metric, labelled data and largest loss against the fp32 model a plan
+        may have (:class:`tvm_dse.quant.AccuracyBound`). Each quantizable node's loss is measured alone
+        (a build per node), the search keeps the summed losses within the bound, and the built plan's
+        own score is checked: if it loses more, the search runs again under a tighter bound.
     settings
         How kernels are timed (see :class:`tvm_dse.measure.MeasureSettings`).
     compare_searchers
@@ -231,12 +242,31 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
                           show_progress=show_progress, precisions=precisions)
     timings["measure_s"] = time.perf_counter() - clock
 
+    sensitivity, accuracy_limit = None, None
+    if accuracy is not None:
+        if calibration is None:
+            raise TvmDseError("an accuracy bound needs calibration_data: without it no node is quantized")
+        if not dse_target.runs_on_host:
+            raise TvmDseError(f"accuracy is measured by running plans on this machine; {dse_target.key} does not "
+                              "run here")
+        from .quant.sensitivity import measure_sensitivity
+
+        clock = time.perf_counter()
+        sensitivity = measure_sensitivity(imported, graph, space, dse_target, calibration, accuracy, show_progress)
+        sensitivity.apply(space)
+        accuracy_limit = accuracy.max_loss
+        timings["sensitivity_s"] = time.perf_counter() - clock
+
     if isinstance(budget, int):
         budget = Budget(max_evaluations=budget)
     limit_bytes = int(memory_limit * 2**20) if memory_limit is not None else None
+
+    def search_space() -> Any:
+        return get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
+                                             show_progress=show_progress, accuracy_loss_limit=accuracy_limit)
+
     clock = time.perf_counter()
-    chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
-                                          show_progress=show_progress)
+    chosen = search_space()
     timings["search_s"] = time.perf_counter() - clock
     tuned = []
     if tune_trials > 0:
@@ -249,24 +279,53 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         # the space again, now with the tuned kernels (everything else comes from the store)
         space = measure_space(imported, graph, dse_target, runner, measurement_store, builder, strategies,
                               show_progress=show_progress, precisions=precisions)
-        chosen = get_searcher(searcher).search(space, budget, memory_limit_bytes=limit_bytes, seed=seed,
-                                              show_progress=show_progress)
-    comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
-                         memory_limit_bytes=limit_bytes) if compare_searchers else []
+        if sensitivity is not None:
+            sensitivity.apply(space)
+        chosen = search_space()
 
-    plan = plan_from_assignment(space, chosen.assignment, imported, dse_target, searcher=searcher,
-                                budget=(budget.to_dict() if budget is not None else "default"))
+    def make_plan() -> Plan:
+        plan = plan_from_assignment(space, chosen.assignment, imported, dse_target, searcher=searcher,
+                                    budget=(budget.to_dict() if budget is not None else "default"))
+        if calibration is not None:
+            plan.calibrate(calibration)
+            plan.provenance["calibration"] = calibration.to_dict()
+        return plan
+
+    clock = time.perf_counter()
+    plan = make_plan()
+    built = build_plan(imported, plan, dse_target, graph)
+    accuracy_report = None
+    if accuracy is not None and sensitivity is not None:
+        score = accuracy.score(imported, built.run)
+        tried = [{"quantized_nodes": _quantized_nodes(plan), "score": score}]
+        while sensitivity.fp32_score - score > accuracy.max_loss and _quantized_nodes(plan):
+            # the per-layer losses, summed, underestimated this plan's: search again under a tighter bound
+            estimated = space.accuracy_loss(chosen.assignment)
+            if estimated > 0:
+                accuracy_limit = estimated / 2
+            else:  # its quantized nodes each lose nothing alone, only together: no quantization left
+                space = space.restricted(lambda node, option: get_strategy(option.name).precision == "fp32")
+            chosen = search_space()
+            plan = make_plan()
+            built = build_plan(imported, plan, dse_target, graph)
+            score = accuracy.score(imported, built.run)
+            tried.append({"quantized_nodes": _quantized_nodes(plan), "score": score})
+        accuracy_report = {"metric": accuracy.metric_name, "max_loss": accuracy.max_loss,
+                           "fp32_score": sensitivity.fp32_score, "plan_score": score,
+                           "loss": sensitivity.fp32_score - score,
+                           "estimated_loss": space.accuracy_loss(chosen.assignment), "searches": len(tried),
+                           "plans_tried": tried,
+                           "quantized_nodes": _quantized_nodes(plan), "sensitivity": sensitivity.to_dict()}
+        plan.metrics.update(accuracy_loss=accuracy_report["loss"], accuracy_metric=accuracy.metric_name)
+    timings["build_s"] = time.perf_counter() - clock
+    comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
+                         memory_limit_bytes=limit_bytes, accuracy_loss_limit=accuracy_limit) if compare_searchers else []
+
     bound = VALIDATION_BOUND
     feed = imported.random_feed(seed=seed)
-    if calibration is not None:
-        plan.calibrate(calibration)
-        plan.provenance["calibration"] = calibration.to_dict()
-        if any(get_strategy(c.strategy).precision != "fp32" for c in plan.nodes.values()):
-            # quantized nodes are checked on data in their calibrated range, against a looser bound
-            bound, feed = QUANTIZED_VALIDATION_BOUND, calibration_inputs[0]
-    clock = time.perf_counter()
-    built = build_plan(imported, plan, dse_target, graph)
-    timings["build_s"] = time.perf_counter() - clock
+    if _quantized_nodes(plan):
+        # quantized nodes are checked on data in their calibrated range, against a looser bound
+        bound, feed = QUANTIZED_VALIDATION_BOUND, calibration_inputs[0]
 
     baseline_outputs = build_baseline(imported, "host").run(feed)
     outputs, latency, board = _measure_whole_model(built, feed, runner, repeat, workdir)
@@ -280,7 +339,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     from .report import build_report
 
     report = build_report(imported, graph, dse_target, plan, space, chosen, comparison, latency, error, timings,
-                          tuned, top_k)
+                          tuned, top_k, accuracy_report)
     result = OptimizeResult(imported, graph, dse_target, plan, built, space, chosen, report)
     if out_dir is not None:
         result.save(out_dir)

@@ -19,10 +19,11 @@ MB = 2**20
 
 def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, space: DesignSpace, search: Any,
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
-                 timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None) -> dict[str, Any]:
+                 timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None,
+                 accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
-    chose them."""
+    chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -49,6 +50,7 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
                     "measured": t.measured, "default_ms": t.default.median_ms if t.default and t.default.ok else None,
                     "best_ms": t.best.median_ms if t.best else None} for t in tuned],
         "top_k": top_k,
+        "accuracy": accuracy,
     }
 
 
@@ -81,6 +83,16 @@ def markdown(report: dict[str, Any]) -> str:
             best = "-" if row["best_ms"] is None else f"{row['best_ms']:.3f}"
             lines.append(f"| {row['workload']} | {row['strategy']} | {row['trials']} ({row['measured']}) | "
                          f"{default} | {best} |")
+    accuracy = report.get("accuracy")
+    if accuracy:
+        lines += ["", "## Accuracy", "",
+                  f"- {accuracy['metric']}: fp32 {accuracy['fp32_score']:.4f}, this plan {accuracy['plan_score']:.4f} "
+                  f"(loss {accuracy['loss']:.4f}, bound {accuracy['max_loss']:g}, estimated from per-layer losses "
+                  f"{accuracy['estimated_loss']:.4f}; {accuracy['searches']} search(es))",
+                  f"- Quantized nodes: {', '.join(accuracy['quantized_nodes']) or 'none'}", "",
+                  "| node | score with this node alone int8 | loss |", "|---|---|---|"]
+        for name, row in accuracy["sensitivity"]["nodes"].items():
+            lines.append(f"| {name} | {row['score']:.4f} | {row['loss']:.4f} |")
     lines += ["", "## Chosen strategy per node", "",
               "| node | workload | strategy | ms | layouts | fastest alone |", "|---|---|---|---|---|---|"]
     for node in report["nodes"]:

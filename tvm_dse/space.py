@@ -33,6 +33,7 @@ class Option:
     weight_bytes: int = 0
     workspace_bytes: int = 0
     decisions: dict[str, Any] | None = None
+    accuracy_loss: float = 0.0  # the user metric's loss when this option alone replaces the fp32 one
 
 
 @dataclass
@@ -122,6 +123,11 @@ class DesignSpace:
         """Predicted latency (ms) of the plan: node latencies plus conversions (inf if infeasible)."""
         self.check(assignment)
         return self.node_cost(assignment) + self.transform_cost(assignment)
+
+    def accuracy_loss(self, assignment: Sequence[int]) -> float:
+        """The plan's estimated accuracy loss: the sum of its options' losses (each measured alone)."""
+        self.check(assignment)
+        return sum(node.options[choice].accuracy_loss for node, choice in zip(self.nodes, assignment))
 
     def peak_memory(self, assignment: Sequence[int]) -> int:
         """Bytes: every node's transformed weights + the largest workspace + the largest input+output pair."""

@@ -91,7 +91,8 @@ def get_searcher(name: str, **params: Any) -> Searcher:
 
 
 def compare(space: DesignSpace, searchers: Sequence[str | Searcher] | None = None, budget: Budget | None = None,
-            seed: int | None = None, memory_limit_bytes: float | None = None) -> list[dict[str, Any]]:
+            seed: int | None = None, memory_limit_bytes: float | None = None,
+            accuracy_loss_limit: float | None = None) -> list[dict[str, Any]]:
     """Run several searchers on one space at the same budget, seed and memory limit, for reports.
 
     Parameters
@@ -102,7 +103,7 @@ def compare(space: DesignSpace, searchers: Sequence[str | Searcher] | None = Non
         Names or instances; all registered searchers by default.
     budget
         The budget every searcher gets; :func:`default_budget` of the space by default.
-    seed, memory_limit_bytes
+    seed, memory_limit_bytes, accuracy_loss_limit
         As for :meth:`Searcher.search`.
 
     Returns
@@ -118,11 +119,13 @@ def compare(space: DesignSpace, searchers: Sequence[str | Searcher] | None = Non
     results: list[SearchResult | NoFeasiblePlan] = []
     for searcher in instances:
         try:
-            results.append(searcher.search(space, budget, memory_limit_bytes, seed))
+            results.append(searcher.search(space, budget, memory_limit_bytes, seed,
+                                           accuracy_loss_limit=accuracy_loss_limit))
         except NoFeasiblePlan as error:
             results.append(error)
     proven = [r.cost_ms for r in results if isinstance(r, SearchResult) and r.info.get("optimal")]
-    optimum = proven[0] if proven else ExactSearcher().search(space, memory_limit_bytes=memory_limit_bytes).cost_ms
+    optimum = proven[0] if proven else ExactSearcher().search(space, memory_limit_bytes=memory_limit_bytes,
+                                                              accuracy_loss_limit=accuracy_loss_limit).cost_ms
     rows = []
     for searcher, result in zip(instances, results):
         if isinstance(result, NoFeasiblePlan):

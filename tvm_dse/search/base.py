@@ -165,13 +165,16 @@ class Evaluator:
         Plans whose ``space.peak_memory`` exceeds it price as infinite and are never the best.
     progress
         When given, advanced to the percentage of the budget spent, with the best cost so far.
+    accuracy_loss_limit
+        Plans whose ``space.accuracy_loss`` exceeds it price as infinite and are never the best.
     """
 
     def __init__(self, space: DesignSpace, budget: Budget, memory_limit_bytes: float | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, accuracy_loss_limit: float | None = None) -> None:
         self.space = space
         self.budget = budget
         self.memory_limit_bytes = memory_limit_bytes
+        self.accuracy_loss_limit = accuracy_loss_limit
         self._progress = progress
         self.evaluations = 0
         self.best_cost = math.inf
@@ -215,11 +218,14 @@ class Evaluator:
         return min(1.0, self.seconds / self.budget.max_seconds)
 
     def fits(self, assignment: Sequence[int]) -> bool:
-        """Whether the plan's peak memory is within the limit (always, without one); not an evaluation."""
-        return self.memory_limit_bytes is None or self.space.peak_memory(assignment) <= self.memory_limit_bytes
+        """Whether the plan's peak memory and accuracy loss are within their limits (always, without
+        them); not an evaluation."""
+        if self.memory_limit_bytes is not None and self.space.peak_memory(assignment) > self.memory_limit_bytes:
+            return False
+        return self.accuracy_loss_limit is None or self.space.accuracy_loss(assignment) <= self.accuracy_loss_limit
 
     def evaluate(self, assignment: Sequence[int]) -> float:
-        """Price one full plan: ``space.cost(assignment)``, or ``inf`` if it breaks the memory limit.
+        """Price one full plan: ``space.cost(assignment)``, or ``inf`` if it breaks a limit.
 
         Counts one evaluation and records the plan if it is the best so far.
         """
@@ -240,6 +246,8 @@ class Evaluator:
     def no_plan(self, searcher: str, reason: str) -> NoFeasiblePlan:
         """The error of a search that found no feasible plan, saying why and what it spent."""
         limit = "" if self.memory_limit_bytes is None else f" within {self.memory_limit_bytes:.0f} bytes"
+        if self.accuracy_loss_limit is not None:
+            limit += f" losing at most {self.accuracy_loss_limit:g} accuracy"
         return NoFeasiblePlan(f"{searcher}: no plan of finite cost{limit}: {reason}", self.evaluations, self.seconds)
 
     def result(self, searcher: str, info: dict[str, Any]) -> SearchResult:
@@ -280,7 +288,8 @@ class Searcher(abc.ABC):
     name: ClassVar[str]
 
     def search(self, space: DesignSpace, budget: Budget | None = None, memory_limit_bytes: float | None = None,
-               seed: int | None = None, show_progress: bool = False) -> SearchResult:
+               seed: int | None = None, show_progress: bool = False,
+               accuracy_loss_limit: float | None = None) -> SearchResult:
         """Find a low-latency plan of ``space`` within ``budget``.
 
         Parameters
@@ -296,6 +305,9 @@ class Searcher(abc.ABC):
             same result.
         show_progress
             Show a progress line (percentage of the budget spent, best cost so far) on stderr.
+        accuracy_loss_limit
+            Upper bound on ``space.accuracy_loss`` of the returned plan (the options' measured losses of
+            the user's metric, summed); ``None`` for none.
 
         Returns
         -------
@@ -315,10 +327,12 @@ class Searcher(abc.ABC):
             raise TypeError(f"budget must be a Budget or None, got {type(budget).__name__}")
         if memory_limit_bytes is not None:
             check_number("memory_limit_bytes", memory_limit_bytes, low=0, low_open=True)
+        if accuracy_loss_limit is not None:
+            check_number("accuracy_loss_limit", accuracy_loss_limit, low=0)
         if seed is not None:
             check_number("seed", seed, integer=True, low=0)
         progress = Progress(100, f"searching with {self.name} (% of budget)") if show_progress else None
-        evaluator = Evaluator(space, budget, memory_limit_bytes, progress)
+        evaluator = Evaluator(space, budget, memory_limit_bytes, progress, accuracy_loss_limit)
         info = self.explore(space, evaluator, np.random.default_rng(seed))
         return evaluator.result(self.name, info)
 
@@ -331,7 +345,8 @@ class Searcher(abc.ABC):
 
         It must stop when ``evaluator.exhausted`` (or, for an exact solver, when done, handing it
         ``evaluator.remaining_seconds`` as a time limit), draw every random number from ``rng`` (for
-        reproducibility), respect ``evaluator.memory_limit_bytes`` as far as its method allows, and never
+        reproducibility), respect ``evaluator.memory_limit_bytes`` and ``evaluator.accuracy_loss_limit`` as far
+        as its method allows, and never
         modify ``space`` (copy what it needs to change). Reading the space's option latencies and edge costs
         to build partial costs is allowed; only full plans count as evaluations.
 

@@ -88,6 +88,9 @@ class _Program:
                                   -np.inf, np.inf)
         self.latency_row = add_row([(c, latency[c]) for c in range(n_x) if math.isfinite(latency[c])]
                                    + [(n_x + k, cost) for k, cost in enumerate(pair_costs)], -np.inf, np.inf)
+        losses = [(c, option.accuracy_loss) for c, option in enumerate(o for node in space.nodes for o in node.options)
+                  if option.accuracy_loss]
+        self.accuracy_row = add_row(losses, -np.inf, np.inf) if losses else None
 
         n = self.w_col + 1
         self.matrix = coo_array((values, (rows, cols)), shape=(len(lower), n)).tocsr()
@@ -121,9 +124,12 @@ class _Program:
                 add_row(positive + free + [(source + p, 1.0)], -np.inf, 0.0)
 
     def solve(self, objective: str, memory_limit: float | None = None, latency_limit: float | None = None,
-              time_limit: float | None = None, mip_rel_gap: float = 0.0) -> tuple[list[int] | None, str, bool]:
+              time_limit: float | None = None, mip_rel_gap: float = 0.0,
+              accuracy_loss_limit: float | None = None) -> tuple[list[int] | None, str, bool]:
         """Minimize "latency" or "memory" under optional bounds: (assignment or None, status, proven optimal)."""
         upper = self.upper.copy()
+        if accuracy_loss_limit is not None and self.accuracy_row is not None:
+            upper[self.accuracy_row] = accuracy_loss_limit
         if memory_limit is not None:
             # peak memory is an integer number of bytes: flooring the bound keeps solver tolerances harmless
             upper[self.memory_row] = math.floor(memory_limit) - self.live
@@ -175,7 +181,7 @@ class ExactSearcher(Searcher):
     def explore(self, space: DesignSpace, evaluator: Evaluator, rng: np.random.Generator) -> dict[str, Any]:
         assignment, status, optimal = _Program(space).solve(
             "latency", evaluator.memory_limit_bytes, time_limit=evaluator.remaining_seconds,
-            mip_rel_gap=self.mip_rel_gap)
+            mip_rel_gap=self.mip_rel_gap, accuracy_loss_limit=evaluator.accuracy_loss_limit)
         if assignment is None:
             raise evaluator.no_plan(self.name, status)
         evaluator.evaluate(assignment)
