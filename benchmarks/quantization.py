@@ -89,11 +89,12 @@ def main() -> int:
     plans = {"fp32 plan": tvm_dse.optimize(digits, logs=logs, compare_searchers=(), show_progress=False)}
     from tvm_dse.graph import build_graph
     from tvm_dse.lower import build_plan
-    from tvm_dse.plan import Plan
     from tvm_dse.quant import calibrate
+    from tvm_dse.quant.sensitivity import int8_plan
+    from tvm_dse.target import parse_target
 
     graph = build_graph(digits)
-    every = Plan.uniform(digits, graph, "host", "spatial_pack_nchwc_int8").calibrate(calibrate(digits, task.calibration))
+    every = int8_plan(digits, graph, parse_target("host"), calibrate(digits, task.calibration))
     plans["every int8-capable node int8"] = build_plan(digits, every, "host", graph)
     bounded = tvm_dse.optimize(digits, logs=logs, compare_searchers=(), show_progress=False,
                                calibration_data=task.calibration,

@@ -10,7 +10,7 @@ from tvm_dse.layouts import Layout
 from tvm_dse.strategies import build_kernel, get_strategy
 from tvm_dse.testing import relative_error
 from tvm_dse.testing.board import free_port, load_cluster
-from tvm_dse.testing.conformance import CASES, FP32_BOUND, input_quant, random_operands, strategy_reference
+from tvm_dse.testing.conformance import CASES, bound, input_quant, random_operands, strategy_reference
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 
@@ -18,7 +18,8 @@ pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 @pytest.mark.parametrize("strategy, case_id, target", [
     ("spatial_pack_nchwc", "3x3_s1_batch2", "rpi4"), ("direct_nhwc", "7x7_s2_rgb", "rpi4"),
     ("direct_nchw", "3x3_s3_asym_pad", "rpi4"),
-    ("spatial_pack_nchwc_int8", "3x3_s1_batch2", "rpi5")])  # sdot (+dotprod), run by the emulated CPU
+    # sdot (+dotprod) and fp16 arithmetic (+fullfp16), run by the emulated CPU
+    ("spatial_pack_nchwc_int8", "3x3_s1_batch2", "rpi5"), ("spatial_pack_nchwc_fp16", "3x3_s1_batch2", "rpi5")])
 def test_cross_compiled_strategy_matches_on_the_board(emulated_boards, tmp_path, strategy, case_id, target):
     case = next(c for c in CASES if c.id == case_id)
     operands = random_operands(case.workload, case.epilogue)
@@ -35,7 +36,7 @@ def test_cross_compiled_strategy_matches_on_the_board(emulated_boards, tmp_path,
     output = Layout.parse(built.strategy.layouts(case.workload, built.target).output).to_nchw(arguments[-1].numpy())
     expected = strategy_reference(built_strategy, built.target, **operands, workload=case.workload,
                                   epilogue=case.epilogue)
-    assert relative_error(output, expected) <= FP32_BOUND
+    assert relative_error(output, expected) <= bound(built_strategy, built.target)
     assert np.abs(expected).max() > 0
 
 

@@ -11,8 +11,8 @@ from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
 from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
 from tvm_dse.strategies.kernel import kernel_prim_func
 from tvm_dse.target import parse_target
-from tvm_dse.testing.conformance import (CASES, FP32_BOUND, check_strategy, input_quant, random_operands, reference_output,
-                                        strategy_reference)
+from tvm_dse.testing.conformance import (CASES, FP32_BOUND, bound, check_strategy, input_quant, random_operands,
+                                        reference_output, strategy_reference)
 from tvm_dse.testing import relative_error
 
 HOST = parse_target("host")
@@ -26,7 +26,7 @@ def test_conformance(strategy, case):
     if isinstance(outcome, str):
         assert outcome, f"{strategy.name} declined {case.id} without a reason"
     else:
-        assert outcome <= FP32_BOUND, f"{strategy.name} on {case.id}: relative error {outcome:.2e}"
+        assert outcome <= bound(strategy, HOST), f"{strategy.name} on {case.id}: relative error {outcome:.2e}"
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
@@ -50,7 +50,7 @@ def test_sampled_decisions_stay_correct(strategy, case):
     seed = 1 + CASES.index(case)
     sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed,
                            quant=input_quant(strategy, operands["data"]))
-    assert relative_error(sampled.run(**operands), reference) <= FP32_BOUND, sampled.decisions
+    assert relative_error(sampled.run(**operands), reference) <= bound(strategy, HOST), sampled.decisions
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])

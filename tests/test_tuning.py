@@ -10,7 +10,7 @@ from tvm_dse.errors import TvmDseError
 from tvm_dse.measure import Candidate, LocalRunner, MeasureSettings, Record, RPCRunner, measure_candidates
 from tvm_dse.strategies import all_strategies, get_strategy
 from tvm_dse.target import parse_target
-from tvm_dse.testing.conformance import CASES, FP32_BOUND, check_strategy
+from tvm_dse.testing.conformance import CASES, bound, check_strategy
 from tvm_dse.tuning import TuningLogs, kernel_records, tune_kernel
 from tvm_dse.workload import Workload
 
@@ -36,7 +36,7 @@ def test_every_strategy_tunes_and_its_tuned_kernel_is_correct(name, tmp_path):
     assert result.default.ok and result.best.median_ms <= result.default.median_ms
     decisions = {json.dumps(r.decisions, sort_keys=True) for r in store.records()}
     assert len(decisions) == result.trials  # every trial a distinct set of the strategy's decisions
-    assert check_strategy(strategy, case, HOST, result.best.decisions) <= FP32_BOUND
+    assert check_strategy(strategy, case, HOST, result.best.decisions) <= bound(strategy, HOST)
 
 
 def test_a_second_tuning_run_measures_nothing_and_a_larger_budget_continues(tmp_path):

@@ -142,7 +142,7 @@ def _command_optimize(args: argparse.Namespace) -> int:
                       memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
                       logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
                       calibration_data=args.calibration_data, calibration_method=args.calibration_method,
-                      accuracy=accuracy,
+                      accuracy=accuracy, precisions=args.precisions.split(",") if args.precisions else None,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
     report = result.report
     print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
@@ -344,6 +344,9 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calibration-data", metavar="FILE",
                           help="representative inputs (.npy samples along axis 0, or .npz arrays by input name): "
                                "calibrates the model and lets the search choose int8 strategies")
+    optimize.add_argument("--precisions", metavar="P,P,...",
+                          help="precisions the plan may use among fp32, int8, fp16 (default: fp32, and int8 "
+                               "with --calibration-data)")
     optimize.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
                           help="how activation ranges are taken from the calibration data (default: minmax)")
     optimize.add_argument("--accuracy-data", metavar="FILE.npz",

@@ -28,6 +28,7 @@ from .plan import Plan
 from .quant.accuracy import AccuracyBound
 from .quant.calibration import CalibrationData, calibrate, calibration_feeds
 from .strategies import get_strategy
+from .strategies.base import PRECISIONS
 from .space import DesignSpace
 from .target import DseTarget, TargetLike, parse_target
 from .testing import relative_error
@@ -139,6 +140,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
              logs: str | Path | TuningLogs | None = None, shipped_logs: bool = True, tune_trials: int = 0,
              top_k: int | None = None, calibration_data: CalibrationData | None = None,
              calibration_method: str = "minmax", accuracy: AccuracyBound | None = None,
+             precisions: Sequence[str] | None = None,
              settings: MeasureSettings | None = None,
              compare_searchers: Sequence[str] = ("exact", "greedy", "random", "uniform"),
              seed: int = 0, repeat: int = 10, show_progress: bool = True) -> OptimizeResult:
@@ -186,9 +188,12 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         quantization.
     calibration_method
         ``"minmax"`` or ``"percentile"`` (99.99th).
+    precisions
+        The precisions the space may use (``"fp32"``, ``"int8"``, ``"fp16"``): default fp32, and int8 with
+        calibration data (which int8 needs).
     accuracy
-        With calibration data: the metric, labelled data and largest loss against the fp32 model a plan
-        may have (:class:`tvm_dse.quant.AccuracyBound`). Each quantizable node's loss is measured alone
+        With a reduced precision in the space: the metric, labelled data and largest loss against the fp32
+        model a plan may have (:class:`tvm_dse.quant.AccuracyBound`). Each quantizable node's loss is measured alone
         (a build per node), the search keeps the summed losses within the bound, and the built plan's
         own score is checked: if it loses more, the search runs again under a tighter bound.
     settings
@@ -233,19 +238,25 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         strategies = promising_strategies([v.workload for v in graph.nodes], dse_target, measurement_store.records(),
                                           top_k, seed=seed)
     calibration, calibration_inputs = None, []
-    precisions = ("fp32",)
+    if precisions is None:
+        precisions = ("fp32", "int8") if calibration_data is not None else ("fp32",)
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown or "fp32" not in precisions:
+        raise TvmDseError(f"precisions must include fp32 and be among {', '.join(PRECISIONS)}; got {list(precisions)}")
+    if "int8" in precisions and calibration_data is None:
+        raise TvmDseError("int8 needs calibration_data: the activations' ranges come from it")
     if calibration_data is not None:
         calibration_inputs = calibration_feeds(imported, calibration_data)  # an iterator is read once
         calibration = calibrate(imported, calibration_inputs, calibration_method)
-        precisions = ("fp32", "int8")
     space = measure_space(imported, graph, dse_target, runner, measurement_store, builder, strategies,
                           show_progress=show_progress, precisions=precisions)
     timings["measure_s"] = time.perf_counter() - clock
 
     sensitivity, accuracy_limit = None, None
     if accuracy is not None:
-        if calibration is None:
-            raise TvmDseError("an accuracy bound needs calibration_data: without it no node is quantized")
+        if len(precisions) == 1:
+            raise TvmDseError("an accuracy bound needs a reduced precision to bound: give calibration_data "
+                              "(int8) or precisions with fp16")
         if not dse_target.runs_on_host:
             raise TvmDseError(f"accuracy is measured by running plans on this machine; {dse_target.key} does not "
                               "run here")
@@ -324,8 +335,9 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     bound = VALIDATION_BOUND
     feed = imported.random_feed(seed=seed)
     if _quantized_nodes(plan):
-        # quantized nodes are checked on data in their calibrated range, against a looser bound
-        bound, feed = QUANTIZED_VALIDATION_BOUND, calibration_inputs[0]
+        # reduced-precision nodes are checked against a looser bound, on data in the calibrated range
+        bound = QUANTIZED_VALIDATION_BOUND
+        feed = calibration_inputs[0] if calibration_inputs else feed
 
     baseline_outputs = build_baseline(imported, "host").run(feed)
     outputs, latency, board = _measure_whole_model(built, feed, runner, repeat, workdir)

@@ -112,12 +112,12 @@ class Plan:
         return cls.create(model, dse_target, choices, uniform=strategy, **provenance)
 
     def calibrate(self, calibration: "Calibration") -> "Plan":
-        """Give every node with a quantized strategy its input's quantization from ``calibration``
+        """Give every node with an int8 strategy its input's quantization from ``calibration``
         (in place; returns the plan)."""
         from .strategies import get_strategy
 
         for name, choice in self.nodes.items():
-            if get_strategy(choice.strategy).precision != "fp32":
+            if get_strategy(choice.strategy).precision == "int8":
                 choice.quant = calibration.quant(name).to_dict()
         return self
 
@@ -146,7 +146,7 @@ class Plan:
             if not applicability:
                 raise PlanError(f"node {node.name!r}: strategy {choice.strategy} does not apply "
                                 f"({applicability.reason})")
-            if strategy.precision != "fp32":
+            if strategy.precision == "int8":
                 if choice.quant is None:
                     raise PlanError(f"node {node.name!r}: {strategy.precision} strategy {choice.strategy} needs its "
                                     "input's quantization (calibrate the model; see tvm_dse.quant.calibrate)")

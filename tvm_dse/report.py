@@ -90,9 +90,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"(loss {accuracy['loss']:.4f}, bound {accuracy['max_loss']:g}, estimated from per-layer losses "
                   f"{accuracy['estimated_loss']:.4f}; {accuracy['searches']} search(es))",
                   f"- Quantized nodes: {', '.join(accuracy['quantized_nodes']) or 'none'}", "",
-                  "| node | score with this node alone int8 | loss |", "|---|---|---|"]
-        for name, row in accuracy["sensitivity"]["nodes"].items():
-            lines.append(f"| {name} | {row['score']:.4f} | {row['loss']:.4f} |")
+                  "| node | precision | score with this node alone in it | loss |", "|---|---|---|---|"]
+        for name, by_precision in accuracy["sensitivity"]["nodes"].items():
+            for precision, row in by_precision.items():
+                lines.append(f"| {name} | {precision} | {row['score']:.4f} | {row['loss']:.4f} |")
     lines += ["", "## Chosen strategy per node", "",
               "| node | workload | strategy | ms | layouts | fastest alone |", "|---|---|---|---|---|---|"]
     for node in report["nodes"]:

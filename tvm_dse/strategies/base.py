@@ -26,7 +26,7 @@ from ..workload import Workload
 MAIN_BLOCK = "conv"
 PAD_BLOCK = "data_pad"
 ALGORITHMS = ("direct", "spatial_pack", "im2col", "gemm", "winograd", "depthwise", "grouped", "dense")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "fp16")
 
 Decisions = dict[str, Any]
 

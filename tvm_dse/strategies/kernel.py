@@ -111,7 +111,7 @@ def strategy_compute(strategy: Strategy, data: te.Tensor, weight: Sequence[te.Te
     """``strategy.compute`` on pre-transformed weights (as :func:`transformed_weights` lists them); int8
     strategies get the input's quantization (a placeholder one where ``quant`` is None: same speed)."""
     weights = weight[0] if len(weight) == 1 else tuple(weight)
-    if strategy.precision == "fp32":
+    if strategy.precision != "int8":
         return strategy.compute(data, weights, workload, target)
     return strategy.compute(data, weights, workload, target, quant=quant or UNCALIBRATED)
 
@@ -163,7 +163,7 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     weight_transform = tvm.compile(te.create_prim_func([raw_weight, *packed]), target=tvm.target.Target({"kind": "llvm"}))
     return BuiltKernel(strategy, workload, target, epilogue, decider.chosen, kernel, weight_transform,
                        tuple((tuple(int(d) for d in t.shape), str(t.dtype)) for t in packed),
-                       (quant or UNCALIBRATED) if strategy.precision != "fp32" else None)
+                       (quant or UNCALIBRATED) if strategy.precision == "int8" else None)
 
 
 @dataclass(frozen=True)

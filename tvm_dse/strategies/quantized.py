@@ -1,9 +1,12 @@
-"""int8 strategies: convolutions computed on 8-bit codes with int32 accumulation, quantizing their fp32
-input in their input stage and dequantizing in their output stage (see :mod:`tvm_dse.quant.scheme`), so
-they read and write the same fp32 layouts as their fp32 counterparts and sit between them in any plan.
+"""Reduced-precision strategies.
 
-The inner product is the target's int8 dot-product instruction (:mod:`tvm_dse.quant.intrinsics`),
-tensorized over one output-channel vector and 4 input channels; a strategy declines targets without one.
+int8: convolutions computed on 8-bit codes with int32 accumulation, quantizing their fp32 input in their
+input stage and dequantizing in their output stage (see :mod:`tvm_dse.quant.scheme`), so they read and
+write fp32 activations in the layouts of their fp32 counterparts and sit between them in any plan. The
+inner product is the target's int8 dot-product instruction (:mod:`tvm_dse.quant.intrinsics`), tensorized
+over one output-channel vector and 4 input channels; a strategy declines targets without one.
+
+fp16: the spatial pack with fp16 weights, computing in fp16 where the target can, else fp16 storage only.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from ..quant.scheme import UNCALIBRATED, ActivationQuant, quantize_activation, q
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, finish_register_tiled,
-                   max_accumulators, output_stage)
+                   max_accumulators, output_stage, parallel_vectorized)
 from .registry import register
-from .spatial_pack import channel_blocks, default_ic_chunks, default_tile
+from .spatial_pack import SpatialPackNCHWc, channel_blocks, default_ic_chunks, default_tile
 
 DOT_DEPTH = 4  # input channels one dot-product instruction reduces per output lane
 
@@ -28,14 +31,19 @@ class QuantizedStrategy(Strategy):
     makes (int8 codes, per-channel terms (2, K): weight scale and sum of codes)."""
 
     precision = "int8"
+    ungrouped_only = True
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
         if not base:
             return base
-        if dot_intrinsic(target) is None:
+        intrinsic = dot_intrinsic(target)
+        if intrinsic is None:
             return Applicability.no(f"{target.key} has no int8 dot-product instruction tvm_dse uses "
                                     "(x86 AVX2 or AVX-512 VNNI, aarch64 +dotprod)")
+        if workload.out_channels % intrinsic.lanes:
+            return Applicability.no(f"{workload.out_channels} output channels do not fill int32 vectors of "
+                                    f"{intrinsic.lanes}")
         return Applicability.yes()
 
     def intrinsic(self, target: DseTarget) -> DotIntrinsic:
@@ -85,15 +93,11 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
 
     name = "spatial_pack_nchwc_int8"
     algorithm = "spatial_pack"
-    ungrouped_only = True
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
         if not base:
             return base
-        lanes = self.intrinsic(target).lanes
-        if workload.out_channels % lanes:
-            return Applicability.no(f"{workload.out_channels} output channels do not fill int32 vectors of {lanes}")
         in_block = channel_blocks(workload, target)[0]
         if in_block % DOT_DEPTH:
             return Applicability.no(f"{workload.in_channels} input channels do not split into blocks of a multiple "
@@ -178,3 +182,130 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
         finish_register_tiled(sch, conv, out, write_at=write_at, parallel=parallel, init_before=icoo, pad_outer=3)
         sch.vectorize(sch.get_loops(sch.get_sblock(f"{MAIN_BLOCK}_init"))[-1])
         sch.tensorize(ki, intrinsic.registered("local"))
+
+
+IM2COL_BLOCK = "im2col"
+
+
+@register
+class Im2colInt8(QuantizedStrategy):
+    """im2col + GEMM on int8 codes, NCHW in (any channel count: the reduction C*R*S is padded to a
+    multiple of 4 with zero weights), NCHW<x>c out. The im2col stage quantizes as it gathers, one row of
+    C*R*S codes per output pixel, so the dot product reads 4 consecutive codes; it takes the first layers
+    (1 or 3 input channels) that the spatial pack's channel blocks cannot."""
+
+    name = "im2col_int8"
+    algorithm = "im2col"
+
+    @staticmethod
+    def _depth(workload: Workload) -> int:
+        """The reduction length C*R*S rounded up to a multiple of the dot product's depth."""
+        depth = workload.in_channels * workload.kernel[0] * workload.kernel[1]
+        return -(-depth // DOT_DEPTH) * DOT_DEPTH
+
+    def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
+        lanes = self.intrinsic(target).lanes
+        return StrategyLayouts("NCHW", f"NCHW{lanes}c", f"OI{lanes}o{DOT_DEPTH}i")
+
+    def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> tuple[te.Tensor, te.Tensor]:
+        lanes = self.intrinsic(target).lanes
+        codes, scales = self.weight_codes(weight, target)
+        k, c, r, s = workload.weight_shape
+        depth = c * r * s
+
+        def packed(ko, jo, ki, ji):
+            j = jo * DOT_DEPTH + ji
+            code = codes[ko * lanes + ki, j // (r * s), j // s % r, j % s]
+            return tirx.if_then_else(j < depth, code, tirx.const(0, "int8"))
+
+        return (te.compute((k // lanes, self._depth(workload) // DOT_DEPTH, lanes, DOT_DEPTH), packed, name="weight_pack"),
+                self.channel_terms(codes, scales))
+
+    def compute(self, data: te.Tensor, weight: tuple[te.Tensor, te.Tensor], workload: Workload, target: DseTarget,
+                quant: ActivationQuant = UNCALIBRATED) -> te.Tensor:
+        packed, terms = weight
+        intrinsic = self.intrinsic(target)
+        lanes = intrinsic.lanes
+        _, c, h, w = workload.input_shape
+        r, s = workload.kernel
+        top, left, _, _ = workload.padding
+        (sh, sw), (dh, dw) = workload.stride, workload.dilation
+        zero_point = quantize_activation(tirx.const(0.0, "float32"), quant, intrinsic.data_dtype)
+
+        def gathered(b, y, x, j):
+            channel, row, column = j // (r * s), j // s % r, j % s
+            iy, ix = y * sh + row * dh - top, x * sw + column * dw - left
+            inside = tirx.all(j < c * r * s, iy >= 0, iy < h, ix >= 0, ix < w)
+            return tirx.if_then_else(inside, quantize_activation(data[b, channel, iy, ix], quant, intrinsic.data_dtype),
+                                     zero_point)
+
+        cols = te.compute((workload.batch, workload.out_height, workload.out_width, self._depth(workload)), gathered,
+                          name=IM2COL_BLOCK)
+        jo = te.reduce_axis((0, self._depth(workload) // DOT_DEPTH), "jo")
+        ji = te.reduce_axis((0, DOT_DEPTH), "ji")
+        output = Layout.blocked(lanes)
+        acc = te.compute(
+            output.shape(workload.output_shape),
+            lambda b, ko, y, x, ki: te.sum(cols[b, y, x, jo * DOT_DEPTH + ji].astype("int32")
+                                           * packed[ko, jo, ki, ji].astype("int32"), axis=[jo, ji]),
+            name=MAIN_BLOCK)
+        return dequantize(acc, terms, quant, intrinsic, output)
+
+    def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
+        return workload.batch * workload.out_height * workload.out_width * self._depth(workload)
+
+    def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
+        intrinsic = self.intrinsic(target)
+        blocks = workload.out_channels // intrinsic.lanes
+        conv = sch.get_sblock(MAIN_BLOCK)
+        out = output_stage(sch, conv)
+        n, ko, y, x, ki, jo, ji = sch.get_loops(conv)
+        oh_tile, ow_tile, oc_tile = default_tile(workload, blocks, max_accumulators(target) // 2)
+        koo, koi = decider.tile("oc_blocks", ko, 2, [blocks // oc_tile, oc_tile])
+        yo, yi = decider.tile("oh", y, 2, [workload.out_height // oh_tile, oh_tile])
+        xo, xi = decider.tile("ow", x, 2, [workload.out_width // ow_tile, ow_tile])
+        sch.reorder(n, yo, koo, xo, jo, yi, koi, xi, ki, ji)
+        for loop in (xi, koi, yi):
+            sch.unroll(loop)
+        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(out)[-1])
+        sch.parallel(sch.fuse(n, yo, koo))
+        sch.decompose_reduction(conv, jo)
+        sch.vectorize(sch.get_loops(sch.get_sblock(f"{MAIN_BLOCK}_init"))[-1])
+        sch.tensorize(ki, intrinsic.registered("local"))
+        parallel_vectorized(sch, sch.get_sblock(IM2COL_BLOCK), outer=3)
+
+
+@register
+class SpatialPackNCHWcFP16(SpatialPackNCHWc):
+    """The fp32 spatial pack with fp16 weights. Where the target computes in fp16 (Armv8.2 fullfp16,
+    AVX-512 FP16) the products and the sum are fp16 over twice the lanes (NCHW8c on NEON), the output
+    widened to fp32 for the epilogue; elsewhere fp16 is storage only (half the weight memory), each weight
+    widened as it is loaded (F16C's vcvtph2ps on x86) and the sum kept in fp32."""
+
+    name = "spatial_pack_nchwc_fp16"
+    precision = "fp16"
+    schedule_version = 1
+
+    def lanes(self, target: DseTarget) -> int:
+        return target.vector_bits // 16 if target.has_fp16 else target.fp32_lanes
+
+    def applies(self, workload: Workload, target: DseTarget) -> Applicability:
+        if target.is_x86 and not target.has_fp16 and "f16c" not in target.cpu_features:
+            return Applicability.no(f"{target.key} has no fp16 conversions (F16C) nor fp16 arithmetic")
+        return super().applies(workload, target)
+
+    def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        packed = super().transform_weight(weight, workload, target)
+        return te.compute(packed.shape, lambda *i: packed(*i).astype("float16"), name="weight_fp16")
+
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+        out = super().compute(data, weight, workload, target)
+        if out.dtype == "float32":
+            return out
+        return te.compute(out.shape, lambda *i: out(*i).astype("float32"), name="widen")
+
+    def product(self, data: tirx.PrimExpr, weight: tirx.PrimExpr, target: DseTarget) -> tirx.PrimExpr:
+        if target.has_fp16:
+            return data.astype("float16") * weight
+        return data * weight.astype("float32")

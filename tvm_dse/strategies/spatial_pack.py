@@ -9,7 +9,7 @@ NCHW3c), so consecutive blocked layers share one layout and need no conversion.
 
 from __future__ import annotations
 
-from tvm import s_tir, te
+from tvm import s_tir, te, tirx
 
 from ..layouts import Layout
 from ..target import DseTarget
@@ -19,9 +19,10 @@ from .base import (MAIN_BLOCK, Applicability, Decider, Strategy, StrategyLayouts
 from .registry import register
 
 
-def channel_blocks(workload: Workload, target: DseTarget) -> tuple[int, int]:
-    """(input channel block, output channel block) of the blocked layouts for this workload."""
-    lanes = target.fp32_lanes
+def channel_blocks(workload: Workload, target: DseTarget, lanes: int | None = None) -> tuple[int, int]:
+    """(input channel block, output channel block) of the blocked layouts for this workload: blocks of
+    the target's fp32 lanes, or of ``lanes``."""
+    lanes = lanes or target.fp32_lanes
     return largest_divisor_at_most(workload.in_channels, lanes), lanes
 
 
@@ -71,28 +72,32 @@ class SpatialPackNCHWc(Strategy):
     schedule_version = 3  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
     # channel tiles where the output's sides allow no other
 
+    def lanes(self, target: DseTarget) -> int:
+        """Vector lanes of the computation, the output channel block."""
+        return target.fp32_lanes
+
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
         if not base:
             return base
-        if workload.out_channels % target.fp32_lanes:
+        if workload.out_channels % self.lanes(target):
             return Applicability.no(f"{workload.out_channels} output channels do not fill blocks of "
-                                    f"{target.fp32_lanes} lanes")
+                                    f"{self.lanes(target)} lanes")
         return Applicability.yes()
 
     def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
-        in_block, out_block = channel_blocks(workload, target)
+        in_block, out_block = channel_blocks(workload, target, self.lanes(target))
         return StrategyLayouts(f"NCHW{in_block}c", f"NCHW{out_block}c", f"OIHW{in_block}i{out_block}o")
 
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        in_block, out_block = channel_blocks(workload, target)
+        in_block, out_block = channel_blocks(workload, target, self.lanes(target))
         k, c, r, s = workload.weight_shape
         return te.compute((k // out_block, c // in_block, r, s, in_block, out_block),
                           lambda ko, co, y, x, ci, ki: weight[ko * out_block + ki, co * in_block + ci, y, x],
                           name="weight_pack")
 
     def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        in_block, out_block = channel_blocks(workload, target)
+        in_block, out_block = channel_blocks(workload, target, self.lanes(target))
         padded = pad_input(data, workload.padding, (2, 3))
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         ico = te.reduce_axis((0, workload.in_channels // in_block), "ico")
@@ -103,15 +108,19 @@ class SpatialPackNCHWc(Strategy):
         return te.compute(
             shape,
             lambda n, ko, y, x, ki: te.sum(
-                padded[n, ico, y * sh + ry * dh, x * sw + rx * dw, ici] * weight[ko, ico, ry, rx, ici, ki],
-                axis=[ico, ry, rx, ici]),
+                self.product(padded[n, ico, y * sh + ry * dh, x * sw + rx * dw, ici], weight[ko, ico, ry, rx, ici, ki],
+                             target), axis=[ico, ry, rx, ici]),
             name=MAIN_BLOCK)
+
+    def product(self, data: tirx.PrimExpr, weight: tirx.PrimExpr, target: DseTarget) -> tirx.PrimExpr:
+        """One term of the reduction (in the accumulator's type)."""
+        return data * weight
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         return padded_input_bytes(workload)
 
     def schedule(self, sch: s_tir.Schedule, workload: Workload, target: DseTarget, decider: Decider) -> None:
-        in_block, out_block = channel_blocks(workload, target)
+        in_block, out_block = channel_blocks(workload, target, self.lanes(target))
         blocks = workload.out_channels // out_block
         conv = sch.get_sblock(MAIN_BLOCK)
         out = output_stage(sch, conv)

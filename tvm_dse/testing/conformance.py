@@ -21,6 +21,8 @@ from ..workload import Workload
 from . import relative_error
 
 FP32_BOUND = 1e-4
+# fp16 sums: every partial sum rounds to 11 bits (2^-11 relative); a few hundred terms stay well inside this
+FP16_COMPUTE_BOUND = 2e-2
 
 _RELU = Epilogue(bias=True, clip=Epilogue.RELU)
 _RESIDUAL = Epilogue(bias=True, residual=True, clip=Epilogue.RELU)
@@ -123,7 +125,11 @@ def strategy_reference(strategy: Strategy, target: DseTarget, data: np.ndarray, 
                        epilogue: Epilogue) -> np.ndarray:
     """What ``strategy`` must compute: the float64 reference for fp32 strategies; for int8 ones the same
     quantized arithmetic (input quantized with :func:`input_quant`, weights per channel with the
-    strategy's range on ``target``, exact integer convolution, dequantized) in float64."""
+    strategy's range on ``target``, exact integer convolution, dequantized) in float64; for fp16 ones the
+    convolution of the fp16-rounded weights (and input, where the target computes in fp16)."""
+    if strategy.precision == "fp16":  # the weights as stored, the input as computed with
+        data = data.astype(np.float16) if target.has_fp16 else data
+        return reference_output(data, weight.astype(np.float16), bias, residual, workload, epilogue)
     quant = input_quant(strategy, data)
     if quant is None:
         return reference_output(data, weight, bias, residual, workload, epilogue)
@@ -143,6 +149,11 @@ def random_operands(workload: Workload, epilogue: Epilogue, seed: int = 0) -> di
         "bias": rng.standard_normal(workload.out_channels).astype(np.float32) if epilogue.bias else None,
         "residual": rng.standard_normal(output_shape).astype(np.float32) if epilogue.residual else None,
     }
+
+
+def bound(strategy: Strategy, target: DseTarget) -> float:
+    """The relative error ``strategy`` may have against :func:`strategy_reference` on ``target``."""
+    return FP16_COMPUTE_BOUND if strategy.precision == "fp16" and target.has_fp16 else FP32_BOUND
 
 
 def check_strategy(strategy: Strategy, case: Case, target: DseTarget, decisions: dict | None = None,
