@@ -29,7 +29,7 @@ import tvm
 from tvm import relax, s_tir, te
 
 from .build import BuiltModel
-from .frontend import Model, tunable_op
+from .frontend import Model
 from .graph import DseGraph, build_graph
 from .layouts import Layout, transform
 from .plan import Plan

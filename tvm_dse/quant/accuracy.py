@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class AccuracyBound:
     labels: Any = None
     metric: str | Metric = "top1"
     max_loss: float = 0.005
-    _feeds: list[dict[str, np.ndarray]] | None = field(default=None, repr=False)
+    _feeds: list[dict[str, np.ndarray]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.metric, str) and self.metric not in METRICS:
