@@ -75,7 +75,7 @@ def main() -> int:
         reference = session.run(None, feed)
         errors = {key: max(relative_error(o, r) for o, r in zip(run(), reference)) for key, run in contenders.items()}
         latency = interleaved_medians(contenders, args.rounds, time_model_round)
-        quantized = [n for n, c in int8.plan.nodes.items() if c.strategy.endswith("_int8")]
+        quantized = int8.plan.reduced_precision_nodes()
         for contender, ms in latency.items():
             rows.append({"model": name, "contender": contender, "latency_ms": ms,
                          "over_fp32_plan": ms / latency["tvm_dse fp32 plan"],
@@ -103,12 +103,12 @@ def main() -> int:
     image = {"image": task.images[:1]}
     latency = interleaved_medians({k: (lambda p=p: p.run(image)) for k, p in plans.items()}, args.rounds,
                                   time_model_round)
-    strategies = {"fp32 plan": plans["fp32 plan"].plan, "every int8-capable node int8": every,
-                  "accuracy-bounded plan (0.5 pt)": bounded.plan}
+    chosen = {"fp32 plan": plans["fp32 plan"].plan, "every int8-capable node int8": every,
+              "accuracy-bounded plan (0.5 pt)": bounded.plan}
     for key, built in plans.items():
         digits_rows.append({"plan": key, "top1": task.top1(lambda f: built.run(f)[0]), "latency_ms": latency[key],
                             "over_fp32_plan": latency[key] / latency["fp32 plan"],
-                            "int8_nodes": [n for n, c in strategies[key].nodes.items() if c.strategy.endswith("_int8")]})
+                            "int8_nodes": chosen[key].reduced_precision_nodes()})
 
     lines = ["# int8 plans: tvm_dse against its fp32 plans and onnxruntime", "",
              f"Machine: {machine()['cpu']}, {args.threads} threads, median of {args.rounds} interleaved rounds.", "",

@@ -130,10 +130,6 @@ def _measure_whole_model(built: BuiltModel, feed: Mapping[str, np.ndarray], runn
     return outputs, Timing.from_seconds(list(evaluator(*arguments).results)), board
 
 
-def _quantized_nodes(plan: Plan) -> list[str]:
-    return [name for name, choice in plan.nodes.items() if get_strategy(choice.strategy).precision != "fp32"]
-
-
 def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[str, str] | None = None,
              searcher: str = "qlearning", budget: Any = None, memory_limit: float | None = None,
              out_dir: str | Path | None = None, input_shapes: InputShapes | None = None,
@@ -308,8 +304,8 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     accuracy_report = None
     if accuracy is not None and sensitivity is not None:
         score = accuracy.score(imported, built.run)
-        tried = [{"quantized_nodes": _quantized_nodes(plan), "score": score}]
-        while sensitivity.fp32_score - score > accuracy.max_loss and _quantized_nodes(plan):
+        tried = [{"quantized_nodes": plan.reduced_precision_nodes(), "score": score}]
+        while sensitivity.fp32_score - score > accuracy.max_loss and plan.reduced_precision_nodes():
             # the per-layer losses, summed, underestimated this plan's: search again under a tighter bound
             estimated = space.accuracy_loss(chosen.assignment)
             if estimated > 0:
@@ -320,13 +316,13 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
             plan = make_plan()
             built = build_plan(imported, plan, dse_target, graph)
             score = accuracy.score(imported, built.run)
-            tried.append({"quantized_nodes": _quantized_nodes(plan), "score": score})
+            tried.append({"quantized_nodes": plan.reduced_precision_nodes(), "score": score})
         accuracy_report = {"metric": accuracy.metric_name, "max_loss": accuracy.max_loss,
                            "fp32_score": sensitivity.fp32_score, "plan_score": score,
                            "loss": sensitivity.fp32_score - score,
                            "estimated_loss": space.accuracy_loss(chosen.assignment), "searches": len(tried),
                            "plans_tried": tried,
-                           "quantized_nodes": _quantized_nodes(plan), "sensitivity": sensitivity.to_dict()}
+                           "quantized_nodes": plan.reduced_precision_nodes(), "sensitivity": sensitivity.to_dict()}
         plan.metrics.update(accuracy_loss=accuracy_report["loss"], accuracy_metric=accuracy.metric_name)
     timings["build_s"] = time.perf_counter() - clock
     comparison = compare(space, [searcher, *[s for s in compare_searchers if s != searcher]], budget, seed=seed,
@@ -334,7 +330,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
 
     bound = VALIDATION_BOUND
     feed = imported.random_feed(seed=seed)
-    if _quantized_nodes(plan):
+    if plan.reduced_precision_nodes():
         # reduced-precision nodes are checked against a looser bound, on data in the calibrated range
         bound = QUANTIZED_VALIDATION_BOUND
         feed = calibration_inputs[0] if calibration_inputs else feed

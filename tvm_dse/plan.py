@@ -121,6 +121,12 @@ class Plan:
                 choice.quant = calibration.quant(name).to_dict()
         return self
 
+    def reduced_precision_nodes(self) -> list[str]:
+        """The nodes whose strategy computes in another precision than fp32 (int8, fp16)."""
+        from .strategies import get_strategy
+
+        return [name for name, choice in self.nodes.items() if get_strategy(choice.strategy).precision != "fp32"]
+
     def validate(self, model: Model, graph: DseGraph, target: TargetLike) -> DseTarget:
         """Check the plan fits ``model`` on ``target``; returns the parsed target. Raises PlanError."""
         from .strategies import get_strategy
