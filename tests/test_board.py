@@ -80,6 +80,7 @@ def _batch():
 def test_two_boards_measure_a_batch_in_parallel(emulated_boards, tmp_path):
     runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key, settings=QUICK)
     assert len(runner.boards()) == 2
+    emulated_boards.wait_free()  # an earlier test's session may still hold a board
     records = measure_candidates(_batch(), BOARD_TARGET, runner, MeasurementStore(tmp_path / "m.jsonl"),
                                  show_progress=False)
     assert all(r.ok and r.median_ms > 0 for r in records)

@@ -1,16 +1,18 @@
 """Plans lowered to modules: uniform and random plans on every zoo model match onnxruntime; plan files;
-conversions only where layouts change; aarch64 export; standalone layout conversions."""
+conversions only where layouts change; aarch64 export; standalone layout and precision conversions."""
 
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tvm import te
 
 from tvm_dse import build_graph, load_model
-from tvm_dse.layouts import Layout
+from tvm_dse.layouts import Layout, transform
 from tvm_dse.lower import build_layout_transform, build_plan, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
+from tvm_dse.quant import ActivationQuant
 from tvm_dse.strategies import applicable_strategies, get_strategy
 from tvm_dse.target import parse_target
 from tvm_dse.testing import MODEL_NAMES, onnxruntime_outputs, relative_error
@@ -56,7 +58,7 @@ def test_uniform_plans_match_onnxruntime(models, name):
         _check(model, graph, plan)
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_random_plans_match_onnxruntime(models, name, seed):
     model, graph = models[name]
@@ -164,3 +166,23 @@ def test_layout_conversions_build_and_run_on_their_own(source, destination):
     converted = built.run(Layout.parse(source).from_nchw(data))
     np.testing.assert_array_equal(Layout.parse(destination).to_nchw(converted), data)
     assert built.time(Layout.parse(source).from_nchw(data), repeat=3).median_ms > 0
+
+
+@pytest.mark.parametrize("source, destination", [("NCHW", "NCHW8c_u8"), ("NCHW8c", "NCHW8c_u8"),
+                                                 ("NHWC", "NCHW_u8"), ("NCHW8c_u8", "NHWC")])
+def test_precision_conversions_quantize_and_dequantize(source, destination):
+    shape = (1, 32, 9, 7)
+    data = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    quant = ActivationQuant.from_range(data.min(), data.max())
+    codes = quant.quantize(data)
+    source_layout, destination_layout = Layout.parse(source), Layout.parse(destination)
+    built = build_layout_transform(shape, source, destination, HOST, quant=quant)
+    converted = destination_layout.to_nchw(built.run(source_layout.from_nchw(
+        codes if source_layout.dtype == "uint8" else data)))
+    if destination_layout.dtype == "uint8":  # the numpy twin of the scheme, to the code
+        assert converted.dtype == np.uint8
+        np.testing.assert_array_equal(converted, codes)
+    else:
+        np.testing.assert_array_equal(converted, quant.dequantize(codes))
+    with pytest.raises(ValueError, match="converting NCHW to NCHW_u8 needs the activation's quantization"):
+        transform(te.placeholder(shape, "float32"), "NCHW", "NCHW_u8")

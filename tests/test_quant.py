@@ -1,13 +1,15 @@
 """int8 quantization: the scheme, calibration from user data, quantized plans (lowered, validated, on the
 digits task with its real accuracy) and int8 options in optimize's search."""
 
+import re
+
 import numpy as np
 import pytest
 
 from tvm_dse import optimize
 from tvm_dse.frontend import load_model
 from tvm_dse.graph import build_graph
-from tvm_dse.lower import build_plan
+from tvm_dse.lower import build_plan, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.errors import TvmDseError
 from tvm_dse.quant import AccuracyBound, ActivationQuant, Calibration, CalibrationError, calibrate
@@ -25,6 +27,12 @@ def digits():
     task = digits_task()
     model = load_model(task.model)
     return task, model, build_graph(model)
+
+
+@pytest.fixture(scope="module")
+def digits_logs(tmp_path_factory):
+    """Tuning logs shared by this module's optimize runs: each kernel of the digits model is measured once."""
+    return tmp_path_factory.mktemp("digits_logs")
 
 
 def test_activation_quantization_keeps_zero_exact_and_covers_its_range():
@@ -102,29 +110,40 @@ def test_the_int8_plan_keeps_the_digits_accuracy(digits):
             {"conv1": "im2col_int8", "conv2": INT8, "conv3": INT8}
         built = build_plan(model, plan, "host", graph)
         assert task.top1(lambda feed: built.run(feed)[0]) >= reference - 0.005, method
+    # each int8 node reads codes that one conversion quantizes from its fp32 producer's output
+    names = [gv.name_hint for gv in lower_plan(model, plan, "host", graph).functions]
+    quantizing = sorted(n for n in names if re.fullmatch(r"layout_\w+_to_\w+_u8\d*", n))  # repeats get a number
+    assert len(quantizing) == 3 and quantizing[0] == "layout_NCHW8c_to_NCHW8c_u8"
+    assert "layout_NCHW_to_NCHW_u8" in quantizing  # the image, into conv1's im2col
 
 
-def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, tmp_path):
+def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, digits_logs):
     task, _, _ = digits
-    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=(),
+    result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, compare_searchers=(),
                       calibration_data=task.calibration)
     offered = {o.name for node in result.space.nodes if node.is_tunable for o in node.options}
     assert INT8 in offered
+    # quantizing is priced on every edge into an int8 option, measured like a layout conversion
+    for edge in result.space.edges:
+        producer, consumer = result.space.nodes[edge.source], result.space.nodes[edge.target]
+        for q, option in enumerate(consumer.options):
+            if consumer.is_tunable and get_strategy(option.name).precision == "int8":
+                assert all(0 < edge.cost[p][q] < float("inf") for p in range(len(producer.options))), consumer.name
     for name, choice in result.plan.nodes.items():
         quantized = get_strategy(choice.strategy).precision == "int8"
         assert (choice.quant is not None) == quantized, name
     assert result.plan.provenance["calibration"]["method"] == "minmax"
     session = onnxruntime_session(task.model)
     assert task.top1(lambda feed: result.run(feed)[0]) >= task.top1(lambda feed: session.run(None, feed)[0]) - 0.005
-    plain = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=())
+    plain = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, compare_searchers=())
     assert all(get_strategy(o.name).precision == "fp32" for node in plain.space.nodes if node.is_tunable
                for o in node.options)
 
 
-def test_an_accuracy_bounded_plan_is_measured_within_its_bound(digits, tmp_path):
+def test_an_accuracy_bounded_plan_is_measured_within_its_bound(digits, digits_logs):
     task, _, _ = digits
     bound = AccuracyBound(task.images, task.labels, max_loss=0.005)
-    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=("exact",),
+    result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, compare_searchers=("exact",),
                       calibration_data=task.calibration, accuracy=bound)
     accuracy = result.report["accuracy"]
     session = onnxruntime_session(task.model)
@@ -138,14 +157,15 @@ def test_an_accuracy_bounded_plan_is_measured_within_its_bound(digits, tmp_path)
     assert accuracy["estimated_loss"] == pytest.approx(sum(losses[n] for n in accuracy["quantized_nodes"]))
 
 
-def test_a_plan_losing_more_than_its_estimate_is_searched_again(digits, tmp_path):
+def test_a_plan_losing_more_than_its_estimate_is_searched_again(digits, digits_logs):
     """A metric no single int8 node fails but all together do: the summed per-layer estimate (zero) passes
     such a plan, its measured score does not, and the search runs again until the built plan keeps the bound."""
     task, model, graph = digits
     calibration = calibrate(model, task.calibration)
     feeds = calibration_feeds(model, task.images[:40])
     base = Plan.uniform(model, graph, "host", "spatial_pack_nchwc")
-    reference = [build_plan(model, base, "host", graph).run(f)[0] for f in feeds]
+    fp32 = build_plan(model, base, "host", graph)
+    reference = [fp32.run(f)[0] for f in feeds]
 
     def deviation(nodes):
         built = build_plan(model, int8_plan(model, graph, parse_target("host"), calibration, nodes), "host", graph)
@@ -161,7 +181,7 @@ def test_a_plan_losing_more_than_its_estimate_is_searched_again(digits, tmp_path
         return float(max(float(np.abs(o[0] - r).max()) for o, r in zip(outputs, reference)) <= threshold)
 
     bound = AccuracyBound(task.images[:40], metric=faithful, max_loss=0.5)
-    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=(),
+    result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, compare_searchers=(),
                       calibration_data=task.calibration, accuracy=bound, searcher="exact")
     accuracy = result.report["accuracy"]
     assert accuracy["metric"] == "faithful" and accuracy["plan_score"] == 1.0
@@ -231,9 +251,9 @@ def test_the_optimize_command_takes_calibration_and_accuracy_data(digits, tmp_pa
     assert "no 'labels' array" in capsys.readouterr().err
 
 
-def test_fp16_options_get_their_own_sensitivity(digits, tmp_path):
+def test_fp16_options_get_their_own_sensitivity(digits, digits_logs):
     task, _, _ = digits
-    result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, compare_searchers=(),
+    result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, compare_searchers=(),
                       precisions=("fp32", "fp16"), accuracy=AccuracyBound(task.images, task.labels, max_loss=0.005))
     sensitivity = result.report["accuracy"]["sensitivity"]["nodes"]
     # fp16 weights on this CPU (storage only): every conv with 16 or 32 output channels has an fp16 option

@@ -105,7 +105,9 @@ def test_registry_contracts():
         assert get_strategy(strategy.name) is strategy
         case = _first_case(strategy)
         layouts = strategy.layouts(case.workload, HOST)
-        Layout.parse(layouts.data), Layout.parse(layouts.output)
+        # int8 strategies read 8-bit codes (quantizing is the conversion before them); every output is fp32
+        assert (Layout.parse(layouts.data).dtype == "uint8") == (strategy.precision == "int8"), strategy.name
+        assert Layout.parse(layouts.output).dtype == "float32"
         assert strategy.workspace_bytes(case.workload, HOST) >= 0
         assert strategy.precision in PRECISIONS
 

@@ -1,7 +1,9 @@
-"""Activation layouts: names, channel indexing, and conversions to and from the model's NCHW.
+"""Activation layouts: names, channel indexing, element types, and conversions to and from the model's NCHW.
 
 A layout is a string: ``"NCHW"``, ``"NHWC"`` or ``"NCHW<x>c"`` (channels split into blocks of ``x``
-that sit innermost, e.g. ``"NCHW8c"`` = shape (N, C/8, H, W, 8)). Dense layers use ``"NC"``.
+that sit innermost, e.g. ``"NCHW8c"`` = shape (N, C/8, H, W, 8)). Dense layers use ``"NC"``. The suffix
+``"_u8"`` (``"NCHW8c_u8"``) marks 8-bit activation codes (:mod:`tvm_dse.quant.scheme`) in that arrangement:
+what int8 strategies read, so converting precision is an activation conversion like changing layout.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te
 
+from .quant.scheme import ActivationQuant, dequantize_activation, quantize_activation
+
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 PLAIN_LAYOUTS = ("NCHW", "NHWC", "NC")
+CODES_SUFFIX = "_u8"
+
+
+def codes_layout(layout: str) -> str:
+    """The 8-bit-code twin of an fp32 activation layout (``"NCHW8c"`` -> ``"NCHW8c_u8"``)."""
+    return layout + CODES_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -22,15 +32,23 @@ class Layout:
 
     name: str
     block: int = 0  # channels per block for NCHW<x>c, 0 otherwise
+    dtype: str = "float32"  # "uint8" for activation codes
 
     @classmethod
     def parse(cls, name: str) -> "Layout":
-        if name in PLAIN_LAYOUTS:
-            return cls(name)
-        match = _BLOCKED.match(name)
+        arrangement, dtype = (name[:-len(CODES_SUFFIX)], "uint8") if name.endswith(CODES_SUFFIX) else (name, "float32")
+        if arrangement in PLAIN_LAYOUTS:
+            return cls(name, 0, dtype)
+        match = _BLOCKED.match(arrangement)
         if match and int(match.group(1)) > 0:
-            return cls(name, int(match.group(1)))
-        raise ValueError(f"unknown layout {name!r}; accepted: NCHW, NHWC, NC, NCHW<x>c (e.g. NCHW8c)")
+            return cls(name, int(match.group(1)), dtype)
+        raise ValueError(f"unknown layout {name!r}; accepted: NCHW, NHWC, NC, NCHW<x>c (e.g. NCHW8c), each with "
+                         f"{CODES_SUFFIX} for 8-bit activation codes")
+
+    @property
+    def arrangement(self) -> str:
+        """The name without the element type: how the axes are laid out."""
+        return self.name.removesuffix(CODES_SUFFIX)
 
     @classmethod
     def blocked(cls, block: int) -> "Layout":
@@ -38,10 +56,10 @@ class Layout:
 
     def shape(self, nchw: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of a tensor of logical NCHW shape ``nchw`` in this layout."""
-        if self.name in ("NCHW", "NC"):
+        if self.arrangement in ("NCHW", "NC"):
             return tuple(nchw)
         n, c, h, w = nchw
-        if self.name == "NHWC":
+        if self.arrangement == "NHWC":
             return (n, h, w, c)
         if c % self.block:
             raise ValueError(f"{c} channels do not split into blocks of {self.block} ({self.name})")
@@ -49,26 +67,26 @@ class Layout:
 
     def channel(self, indices: tuple) -> object:
         """The logical channel of the element at ``indices`` (TE expressions or ints)."""
-        if self.name in ("NCHW", "NC"):
+        if self.arrangement in ("NCHW", "NC"):
             return indices[1]
-        if self.name == "NHWC":
+        if self.arrangement == "NHWC":
             return indices[3]
         return indices[1] * self.block + indices[4]
 
     def from_nchw(self, array: np.ndarray) -> np.ndarray:
         """Convert a NCHW numpy array into this layout."""
-        if self.name in ("NCHW", "NC"):
+        if self.arrangement in ("NCHW", "NC"):
             return np.ascontiguousarray(array)
-        if self.name == "NHWC":
+        if self.arrangement == "NHWC":
             return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
         n, c, h, w = array.shape
         return np.ascontiguousarray(array.reshape(n, c // self.block, self.block, h, w).transpose(0, 1, 3, 4, 2))
 
     def to_nchw(self, array: np.ndarray) -> np.ndarray:
         """Convert an array in this layout back to NCHW."""
-        if self.name in ("NCHW", "NC"):
+        if self.arrangement in ("NCHW", "NC"):
             return np.ascontiguousarray(array)
-        if self.name == "NHWC":
+        if self.arrangement == "NHWC":
             return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
         n, cb, h, w, block = array.shape
         return np.ascontiguousarray(array.transpose(0, 1, 4, 2, 3).reshape(n, cb * block, h, w))
@@ -77,14 +95,18 @@ class Layout:
         return self.name
 
 
-def transform(tensor: te.Tensor, source: str | Layout, destination: str | Layout, name: str = "layout_transform") -> te.Tensor:
-    """A TE stage converting an activation from ``source`` to ``destination`` layout."""
+def transform(tensor: te.Tensor, source: str | Layout, destination: str | Layout, name: str = "layout_transform",
+              quant: ActivationQuant | None = None) -> te.Tensor:
+    """A TE stage converting an activation from ``source`` to ``destination`` layout; between fp32 and
+    8-bit codes it quantizes or dequantizes on the way, with ``quant``."""
     source = Layout.parse(source) if isinstance(source, str) else source
     destination = Layout.parse(destination) if isinstance(destination, str) else destination
     if source == destination:
         return tensor
+    if source.dtype != destination.dtype and quant is None:
+        raise ValueError(f"converting {source.name} to {destination.name} needs the activation's quantization")
     shape = tuple(int(d) for d in tensor.shape)
-    if source.name == "NHWC":
+    if source.arrangement == "NHWC":
         n, h, w, c = shape
     elif source.block:
         n, cb, h, w, block = shape
@@ -92,17 +114,23 @@ def transform(tensor: te.Tensor, source: str | Layout, destination: str | Layout
     else:
         n, c, h, w = shape
 
-    def read(bn, bc, bh, bw):
-        if source.name == "NHWC":
-            return tensor[bn, bh, bw, bc]
-        if source.block:
-            return tensor[bn, bc // source.block, bh, bw, bc % source.block]
-        return tensor[bn, bc, bh, bw]
+    def element(bn, bc, bh, bw):
+        if source.arrangement == "NHWC":
+            value = tensor[bn, bh, bw, bc]
+        elif source.block:
+            value = tensor[bn, bc // source.block, bh, bw, bc % source.block]
+        else:
+            value = tensor[bn, bc, bh, bw]
+        if source.dtype == destination.dtype:
+            return value
+        if destination.dtype == "uint8":
+            return quantize_activation(value, quant)
+        return dequantize_activation(value, quant)
 
     out_shape = destination.shape((n, c, h, w))
-    if destination.name == "NHWC":
-        return te.compute(out_shape, lambda bn, bh, bw, bc: read(bn, bc, bh, bw), name=name)
+    if destination.arrangement == "NHWC":
+        return te.compute(out_shape, lambda bn, bh, bw, bc: element(bn, bc, bh, bw), name=name)
     if destination.block:
-        return te.compute(out_shape, lambda bn, bcb, bh, bw, bv: read(bn, bcb * destination.block + bv, bh, bw),
+        return te.compute(out_shape, lambda bn, bcb, bh, bw, bv: element(bn, bcb * destination.block + bv, bh, bw),
                           name=name)
-    return te.compute(out_shape, lambda bn, bc, bh, bw: read(bn, bc, bh, bw), name=name)
+    return te.compute(out_shape, lambda bn, bc, bh, bw: element(bn, bc, bh, bw), name=name)

@@ -8,7 +8,8 @@ The steps (:func:`lower_plan`):
 1. Rewrite ``main`` binding by binding, tracking each value's layout (``NCHW`` for 4-D, ``NC`` for 2-D
    where it starts): a tunable node becomes its strategy's weight transform on the constant and its TE
    compute, reading its input converted to the strategy's layout (one conversion per value and
-   layout, shared by all consumers); relu/clip/bias add/pooling/spatial means run in whatever layout
+   layout, shared by all consumers; into 8-bit codes for an int8 strategy, quantizing with the node's
+   calibrated input quantization); relu/clip/bias add/pooling/spatial means run in whatever layout
    their input has (per-channel constants converted with numpy); residual adds and concats bring their
    inputs to one layout (the plan's join layout, else their first input's); every other operator and
    the outputs get the model's own layout back.
@@ -33,7 +34,7 @@ from .frontend import Model
 from .graph import DseGraph, build_graph
 from .layouts import Layout, transform
 from .plan import Plan
-from .quant.scheme import ActivationQuant
+from .quant.scheme import UNCALIBRATED, ActivationQuant
 from .strategies import get_strategy
 from .strategies.base import MAIN_BLOCK, Decider
 from .strategies.kernel import packed_weights, strategy_compute, transformed_weights
@@ -82,7 +83,7 @@ class _PlanRewriter:
         helpers = tvm.IRModule({gv: f for gv, f in model.mod.functions.items() if gv.name_hint != "main"})
         self.builder = relax.BlockBuilder(helpers)
         self.values: dict[relax.Var, tuple[relax.Expr, str]] = {}
-        self.conversions: dict[tuple[Any, str], relax.Expr] = {}
+        self.conversions: dict[tuple[Any, str, ActivationQuant | None], relax.Expr] = {}
 
     def rewrite(self) -> tvm.IRModule:
         main = self.model.mod["main"]
@@ -108,13 +109,14 @@ class _PlanRewriter:
             return self.values[expr]
         return expr, ""  # constants, shapes, prim values: layout-free
 
-    def _convert(self, expr: relax.Expr, layout: str) -> relax.Expr:
+    def _convert(self, expr: relax.Expr, layout: str, quant: ActivationQuant | None = None) -> relax.Expr:
+        """``expr`` in ``layout``; ``quant`` quantizes it where ``layout`` holds 8-bit codes."""
         value, current = self._arg(expr)
         if not current or current == layout:
             return value
-        key = (value, layout)
+        key = (value, layout, quant)
         if key not in self.conversions:
-            call = self.builder.call_te(lambda x: transform(x, current, layout), value,
+            call = self.builder.call_te(lambda x: transform(x, current, layout, quant=quant), value,
                                         primfunc_name_hint=f"layout_{current}_to_{layout}")
             function = call.args[0]
             self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
@@ -143,8 +145,8 @@ class _PlanRewriter:
         strategy = get_strategy(choice.strategy)
         workload = vertex.workload
         layouts = strategy.layouts(workload, self.target)
-        data = self._convert(call.args[0], layouts.data)
         quant = ActivationQuant.from_dict(choice.quant) if choice.quant is not None else None
+        data = self._convert(call.args[0], layouts.data, quant)
         # call_te passes only tensors and plain values through: close over the workload and target. One
         # call per pre-transformed weight tensor (int8 strategies make two), each folded into a constant.
         count = len(packed_weights(strategy, workload, self.target))
@@ -307,7 +309,7 @@ def lower_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | N
 
 @dataclass
 class BuiltLayoutTransform:
-    """One activation layout conversion compiled on its own, as lowering schedules it, so it can be priced."""
+    """One activation conversion compiled on its own, as lowering schedules it, so it can be priced."""
 
     executable: Any
     source: str
@@ -316,9 +318,9 @@ class BuiltLayoutTransform:
     target: DseTarget
 
     def _arguments(self, array: np.ndarray) -> list:
-        output_shape = Layout.parse(self.destination).shape(self.nchw_shape)
-        return [tvm.runtime.tensor(np.ascontiguousarray(array, "float32")),
-                tvm.runtime.tensor(np.zeros(output_shape, "float32"))]
+        source, destination = Layout.parse(self.source), Layout.parse(self.destination)
+        return [tvm.runtime.tensor(np.ascontiguousarray(array, source.dtype)),
+                tvm.runtime.tensor(np.zeros(destination.shape(self.nchw_shape), destination.dtype))]
 
     def run(self, array: np.ndarray) -> np.ndarray:
         """Convert ``array`` (in the source layout) on the host."""
@@ -334,14 +336,15 @@ class BuiltLayoutTransform:
 
 
 def build_layout_transform(nchw_shape: tuple[int, ...], source: str, destination: str,
-                           target: TargetLike = "host") -> BuiltLayoutTransform:
+                           target: TargetLike = "host", quant: ActivationQuant = UNCALIBRATED) -> BuiltLayoutTransform:
     """Compile the conversion of an activation of logical shape ``nchw_shape`` from ``source`` to
-    ``destination`` layout, scheduled as in a lowered model."""
+    ``destination`` layout, scheduled as in a lowered model; ``quant`` where one side holds 8-bit codes."""
     from .target import parse_target
 
     dse_target = parse_target(target)
-    data = te.placeholder(Layout.parse(source).shape(tuple(nchw_shape)), "float32", name="data")
-    func = _schedule_generic(te.create_prim_func([data, transform(data, source, destination)]))
+    layout = Layout.parse(source)
+    data = te.placeholder(layout.shape(tuple(nchw_shape)), layout.dtype, name="data")
+    func = _schedule_generic(te.create_prim_func([data, transform(data, source, destination, quant=quant)]))
     executable = tvm.compile(func, target=dse_target.tvm_target)
     return BuiltLayoutTransform(executable, source, destination, tuple(nchw_shape), dse_target)
 

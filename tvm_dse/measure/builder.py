@@ -52,8 +52,9 @@ def _build_in_worker(spec: dict[str, Any], target: dict[str, Any],
 
         shape = tuple(spec["shape"])
         built = build_layout_transform(shape, spec["source"], spec["destination"], parsed_target)
-        shapes = [list(Layout.parse(spec["source"]).shape(shape)), list(Layout.parse(spec["destination"]).shape(shape))]
-        dtypes = ["float32"] * 2
+        layouts = [Layout.parse(spec["source"]), Layout.parse(spec["destination"])]
+        shapes = [list(layout.shape(shape)) for layout in layouts]
+        dtypes = [layout.dtype for layout in layouts]
         executable, prefix = built.executable, "conversion"
     else:
         from ..strategies.kernel import build_kernel, model_shapes
@@ -64,7 +65,7 @@ def _build_in_worker(spec: dict[str, Any], target: dict[str, Any],
         data_shape, _, output_shape = model_shapes(workload)
         shapes = [list(Layout.parse(layouts.data).shape(data_shape)), *(list(s) for s, _ in built.packed_weights),
                   list(Layout.parse(layouts.output).shape(output_shape))]
-        dtypes = ["float32", *(d for _, d in built.packed_weights), "float32"]
+        dtypes = [Layout.parse(layouts.data).dtype, *(d for _, d in built.packed_weights), "float32"]
         executable, prefix = built.kernel, spec["strategy"]
     from ..build import export_library
 

@@ -66,7 +66,9 @@ CONVERSION_PREFIX = "convert_"
 
 @dataclass(frozen=True)
 class Conversion:
-    """Converting an fp32 activation of logical NCHW shape ``shape`` from ``source`` to ``destination``."""
+    """Converting an activation of logical NCHW shape ``shape`` from ``source`` to ``destination`` layout
+    (an fp32 one to 8-bit codes where the destination is a ``_u8`` layout: measured with placeholder
+    quantization values, which do not change its speed)."""
 
     shape: tuple[int, ...]
     source: str

@@ -67,14 +67,17 @@ class ActivationQuant:
 UNCALIBRATED = ActivationQuant(1.0 / 32, 128)
 
 
-def quantize_activation(x: tirx.PrimExpr, quant: ActivationQuant, dtype: str = "uint8") -> tirx.PrimExpr:
-    """TE expression: the code of fp32 ``x``; ``dtype`` int8 stores the uint8 code minus 128."""
+def quantize_activation(x: tirx.PrimExpr, quant: ActivationQuant) -> tirx.PrimExpr:
+    """TE expression: the uint8 code of fp32 ``x``."""
     scaled = x * tirx.const(float(quant.inverse_scale), "float32")
     code = te.floor(scaled + tirx.const(0.5, "float32")) + tirx.const(float(quant.zero_point), "float32")
-    code = te.min(te.max(code, tirx.const(0.0, "float32")), tirx.const(float(U8_MAX), "float32"))
-    if dtype == "int8":
-        return (code - tirx.const(128.0, "float32")).astype("int8")
-    return code.astype("uint8")
+    return te.min(te.max(code, tirx.const(0.0, "float32")), tirx.const(float(U8_MAX), "float32")).astype("uint8")
+
+
+def dequantize_activation(code: tirx.PrimExpr, quant: ActivationQuant) -> tirx.PrimExpr:
+    """TE expression: the fp32 value of a uint8 activation code."""
+    return (code.astype("float32") - tirx.const(float(quant.zero_point), "float32")) * tirx.const(float(quant.scale),
+                                                                                                  "float32")
 
 
 def weight_scales(weight: te.Tensor, qmax: int) -> te.Tensor:

@@ -55,8 +55,11 @@ class BuiltKernel:
         """The kernel's arguments for model-layout inputs (weights pre-transformed, output allocated)."""
         packed = [tvm.runtime.tensor(np.zeros(shape, dtype)) for shape, dtype in self.packed_weights]
         self.weight_transform["main"](tvm.runtime.tensor(np.ascontiguousarray(weight, "float32")), *packed)
-        output_layout = self._layout("output")
-        arguments = [tvm.runtime.tensor(self._layout("data").from_nchw(np.asarray(data, "float32"))), *packed]
+        output_layout, data_layout = self._layout("output"), self._layout("data")
+        data = np.asarray(data, "float32")
+        if data_layout.dtype == "uint8":  # an int8 strategy reads codes: the conversion before it quantizes
+            data = (self.quant or UNCALIBRATED).quantize(data)
+        arguments = [tvm.runtime.tensor(data_layout.from_nchw(data)), *packed]
         if self.epilogue.bias:
             arguments.append(tvm.runtime.tensor(np.asarray(bias, "float32")))
         if self.epilogue.residual:
@@ -121,7 +124,8 @@ def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
     """The unscheduled PrimFunc of ``strategy`` on ``workload``: (data, packed weights..., [bias], [residual], out)."""
     layouts = strategy.layouts(workload, target)
     data_shape = model_shapes(workload)[0]
-    data = te.placeholder(Layout.parse(layouts.data).shape(data_shape), "float32", name="data")
+    data_layout = Layout.parse(layouts.data)
+    data = te.placeholder(data_layout.shape(data_shape), data_layout.dtype, name="data")
     weights = [te.placeholder(shape, dtype, name=f"packed_weight_{i}" if i else "packed_weight")
                for i, (shape, dtype) in enumerate(packed_weights(strategy, workload, target))]
     out = strategy_compute(strategy, data, weights, workload, target, quant)

@@ -1,10 +1,11 @@
 """Reduced-precision strategies.
 
-int8: convolutions computed on 8-bit codes with int32 accumulation, quantizing their fp32 input in their
-input stage and dequantizing in their output stage (see :mod:`tvm_dse.quant.scheme`), so they read and
-write fp32 activations in the layouts of their fp32 counterparts and sit between them in any plan. The
-inner product is the target's int8 dot-product instruction (:mod:`tvm_dse.quant.intrinsics`), tensorized
-over one output-channel vector and 4 input channels; a strategy declines targets without one.
+int8: convolutions computed on 8-bit codes with int32 accumulation. They read their input as uint8 codes
+(a ``_u8`` layout: the quantization is an activation conversion before the node, priced on the edge like
+a layout change; see :mod:`tvm_dse.quant.scheme`) and dequantize in their output stage, so they write
+fp32 in the layouts of their fp32 counterparts and sit between them in any plan. The inner product is
+the target's int8 dot-product instruction (:mod:`tvm_dse.quant.intrinsics`), tensorized over one
+output-channel vector and 4 input channels; a strategy declines targets without one.
 
 fp16: the spatial pack with fp16 weights, computing in fp16 where the target can, else fp16 storage only.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx
 
-from ..layouts import Layout
+from ..layouts import Layout, codes_layout
 from ..quant.intrinsics import DotIntrinsic, dot_intrinsic
-from ..quant.scheme import UNCALIBRATED, ActivationQuant, quantize_activation, quantize_weight, weight_scales
+from ..quant.scheme import UNCALIBRATED, ActivationQuant, quantize_weight, weight_scales
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, finish_register_tiled,
@@ -32,6 +33,7 @@ class QuantizedStrategy(Strategy):
 
     precision = "int8"
     ungrouped_only = True
+    schedule_version = 2  # 2: reads codes; quantizing moved out of the kernel into the conversion before it
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -74,6 +76,16 @@ class QuantizedStrategy(Strategy):
                            name="weight_codes")
         return codes, scales
 
+    def padding_code(self, quant: ActivationQuant, target: DseTarget) -> tirx.PrimExpr:
+        """The code of 0.0 (what padding holds) in the dot product's data type."""
+        return self.data_code(tirx.const(quant.zero_point, "uint8"), target)
+
+    def data_code(self, code: tirx.PrimExpr, target: DseTarget) -> tirx.PrimExpr:
+        """A uint8 activation code in the dot product's data type (int8 stores the code minus 128)."""
+        if self.intrinsic(target).data_dtype == "int8":
+            return (code.astype("int32") - 128).astype("int8")
+        return code
+
 
 def dequantize(acc: te.Tensor, terms: te.Tensor, quant: ActivationQuant, intrinsic: DotIntrinsic,
                layout: Layout) -> te.Tensor:
@@ -89,7 +101,7 @@ def dequantize(acc: te.Tensor, terms: te.Tensor, quant: ActivationQuant, intrins
 @register
 class SpatialPackNCHWcInt8(QuantizedStrategy):
     """Direct convolution in NCHW<x>c on int8 codes: the fp32 spatial pack's tiling, with the target's
-    dot product over 4 input channels at a time; the input stage quantizes and pads in one pass."""
+    dot product over 4 input channels at a time."""
 
     name = "spatial_pack_nchwc_int8"
     algorithm = "spatial_pack"
@@ -109,7 +121,7 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
 
     def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
         in_block, out_block = self._blocks(workload, target)
-        return StrategyLayouts(f"NCHW{in_block}c", f"NCHW{out_block}c",
+        return StrategyLayouts(codes_layout(f"NCHW{in_block}c"), f"NCHW{out_block}c",
                                f"OIHW{in_block // DOT_DEPTH}i{out_block}o{DOT_DEPTH}i")
 
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> tuple[te.Tensor, te.Tensor]:
@@ -129,14 +141,13 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
         in_block, out_block = self._blocks(workload, target)
         top, left, bottom, right = workload.padding
         n, cb, h, w, cv = (int(d) for d in data.shape)
-        zero_point = quantize_activation(tirx.const(0.0, "float32"), quant, intrinsic.data_dtype)
+        zero_point = self.padding_code(quant, target)
 
-        def quantized(b, c, y, x, v):
+        def padded(b, c, y, x, v):
             inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left)
-            return tirx.if_then_else(inside, quantize_activation(data[b, c, y - top, x - left, v], quant,
-                                                                 intrinsic.data_dtype), zero_point)
+            return tirx.if_then_else(inside, self.data_code(data[b, c, y - top, x - left, v], target), zero_point)
 
-        codes = te.compute((n, cb, h + top + bottom, w + left + right, cv), quantized, name=PAD_BLOCK)
+        codes = te.compute((n, cb, h + top + bottom, w + left + right, cv), padded, name=PAD_BLOCK)
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         ico = te.reduce_axis((0, workload.in_channels // in_block), "ico")
         ry = te.reduce_axis((0, workload.kernel[0]), "ry")
@@ -190,8 +201,8 @@ IM2COL_BLOCK = "im2col"
 @register
 class Im2colInt8(QuantizedStrategy):
     """im2col + GEMM on int8 codes, NCHW in (any channel count: the reduction C*R*S is padded to a
-    multiple of 4 with zero weights), NCHW<x>c out. The im2col stage quantizes as it gathers, one row of
-    C*R*S codes per output pixel, so the dot product reads 4 consecutive codes; it takes the first layers
+    multiple of 4 with zero weights), NCHW<x>c out. The im2col stage gathers one row of C*R*S codes per
+    output pixel, so the dot product reads 4 consecutive codes; it takes the first layers
     (1 or 3 input channels) that the spatial pack's channel blocks cannot."""
 
     name = "im2col_int8"
@@ -205,7 +216,7 @@ class Im2colInt8(QuantizedStrategy):
 
     def layouts(self, workload: Workload, target: DseTarget) -> StrategyLayouts:
         lanes = self.intrinsic(target).lanes
-        return StrategyLayouts("NCHW", f"NCHW{lanes}c", f"OI{lanes}o{DOT_DEPTH}i")
+        return StrategyLayouts(codes_layout("NCHW"), f"NCHW{lanes}c", f"OI{lanes}o{DOT_DEPTH}i")
 
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> tuple[te.Tensor, te.Tensor]:
         lanes = self.intrinsic(target).lanes
@@ -230,14 +241,13 @@ class Im2colInt8(QuantizedStrategy):
         r, s = workload.kernel
         top, left, _, _ = workload.padding
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
-        zero_point = quantize_activation(tirx.const(0.0, "float32"), quant, intrinsic.data_dtype)
+        zero_point = self.padding_code(quant, target)
 
         def gathered(b, y, x, j):
             channel, row, column = j // (r * s), j // s % r, j % s
             iy, ix = y * sh + row * dh - top, x * sw + column * dw - left
             inside = tirx.all(j < c * r * s, iy >= 0, iy < h, ix >= 0, ix < w)
-            return tirx.if_then_else(inside, quantize_activation(data[b, channel, iy, ix], quant, intrinsic.data_dtype),
-                                     zero_point)
+            return tirx.if_then_else(inside, self.data_code(data[b, channel, iy, ix], target), zero_point)
 
         cols = te.compute((workload.batch, workload.out_height, workload.out_width, self._depth(workload)), gathered,
                           name=IM2COL_BLOCK)

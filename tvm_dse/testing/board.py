@@ -125,6 +125,24 @@ class BoardCluster:
         raise TvmDseError(f"only {self.registered()} of {count} boards registered with the tracker at "
                           f"{self.tracker_address} after {timeout:.0f} s; see {[b.log for b in self.boards]}")
 
+    def free(self) -> int:
+        """How many boards of this cluster's key the tracker can hand out now (registered and not in a session)."""
+        from tvm import rpc
+
+        summary = rpc.connect_tracker(self.host, self.tracker_port).summary()
+        return summary["queue_info"].get(self.key, {}).get("free", 0)
+
+    def wait_free(self, count: int | None = None, timeout: float = 120.0) -> None:
+        """Block until ``count`` boards (default: all live ones) are free: a session a client has not yet
+        released (an RPC session ends when its last remote object is collected) keeps its board busy."""
+        count = sum(b.alive() for b in self.boards) if count is None else count
+        deadline = time.monotonic() + timeout
+        while self.free() < count:
+            if time.monotonic() >= deadline:
+                raise TvmDseError(f"only {self.free()} of {count} boards free at the tracker {self.tracker_address} "
+                                  f"after {timeout:.0f} s; see {[b.log for b in self.boards]}")
+            time.sleep(0.5)
+
     def add_board(self, port: int | None = None, log_dir: Path | None = None) -> ServiceProcess:
         """Start one more board registered under this cluster's key."""
         board = start_board(port, log_dir, tracker=self.tracker_address, key=self.key)
