@@ -111,6 +111,18 @@ def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
     for key in fresh:
         assert len({name for (w, name) in measured if w == key}) == 1
     assert any(len(applicable_strategies(w, result.target)) > 1 for w in fresh.values())
+    # the predictor ranks only the precisions the space takes, so k options of them are measured
+    from tvm_dse.strategies import all_strategies, get_strategy
+    from tvm_dse.tuning.predictor import promising_strategies
+
+    every = len(all_strategies())
+    fp32_only = promising_strategies(fresh.values(), result.target, store.records(), every, precisions=("fp32",))
+    anything = promising_strategies(fresh.values(), result.target, store.records(), every)
+    for key, workload in fresh.items():
+        fp32 = {s.name for s in applicable_strategies(workload, result.target) if s.precision == "fp32"}
+        assert set(fp32_only[key]) == fp32 and set(anything[key]) == {s.name for s in applicable_strategies(
+            workload, result.target)}
+    assert any(get_strategy(n).precision != "fp32" for names in anything.values() for n in names)
 
 
 def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):

@@ -227,12 +227,6 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     timings: dict[str, float] = {}
 
     clock = time.perf_counter()
-    strategies = None
-    if top_k is not None:
-        from .tuning.predictor import promising_strategies
-
-        strategies = promising_strategies([v.workload for v in graph.nodes], dse_target, measurement_store.records(),
-                                          top_k, seed=seed)
     calibration, calibration_inputs = None, []
     if precisions is None:
         precisions = ("fp32", "int8") if calibration_data is not None else ("fp32",)
@@ -244,6 +238,12 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     if calibration_data is not None:
         calibration_inputs = calibration_feeds(imported, calibration_data)  # an iterator is read once
         calibration = calibrate(imported, calibration_inputs, calibration_method)
+    strategies = None
+    if top_k is not None:
+        from .tuning.predictor import promising_strategies
+
+        strategies = promising_strategies([v.workload for v in graph.nodes], dse_target, measurement_store.records(),
+                                          top_k, seed=seed, precisions=precisions)
     space = measure_space(imported, graph, dse_target, runner, measurement_store, builder, strategies,
                           show_progress=show_progress, precisions=precisions)
     timings["measure_s"] = time.perf_counter() - clock

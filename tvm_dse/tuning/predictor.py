@@ -22,6 +22,7 @@ from ..errors import TvmDseError
 from ..measure import Record
 from ..measure.store import fastest_records
 from ..strategies import all_strategies
+from ..strategies.base import PRECISIONS
 from ..target import DseTarget
 from ..workload import Workload
 
@@ -168,9 +169,10 @@ def held_out_error(samples: Sequence[Sample], target: DseTarget, held_out: Itera
 
 
 def promising_strategies(workloads: Iterable[Workload], target: DseTarget, records: Iterable[Record],
-                         top_k: int, seed: int = 0) -> dict[str, list[str]]:
-    """Per workload key, the applicable strategies worth measuring: the ``top_k`` fastest predicted by a
-    predictor trained on ``records`` (the target's log), plus those the log has measured already (free)."""
+                         top_k: int, seed: int = 0, precisions: Sequence[str] = PRECISIONS) -> dict[str, list[str]]:
+    """Per workload key, the applicable strategies of ``precisions`` worth measuring: the ``top_k`` fastest
+    predicted by a predictor trained on ``records`` (the target's log), plus those the log has measured
+    already (free)."""
     from ..strategies import applicable_strategies
 
     if top_k < 1:
@@ -180,7 +182,7 @@ def promising_strategies(workloads: Iterable[Workload], target: DseTarget, recor
     predictor = LatencyPredictor(target, seed).fit(samples)
     chosen = {}
     for workload in workloads:
-        names = [s.name for s in applicable_strategies(workload, target)]
+        names = [s.name for s in applicable_strategies(workload, target) if s.precision in precisions]
         ranked = predictor.rank(workload, names) if names else []
         keep = set(ranked[:top_k]) | {name for name in names if (workload.key(), name) in measured}
         chosen[workload.key()] = [name for name in names if name in keep]
