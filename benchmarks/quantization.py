@@ -104,7 +104,7 @@ def main() -> int:
              "accuracy-bounded plan (0.5 pt)": bounded.built}
     image = {"image": task.images[:1]}
     # The digits model runs in microseconds: time the module itself (TVM's time_evaluator), not the Python
-    # call around it (converting the input and the outputs costs 20x the model here).
+    # call around it (making the input tensor and reading the outputs cost 10-20x the model here).
     latency = interleaved_medians({k: (lambda b=b: b.time(image, number=DIGITS_RUNS, repeat=3).median_ms)
                                    for k, b in plans.items()}, args.rounds, lambda name, timed: timed())
     chosen = {"fp32 plan": fp32_plan.plan, "every int8-capable node int8": every,

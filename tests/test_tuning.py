@@ -30,7 +30,7 @@ def test_every_strategy_tunes_and_its_tuned_kernel_is_correct(name, tmp_path):
     strategy = get_strategy(name)
     case = _first_case(strategy)
     store = TuningLogs(tmp_path).store(HOST)
-    result = tune_kernel(case.workload, strategy, HOST, LocalRunner(QUICK), store, trials=3, trials_per_round=3,
+    result = tune_kernel(case.workload, strategy, HOST, LocalRunner(QUICK), store, trials=2, trials_per_round=2,
                          show_progress=False)
     assert result.measured >= 1 and result.trials == len(kernel_records(store, HOST, case.workload, strategy))
     assert result.default.ok and result.best.median_ms <= result.default.median_ms
