@@ -36,7 +36,8 @@ class Layout:
 
     @classmethod
     def parse(cls, name: str) -> "Layout":
-        arrangement, dtype = (name[:-len(CODES_SUFFIX)], "uint8") if name.endswith(CODES_SUFFIX) else (name, "float32")
+        arrangement = name.removesuffix(CODES_SUFFIX)
+        dtype = "float32" if arrangement == name else "uint8"
         if arrangement in PLAIN_LAYOUTS:
             return cls(name, 0, dtype)
         match = _BLOCKED.match(arrangement)

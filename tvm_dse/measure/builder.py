@@ -63,9 +63,10 @@ def _build_in_worker(spec: dict[str, Any], target: dict[str, Any],
         built = build_kernel(spec["strategy"], workload, parsed_target, decisions=spec["decisions"])
         layouts = built.strategy.layouts(workload, parsed_target)
         data_shape, _, output_shape = model_shapes(workload)
-        shapes = [list(Layout.parse(layouts.data).shape(data_shape)), *(list(s) for s, _ in built.packed_weights),
+        data_layout = Layout.parse(layouts.data)
+        shapes = [list(data_layout.shape(data_shape)), *(list(s) for s, _ in built.packed_weights),
                   list(Layout.parse(layouts.output).shape(output_shape))]
-        dtypes = [Layout.parse(layouts.data).dtype, *(d for _, d in built.packed_weights), "float32"]
+        dtypes = [data_layout.dtype, *(d for _, d in built.packed_weights), "float32"]
         executable, prefix = built.kernel, spec["strategy"]
     from ..build import export_library
 
