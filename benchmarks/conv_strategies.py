@@ -4,7 +4,7 @@ MobileNetV2, side by side with onnxruntime running the same single convolution, 
 Contenders are measured interleaved, round after round (A B C ... A B C ...), and each reports the
 median over rounds of its per-round median; ratios are to onnxruntime in the same run.
 
-    python benchmarks/conv_strategies.py [--models resnet18 mobilenet_v2] [--rounds 3] [--threads 2]
+    python benchmarks/conv_strategies.py [--models resnet18 mobilenet_v2] [--rounds 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from common import interleaved_medians, machine, set_threads, time_callable, wri
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -10,6 +10,7 @@ from tvm_dse.layouts import Layout
 from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
 from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
 from tvm_dse.strategies.kernel import kernel_prim_func
+from tvm_dse.strategies.spatial_pack import PixelTiling, pixel_tiling
 from tvm_dse.target import parse_target
 from tvm_dse.testing.conformance import (CASES, FP32_BOUND, bound, check_strategy, input_quant, random_operands,
                                         reference_output, strategy_reference)
@@ -92,7 +93,11 @@ def test_epilogue_is_fused_into_the_output_stage(strategy):
 
 def test_a_decision_that_does_not_fit_is_refused():
     case = next(c for c in CASES if c.id == "3x3_s1_at28")
-    with pytest.raises(ValueError, match=r"decision 'ow'=\[5, 5\] does not split a loop of extent 28"):
+    with pytest.raises(ValueError, match=r"decision 'x'=\[5, 5\] does not split a loop of extent 28"):
+        build_kernel("direct_nchw", case.workload, HOST, decisions={"x": [5, 5]})
+    # the spatial pack computes whole register tiles (on AVX2 ten of 3 columns: 30, two cropped)
+    width = pixel_tiling(case.workload, HOST, HOST.fp32_lanes).extent
+    with pytest.raises(ValueError, match=rf"decision 'ow'=\[5, 5\] does not split a loop of extent {width}"):
         build_kernel("spatial_pack_nchwc", case.workload, HOST, decisions={"ow": [5, 5]})
 
 
@@ -118,6 +123,21 @@ def test_default_decisions_follow_the_target_family():
         parsed = parse_target(target)
         layouts = get_strategy("spatial_pack_nchwc").layouts(case.workload, parsed)
         assert layouts.output == f"NCHW{parsed.fp32_lanes}c"
+
+
+def test_spatial_pack_tiling_follows_the_registers():
+    """AVX2 (16 registers) takes 3 pixels x 4 channel blocks beyond 1x1 windows, rows padded to whole
+    tiles, or the tiles along the flattened pixels where a padded row would waste over an eighth; 1x1
+    windows on wider rows and 32-register targets keep tiles that divide the output."""
+    case = {c.id: c.workload for c in CASES}
+    haswell, avx512 = parse_target("llvm -mcpu=haswell"), parse_target("llvm -mcpu=skylake-avx512")
+    assert pixel_tiling(case["3x3_s1_at28"], haswell, 8) == PixelTiling(1, 3, 4, False, 30)
+    assert pixel_tiling(case["3x3_s1_at7"], haswell, 8) == PixelTiling(1, 3, 4, True, 51)  # 49 pixels
+    assert pixel_tiling(case["1x1_s2_batch2"], haswell, 8).flat
+    for workload, target in ((case["1x1_s1_odd"], haswell), (case["3x3_s1_at28"], avx512)):
+        tiling = pixel_tiling(workload, target, target.fp32_lanes)
+        assert not tiling.flat and tiling.extent == workload.out_width
+        assert workload.out_width % tiling.pixels == 0 and workload.out_height % tiling.rows == 0
 
 
 def test_declining_names_the_reason():

@@ -150,12 +150,16 @@ class Decider:
         return self.chosen[name]
 
 
+def vector_registers(target: DseTarget) -> int:
+    """Vector registers of the target: 32 on AVX-512 and Arm (NEON/SVE), 16 on AVX2 and SSE."""
+    return 32 if target.vector_bits == 512 or target.is_aarch64 else 16
+
+
 def max_accumulators(target: DseTarget) -> int:
-    """Vector accumulators a register tile may hold: half the vector registers (16 on AVX2 and SSE, 32 on
-    AVX-512 and NEON); the other half holds the broadcast inputs and the weights. Measured on AVX2: tiles
-    of 8 accumulators beat tiles of 12-14 by 15-40% (spills)."""
-    registers = 32 if target.vector_bits == 512 or target.is_aarch64 else 16
-    return registers // 2
+    """Vector accumulators a register tile may hold when its broadcast inputs and weights are kept in
+    registers too: half the vector registers. Measured on AVX2: such tiles of 8 accumulators beat tiles
+    of 12-14 by 15-40% (spills)."""
+    return vector_registers(target) // 2
 
 
 def divisors(n: int) -> list[int]:
@@ -166,13 +170,9 @@ def largest_divisor_at_most(n: int, bound: int) -> int:
     return max(d for d in divisors(n) if d <= bound)
 
 
-def output_stage(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV:
-    """Make ``main`` write a local accumulator and return the one stage that writes the real output.
-
-    The elementwise epilogue blocks after ``main`` (bias, residual, activation) are inlined into the
-    last of them; without an epilogue a write-back stage is created. The caller places the returned
-    stage inside ``main``'s tiles with ``reverse_compute_at``.
-    """
+def inline_epilogue(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV | None:
+    """Inline the elementwise blocks after ``main`` (crop, bias, residual, activation) into the last of
+    them and return it; None when nothing follows ``main``."""
     chain = []
     block = main
     while True:
@@ -181,12 +181,23 @@ def output_stage(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV:
             break
         block = consumers[0]
         chain.append(block)
-    if not chain:
-        return sch.cache_write(main, 0, "local")
     for intermediate in chain[:-1]:
         sch.compute_inline(intermediate)
+    return chain[-1] if chain else None
+
+
+def output_stage(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV:
+    """Make ``main`` write a local accumulator and return the one stage that writes the real output.
+
+    The elementwise epilogue blocks after ``main`` are inlined into the last of them; without an
+    epilogue a write-back stage is created. The caller places the returned stage inside ``main``'s tiles
+    with ``reverse_compute_at``.
+    """
+    last = inline_epilogue(sch, main)
+    if last is None:
+        return sch.cache_write(main, 0, "local")
     sch.set_scope(main, 0, "local")
-    return chain[-1]
+    return last
 
 
 def parallel_vectorized(sch: s_tir.Schedule, block: s_tir.SBlockRV, outer: int, max_vector: int = 64) -> None:
@@ -225,12 +236,15 @@ def pad_input(data: te.Tensor, padding: Sequence[int], spatial_axes: tuple[int, 
     return te.compute(shape, padded, name=PAD_BLOCK)
 
 
-def padded_input_bytes(workload: Workload) -> int:
-    """Bytes of the zero-padded input copy a strategy with a padding stage allocates (0 without padding)."""
+def padded_input_bytes(workload: Workload, extra_rows: int = 0, extra_columns: int = 0) -> int:
+    """Bytes of the zero-padded input copy a strategy with a padding stage allocates (0 without padding),
+    with ``extra_rows`` / ``extra_columns`` more at the bottom / right where the strategy reads past it."""
     top, left, bottom, right = workload.padding
-    if not any(workload.padding):
+    if not any(workload.padding) and not extra_rows and not extra_columns:
         return 0
-    return 4 * workload.batch * workload.in_channels * (workload.height + top + bottom) * (workload.width + left + right)
+    height = workload.height + top + bottom + extra_rows
+    width = workload.width + left + right + extra_columns
+    return 4 * workload.batch * workload.in_channels * height * width
 
 
 def has_pad_block(sch: s_tir.Schedule) -> bool:
