@@ -2,6 +2,7 @@
 conversions only where layouts change; aarch64 export; standalone layout and precision conversions."""
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,17 @@ def test_epilogues_are_fused_into_the_convolutions(models):
     assert convolutions and all(n.startswith("fused_") for n in convolutions), convolutions
     assert any("add" in n and "relu" in n for n in convolutions)  # residual add and relu in one kernel
     assert not [n for n in names if n.startswith("weight_")]  # weight transforms were folded into constants
+
+
+def test_pools_in_blocked_layouts_are_vectorized_over_the_channel_block(models):
+    model, graph = models["resnet18"]
+    module = lower_plan(model, _uniform(model, graph, "spatial_pack_nchwc"), HOST, graph)
+    reductions = {gv.name_hint: func.script() for gv, func in module.functions.items()
+                  if gv.name_hint.startswith(("max_pool2d", "mean"))}
+    assert reductions, [gv.name_hint for gv in module.functions]
+    for name, script in reductions.items():
+        # the window loops run outside the 8 lanes of the channel block, which reduce as one vector
+        assert re.search(r'in T\.vectorized\(T\.int64\(8\)\):\s+with T\.sblock\("(pool_max|\w+_red)"\)', script), (name, script)
 
 
 def test_plan_files_round_trip_and_mismatches_are_named(models, tmp_path):
