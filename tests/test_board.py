@@ -173,7 +173,10 @@ def test_a_board_reached_directly_without_a_tracker(tmp_path):
     board = start_board(log_dir=tmp_path)
     try:
         wait_for_port(board.port, timeout=120)
-        runner = RPCRunner(direct=f"127.0.0.1:{board.port}", settings=QUICK, connect_timeout_s=60)
+        # The first session of a fresh emulated board runs the runtime's code through qemu for the first
+        # time: on a loaded 2-core machine it once took over the default 120 s session limit.
+        runner = RPCRunner(direct=f"127.0.0.1:{board.port}", settings=QUICK, connect_timeout_s=60,
+                           session_timeout_s=300)
         (record,) = measure_candidates([Candidate(SMALL[0], "direct_nhwc")], BOARD_TARGET, runner,
                                        MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
         assert record.ok and record.board == f"127.0.0.1:{board.port}"
