@@ -213,7 +213,8 @@ class SpatialPackNCHWc(Strategy):
         else:
             out = output_stage(sch, conv)
             n, ko, y, x, ki, ico, ry, rx, ici = sch.get_loops(conv)
-            yo, yi = ((loop,) for loop in decider.tile("oh", y, 2, [workload.out_height // tiling.rows, tiling.rows]))
+            row_outer, row_inner = decider.tile("oh", y, 2, [workload.out_height // tiling.rows, tiling.rows])
+            yo, yi = (row_outer,), (row_inner,)
             xo, xi = decider.tile("ow", x, 2, [tiling.extent // tiling.pixels, tiling.pixels])
         koo, koi = decider.tile("oc_blocks", ko, 2, [blocks // tiling.channel_blocks, tiling.channel_blocks])
         chunks = default_ic_chunks(workload, target, in_block, decider.chosen["oc_blocks"][1])
