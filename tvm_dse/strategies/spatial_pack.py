@@ -34,6 +34,7 @@ def channel_blocks(workload: Workload, target: DseTarget, lanes: int | None = No
 CROP_BLOCK = "crop"
 MIN_ACCUMULATORS = 4
 CHUNK_WEIGHT_BYTES = 4096
+FLAT_CHUNK_WEIGHT_BYTES = 8192
 CHUNKED_MAX_PIXELS = 28 * 28
 CHUNKED_MIN_TASKS = 8
 
@@ -44,7 +45,7 @@ def default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int,
     ResNet-18's layers: 1x4x2 at 56 and 28, 2x2x2 at 14, 1x7x1 at 7 (twice as fast as 1x1x8: more channel
     blocks means fewer reuses of each input). More than 4 channel blocks only when the output's sides
     leave no better tile: 1x1x5 for 1000 channels at 13x13 (SqueezeNet's classifier) ran 3x faster than
-    1x1x1."""
+    1x1x1 (AVX2 now takes 2 x 5 there: :func:`pixel_tiling`)."""
     def best(max_blocks: int) -> tuple[int, int, int]:
         candidates = [(oh, ow, oc) for oc in divisors(blocks) for ow in divisors(workload.out_width)
                       for oh in divisors(workload.out_height) if oh <= 2 and oc <= max_blocks and oh * ow * oc <= limit]
@@ -54,7 +55,7 @@ def default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int,
     return tile if tile[0] * tile[1] * tile[2] >= MIN_ACCUMULATORS else best(limit)
 
 
-WIDE_TILE = (3, 4)  # pixels x channel blocks
+WIDE_TILE_PIXELS = {4: 3, 5: 2}  # channel blocks of a 16-register tile -> its pixels
 FLAT_ABOVE_WASTE = 1 / 8
 
 
@@ -85,13 +86,18 @@ def pixel_tiling(workload: Workload, target: DseTarget, lanes: int) -> PixelTili
     after row, and the output (epilogue included) is copied out in a second pass: 1.00x against 1.21x for
     rows of 9 on the 3x3 stride-2 layer with a 7x7 output, 0.91-1.19x against 0.92-1.46x on MobileNetV2's
     1x1 layers at 7x7. 1x1 convolutions on wider rows, and other targets, keep :func:`default_tile`: there
-    3 x 4 ran up to 1.5x slower (1x1 192->32 at 28x28: 1.17x against 0.77x for 4 x 2)."""
+    3 x 4 ran up to 1.5x slower (1x1 192->32 at 28x28: 1.17x against 0.77x for 4 x 2).
+
+    Output channels in fives of blocks but not fours take 2 pixels x 5 blocks, always flat: on the 1x1
+    512->1000 layer at 13x13 1.01x onnxruntime, against 1.16x for rows of 14 and 1.38x for the divisor
+    rule's 1 x 5."""
     blocks = workload.out_channels // lanes
     width = workload.out_width
-    if vector_registers(target) == 16 and blocks % WIDE_TILE[1] == 0:
-        pixels, channel_blocks = WIDE_TILE
+    channel_blocks = next((c for c in WIDE_TILE_PIXELS if blocks % c == 0), None)
+    if vector_registers(target) == 16 and channel_blocks:
+        pixels = WIDE_TILE_PIXELS[channel_blocks]
         padded = -(-width // pixels) * pixels
-        if padded - width > FLAT_ABOVE_WASTE * padded:
+        if channel_blocks == 5 or padded - width > FLAT_ABOVE_WASTE * padded:
             area = workload.out_height * width
             return PixelTiling(1, pixels, channel_blocks, True, -(-area // pixels) * pixels)
         if workload.kernel != (1, 1):
@@ -101,17 +107,20 @@ def pixel_tiling(workload: Workload, target: DseTarget, lanes: int) -> PixelTili
 
 
 def default_ic_chunks(workload: Workload, target: DseTarget, in_block: int, oc_tile: int,
-                      weight_bytes: int = 4) -> list[int]:
+                      weight_bytes: int = 4, flat: bool = False) -> list[int]:
     """[chunks, blocks per chunk] of the input channel blocks. Chunked when the output is at most 28x28 and
-    the output-channel tiles alone keep the threads busy: each chunk then holds at most 4 KB of weights.
-    Measured on AVX2 (stride-2 and 1x1 layers of ResNet-18 at 28 and 14): 14-40% faster than one chunk;
-    neutral at 56x56, where a tile's accumulators no longer fit in cache between chunks."""
+    the output-channel tiles alone keep the threads busy: each chunk then holds at most 4 KB of weights,
+    8 KB under a ``flat`` tiling. Measured on AVX2 (stride-2 and 1x1 layers of ResNet-18 at 28 and 14):
+    14-40% faster than one chunk; neutral at 56x56, where a tile's accumulators no longer fit in cache
+    between chunks. Flat tilings of 1x1 layers at 7x7 and 13x13 ran 0.88-1.02x the time with 8 KB chunks
+    as with 4 KB, and 0.87x for the 2 x 5 tile (1x1 512->1000 at 13x13, 5 KB against 2.5 KB)."""
     blocks = workload.in_channels // in_block
     tasks = workload.batch * workload.out_channels // (target.fp32_lanes * oc_tile)
     if workload.out_height * workload.out_width > CHUNKED_MAX_PIXELS or tasks < CHUNKED_MIN_TASKS:
         return [1, blocks]
     block_bytes = weight_bytes * oc_tile * target.fp32_lanes * in_block * workload.kernel[0] * workload.kernel[1]
-    per_chunk = max([1] + [d for d in divisors(blocks) if d * block_bytes <= CHUNK_WEIGHT_BYTES])
+    budget = FLAT_CHUNK_WEIGHT_BYTES if flat else CHUNK_WEIGHT_BYTES
+    per_chunk = max([1] + [d for d in divisors(blocks) if d * block_bytes <= budget])
     return [blocks // per_chunk, per_chunk]
 
 
@@ -122,9 +131,9 @@ class SpatialPackNCHWc(Strategy):
     name = "spatial_pack_nchwc"
     algorithm = "spatial_pack"
     ungrouped_only = True
-    schedule_version = 4  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
+    schedule_version = 5  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
     # channel tiles where the output's sides allow no other; 4: tiles of 3 pixels x 4 channel blocks on
-    # AVX2 (:func:`pixel_tiling`)
+    # AVX2 (:func:`pixel_tiling`); 5: 2 x 5 tiles, 8 KB input-channel chunks under flat tilings
 
     def lanes(self, target: DseTarget) -> int:
         """Vector lanes of the computation, the output channel block."""
@@ -217,7 +226,7 @@ class SpatialPackNCHWc(Strategy):
             yo, yi = (row_outer,), (row_inner,)
             xo, xi = decider.tile("ow", x, 2, [tiling.extent // tiling.pixels, tiling.pixels])
         koo, koi = decider.tile("oc_blocks", ko, 2, [blocks // tiling.channel_blocks, tiling.channel_blocks])
-        chunks = default_ic_chunks(workload, target, in_block, decider.chosen["oc_blocks"][1])
+        chunks = default_ic_chunks(workload, target, in_block, decider.chosen["oc_blocks"][1], flat=tiling.flat)
         icoo, icoi = decider.tile("ic_chunks", ico, 2, chunks)
         if decider.chosen["ic_chunks"][0] > 1:
             # Input-channel chunks outside the pixel tiles: one chunk's weights stay in L1 across every
