@@ -8,7 +8,7 @@ The contenders are timed interleaved, round after round, and each reports the me
 are to onnxruntime in the same run. Writes ``results.md``, ``results.json`` and ``results.png`` here.
 
     python benchmarks/compare.py [--models resnet18 mobilenet_v2 resnet50 vgg16 squeezenet1_1]
-                                 [--rounds 3] [--threads 2] [--logs DIR] [--metaschedule-seconds S]
+                                 [--rounds 5] [--threads 2] [--logs DIR] [--metaschedule-seconds S]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def torch_contender(onnx_model, threads: int):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--logs", help="tuning-log directory for optimize (default: a new, empty one)")
     parser.add_argument("--metaschedule-seconds", type=float,
