@@ -55,7 +55,8 @@ def default_tile(workload: Workload, blocks: int, limit: int) -> tuple[int, int,
     return tile if tile[0] * tile[1] * tile[2] >= MIN_ACCUMULATORS else best(limit)
 
 
-WIDE_TILE_PIXELS = {4: 3, 5: 2}  # channel blocks of a 16-register tile -> its pixels
+# channel blocks of a 16-register tile -> (its pixels, whether it always runs along the flattened pixels)
+WIDE_TILES = {4: (3, False), 5: (2, True)}
 FLAT_ABOVE_WASTE = 1 / 8
 
 
@@ -93,11 +94,11 @@ def pixel_tiling(workload: Workload, target: DseTarget, lanes: int) -> PixelTili
     rule's 1 x 5."""
     blocks = workload.out_channels // lanes
     width = workload.out_width
-    channel_blocks = next((c for c in WIDE_TILE_PIXELS if blocks % c == 0), None)
+    channel_blocks = next((c for c in WIDE_TILES if blocks % c == 0), None)
     if vector_registers(target) == 16 and channel_blocks:
-        pixels = WIDE_TILE_PIXELS[channel_blocks]
+        pixels, always_flat = WIDE_TILES[channel_blocks]
         padded = -(-width // pixels) * pixels
-        if channel_blocks == 5 or padded - width > FLAT_ABOVE_WASTE * padded:
+        if always_flat or padded - width > FLAT_ABOVE_WASTE * padded:
             area = workload.out_height * width
             return PixelTiling(1, pixels, channel_blocks, True, -(-area // pixels) * pixels)
         if workload.kernel != (1, 1):
