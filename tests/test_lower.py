@@ -181,7 +181,8 @@ def test_layout_conversions_build_and_run_on_their_own(source, destination):
 
 
 @pytest.mark.parametrize("source, destination", [("NCHW", "NCHW8c_u8"), ("NCHW8c", "NCHW8c_u8"),
-                                                 ("NHWC", "NCHW_u8"), ("NCHW8c_u8", "NHWC")])
+                                                 ("NHWC", "NCHW_u8"), ("NCHW8c_u8", "NHWC"),
+                                                 ("NCHW8c_u8", "NCHW8c")])
 def test_precision_conversions_quantize_and_dequantize(source, destination):
     shape = (1, 32, 9, 7)
     data = np.random.default_rng(0).standard_normal(shape).astype("float32")

@@ -5,13 +5,14 @@ assembled into a :class:`~tvm_dse.space.DesignSpace`; and turning a chosen assig
 
 from __future__ import annotations
 
+from collections import Counter
 from math import prod
 from typing import Any, Mapping, Sequence
 
 from .errors import TvmDseError
 from .frontend import Model
 from .graph import DseGraph, Vertex
-from .layouts import Layout
+from .layouts import Layout, changes_precision_only
 from .measure import Builder, Candidate, Conversion, MeasurementStore, Runner, measure_candidates
 from .plan import NodeChoice, Plan
 from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
@@ -20,6 +21,9 @@ from .strategies.kernel import packed_weight_bytes
 from .target import DseTarget, TargetLike, parse_target
 
 FP32_BYTES = 4
+# Vertices whose output leaves a kernel that fusion extends with an elementwise stage: convolutions and
+# dense layers (their output stage, after any relu or pooling in between) and joins (residual adds, concats).
+_FUSING_PRODUCERS = frozenset({"conv2d", "dense", "join"})
 
 
 def native_layout(shape: Sequence[int] | None) -> str:
@@ -103,12 +107,21 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
             layout = native_layout(vertex.shape)
             options.append([Option(layout or "native", 0.0, layout, "")])
 
+    consumers = Counter(source for vertex in graph.vertices for source in vertex.inputs)
+
+    def fused(source: int, produced: str, wanted: str) -> bool:
+        """Whether the conversion joins the producer's kernel (see lower.py): its only consumer reads the
+        same arrangement in codes, so the producer quantizes in its output stage and writes 1/4 the bytes."""
+        return (consumers[source] == 1 and graph.vertices[source].kind in _FUSING_PRODUCERS
+                and changes_precision_only(produced, wanted))
+
     conversions: dict[tuple[tuple[int, ...], str, str], Conversion] = {}
     for vertex in graph.vertices:
         for source in vertex.inputs:
             for produced in {_produced(o, vertex.shape) for o in options[source]}:
                 for wanted in {o.input_layout for o in options[vertex.id]}:
-                    if produced != wanted and represents(produced, vertex.shape) and represents(wanted, vertex.shape):
+                    if produced != wanted and not fused(source, produced, wanted) \
+                            and represents(produced, vertex.shape) and represents(wanted, vertex.shape):
                         conversion = Conversion(tuple(vertex.shape), produced, wanted)
                         conversions[(conversion.shape, produced, wanted)] = conversion
     conversion_list = list(conversions.values())
@@ -117,12 +130,13 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
     conversion_ms = {(c.shape, c.source, c.destination): (r.median_ms if r.ok else INFEASIBLE)
                      for c, r in zip(conversion_list, conversion_records)}
 
-    def conversion_cost(shape: tuple[int, ...], produced: str, wanted: str) -> float:
-        if produced == wanted:
+    def conversion_cost(source: int, shape: tuple[int, ...], produced: str, wanted: str) -> float:
+        if produced == wanted or fused(source, produced, wanted):
             return 0.0
         return conversion_ms.get((shape, produced, wanted), INFEASIBLE)
 
-    edges = [Edge(source, vertex.id, [[conversion_cost(tuple(vertex.shape), _produced(p, vertex.shape), q.input_layout)
+    edges = [Edge(source, vertex.id, [[conversion_cost(source, tuple(vertex.shape), _produced(p, vertex.shape),
+                                                       q.input_layout)
                                        for q in options[vertex.id]] for p in options[source]])
              for vertex in graph.vertices for source in vertex.inputs]
     nodes = [SpaceNode(vertex.name, vertex.kind, options[vertex.id], list(vertex.inputs), _activation_bytes(vertex))

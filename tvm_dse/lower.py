@@ -14,7 +14,8 @@ The steps (:func:`lower_plan`):
    inputs to one layout (the plan's join layout, else their first input's); every other operator and
    the outputs get the model's own layout back.
 2. Legalize the remaining Relax operators, fold constants (the weight transforms disappear into new
-   constants), fuse (bias, residual add and activation join their convolution's PrimFunc).
+   constants), fuse (bias, residual add and activation join their convolution's PrimFunc; so does a
+   conversion that only quantizes, where the value has no other consumer: the producer writes codes).
 3. Schedule: each fused convolution with its strategy's schedule and the plan's decisions (defaults
    where the plan has none); every other PrimFunc with a generic parallel, vectorized schedule.
 """
@@ -32,7 +33,7 @@ from tvm import relax, s_tir, te
 from .build import BuiltModel
 from .frontend import Model
 from .graph import DseGraph, build_graph
-from .layouts import Layout, transform
+from .layouts import Layout, changes_precision_only, transform
 from .plan import Plan
 from .quant.scheme import UNCALIBRATED, ActivationQuant
 from .strategies import get_strategy
@@ -48,8 +49,9 @@ _POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d"})
 _ELEMENTWISE_BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
                                  "relax.minimum"})
 _SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
-# Activation conversions are kernels of their own: the search prices each one standalone, so they are
-# kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc).
+# Activation conversions that rearrange are kernels of their own: the search prices each one standalone,
+# so they are kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc). One that
+# only quantizes stays fusable: it joins its producer's output stage, priced so by the search (costs.py).
 _OPAQUE = 8
 _TUNABLE_NAME = re.compile(r"dse_(\d+)_")
 
@@ -118,8 +120,9 @@ class _PlanRewriter:
         if key not in self.conversions:
             call = self.builder.call_te(lambda x: transform(x, current, layout, quant=quant), value,
                                         primfunc_name_hint=f"layout_{current}_to_{layout}")
-            function = call.args[0]
-            self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
+            if not changes_precision_only(current, layout):
+                function = call.args[0]
+                self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
             self.conversions[key] = self.builder.emit(call)
         return self.conversions[key]
 
