@@ -1,10 +1,9 @@
 """int8 quantization: the scheme, calibration from user data, quantized plans (lowered, validated, on the
 digits task with its real accuracy) and int8 options in optimize's search."""
 
-import tvm
-
 import numpy as np
 import pytest
+import tvm
 
 from tvm_dse import optimize
 from tvm_dse.frontend import load_model
