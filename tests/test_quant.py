@@ -8,6 +8,7 @@ import tvm
 from tvm_dse import optimize
 from tvm_dse.frontend import load_model
 from tvm_dse.graph import build_graph
+from tvm_dse.layouts import codes_layout
 from tvm_dse.lower import build_plan, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.errors import TvmDseError
@@ -132,7 +133,7 @@ def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, digit
         for q, option in enumerate(consumer.options):
             if consumer.is_tunable and get_strategy(option.name).precision == "int8":
                 for p, produced in enumerate(producer.options):
-                    in_codes = produced.output_layout + "_u8" == option.input_layout
+                    in_codes = codes_layout(produced.output_layout) == option.input_layout
                     if producer.is_tunable and in_codes:
                         assert edge.cost[p][q] == 0, (consumer.name, produced.name)
                     else:

@@ -26,11 +26,11 @@ def codes_layout(layout: str) -> str:
     return layout + CODES_SUFFIX
 
 
-def changes_precision_only(source: str, destination: str) -> bool:
+def changes_precision_only(source: str | Layout, destination: str | Layout) -> bool:
     """Whether converting ``source`` to ``destination`` keeps the arrangement and only (de)quantizes: an
     elementwise stage, which fusion folds into the kernel producing its input (that kernel writes codes)."""
-    source_layout, destination_layout = Layout.parse(source), Layout.parse(destination)
-    return source_layout.arrangement == destination_layout.arrangement and source_layout.dtype != destination_layout.dtype
+    source, destination = (Layout.parse(x) if isinstance(x, str) else x for x in (source, destination))
+    return source.arrangement == destination.arrangement and source.dtype != destination.dtype
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ def transform(tensor: te.Tensor, source: str | Layout, destination: str | Layout
         return tensor
     if source.dtype != destination.dtype and quant is None:
         raise ValueError(f"converting {source.name} to {destination.name} needs the activation's quantization")
-    if source.arrangement == destination.arrangement:
-        # Index for index, so that fusion sees an elementwise stage (see changes_precision_only).
+    if changes_precision_only(source, destination):
+        # Index for index, so that fusion sees an elementwise stage.
         convert = quantize_activation if destination.dtype == "uint8" else dequantize_activation
         return te.compute(tensor.shape, lambda *i: convert(tensor(*i), quant), name=name)
     shape = tuple(int(d) for d in tensor.shape)
