@@ -18,6 +18,9 @@ The steps (:func:`lower_plan`):
    conversion that only quantizes, where the value has no other consumer: the producer writes codes).
 3. Schedule: each fused convolution with its strategy's schedule and the plan's decisions (defaults
    where the plan has none); every other PrimFunc with a generic parallel, vectorized schedule.
+4. Fold passes that only move data into the kernels before them (:mod:`tvm_dse.output_fusion`): a
+   kernel whose output only feeds a layout conversion writes the converted layout itself, and the
+   kernels producing a concatenation's operands write their slices of its result.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .build import BuiltModel
 from .frontend import Model
 from .graph import DseGraph, build_graph
 from .layouts import Layout, changes_precision_only, transform
+from .output_fusion import CONVERSION_PREFIX, write_outputs_in_place
 from .plan import Plan
 from .quant.scheme import UNCALIBRATED, ActivationQuant
 from .strategies import get_strategy
@@ -119,7 +123,7 @@ class _PlanRewriter:
         key = (value, layout, quant)
         if key not in self.conversions:
             call = self.builder.call_te(lambda x: transform(x, current, layout, quant=quant), value,
-                                        primfunc_name_hint=f"layout_{current}_to_{layout}")
+                                        primfunc_name_hint=f"{CONVERSION_PREFIX}{current}_to_{layout}")
             if not changes_precision_only(current, layout):
                 function = call.args[0]
                 self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
@@ -318,7 +322,7 @@ def lower_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | N
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(["main"]),
         ])(mod)
-    return _schedule_module(mod, graph, plan, dse_target)
+    return write_outputs_in_place(_schedule_module(mod, graph, plan, dse_target))
 
 
 @dataclass

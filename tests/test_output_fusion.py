@@ -1,0 +1,145 @@
+"""Kernels writing into what their consumer makes of their output: every fp32 strategy's scheduled kernel
+writes a slice of a larger tensor and a converted layout exactly; lowered models lose their
+concatenations and the conversions of single-use kernel outputs, and still match onnxruntime."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import s_tir, te
+from tvm.s_tir.schedule import ScheduleError
+
+from tvm_dse import build_graph, load_model
+from tvm_dse.layouts import Layout, transform
+from tvm_dse.lower import _schedule_generic, build_plan, lower_plan
+from tvm_dse.output_fusion import concat_axis, rearrangement, write_converted, write_into_slice
+from tvm_dse.plan import NodeChoice, Plan
+from tvm_dse.quant import ActivationQuant
+from tvm_dse.strategies import build_kernel, get_strategy
+from tvm_dse.strategies.base import Decider, Epilogue
+from tvm_dse.strategies.kernel import kernel_prim_func
+from tvm_dse.target import parse_target
+from tvm_dse.testing import onnxruntime_outputs, relative_error
+from tvm_dse.workload import Workload
+
+HOST = parse_target("host")
+EPILOGUE = Epilogue(bias=True, clip=Epilogue.RELU)
+# (strategy, workload): row and flat spatial-pack tilings, Winograd, NHWC, NCHW and depthwise kernels
+CASES = [
+    ("spatial_pack_nchwc", Workload("conv2d", 1, 16, 14, 14, 32, (3, 3), (1, 1), (1, 1, 1, 1))),
+    ("spatial_pack_nchwc", Workload("conv2d", 1, 16, 7, 7, 32, (1, 1))),
+    ("winograd_f4_nchwc", Workload("conv2d", 1, 16, 12, 12, 16, (3, 3), (1, 1), (1, 1, 1, 1))),
+    ("direct_nhwc", Workload("conv2d", 1, 3, 15, 15, 16, (3, 3), (2, 2), (1, 1, 1, 1))),
+    ("gemm1x1_nhwc", Workload("conv2d", 1, 24, 9, 9, 16, (1, 1))),
+    ("direct_nchw", Workload("conv2d", 1, 8, 10, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1))),
+    ("im2col_nchw", Workload("conv2d", 1, 8, 10, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1))),
+    ("depthwise_nchwc", Workload("conv2d", 1, 16, 11, 11, 16, (3, 3), (2, 2), (1, 1, 1, 1), groups=16)),
+]
+CONVERTED = {"NHWC": "NCHW8c", "NCHW": "NCHW8c"}  # blocked layouts go to NHWC
+
+
+def _scheduled(name: str, workload: Workload) -> tvm.tirx.PrimFunc:
+    strategy = get_strategy(name)
+    sch = s_tir.Schedule(kernel_prim_func(strategy, workload, HOST, EPILOGUE))
+    strategy.schedule(sch, workload, HOST, Decider(sch, {}))
+    return sch.mod["main"]
+
+
+def _inputs(name: str, workload: Workload):
+    rng = np.random.default_rng(1)
+    built = build_kernel(name, workload, HOST, epilogue=EPILOGUE)
+    data = rng.standard_normal((1, workload.in_channels, workload.height, workload.width))
+    weight = rng.standard_normal((workload.out_channels, workload.in_channels // workload.groups, *workload.kernel))
+    arguments = built.arguments(data, weight, rng.standard_normal(workload.out_channels))
+    built.kernel["main"](*arguments)
+    return arguments[:-1], arguments[-1].numpy()
+
+
+@pytest.mark.parametrize("name, workload", CASES, ids=[f"{n}-{w.height}" for n, w in CASES])
+def test_kernels_write_their_output_into_a_slice_of_a_larger_tensor(name, workload):
+    inputs, expected = _inputs(name, workload)
+    layout = Layout.parse(get_strategy(name).layouts(workload, HOST).output)
+    axis = 3 if layout.arrangement == "NHWC" else 1
+    whole_shape = list(expected.shape)
+    whole_shape[axis] += 3
+    func = write_into_slice(_scheduled(name, workload), tuple(whole_shape), axis, 2)
+    whole = tvm.runtime.tensor(np.full(whole_shape, -7.0, "float32"))
+    tvm.compile(func, target=HOST.tvm_target)["main"](*inputs, whole)
+    result = np.moveaxis(whole.numpy(), axis, 0)
+    np.testing.assert_allclose(result[2:2 + expected.shape[axis]], np.moveaxis(expected, axis, 0), rtol=1e-5, atol=1e-5)
+    assert (result[:2] == -7).all() and (result[2 + expected.shape[axis]:] == -7).all()
+
+
+@pytest.mark.parametrize("name, workload", CASES, ids=[f"{n}-{w.height}" for n, w in CASES])
+def test_kernels_write_their_output_in_a_converted_layout(name, workload):
+    inputs, expected = _inputs(name, workload)
+    source = Layout.parse(get_strategy(name).layouts(workload, HOST).output)
+    destination = Layout.parse(CONVERTED.get(source.name, "NHWC"))
+    data = te.placeholder(expected.shape, "float32", name="data")
+    conversion = _schedule_generic(te.create_prim_func([data, transform(data, source, destination)]))
+    func = write_converted(_scheduled(name, workload), conversion)
+    converted = tvm.runtime.tensor(np.zeros(destination.shape(source.to_nchw(expected).shape), "float32"))
+    tvm.compile(func, target=HOST.tvm_target)["main"](*inputs, converted)
+    np.testing.assert_allclose(destination.to_nchw(converted.numpy()), source.to_nchw(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_what_cannot_take_a_conversion_is_refused():
+    data = te.placeholder((1, 2, 9, 9, 8), "float32", name="data")
+    pooled = te.placeholder((1, 2, 4, 4, 8), "float32", name="pooled")
+    conversion = te.create_prim_func([pooled, transform(pooled, "NCHW8c", "NHWC")])
+    # a max pool accumulates in its output: no stage stores each element once to place it elsewhere
+    ry, rx = te.reduce_axis((0, 2), "ry"), te.reduce_axis((0, 2), "rx")
+    pool_func = te.create_prim_func([data, te.compute(
+        (1, 2, 4, 4, 8), lambda n, c, y, x, v: te.max(data[n, c, 2 * y + ry, 2 * x + rx, v], axis=[ry, rx]))])
+    with pytest.raises(ScheduleError):
+        write_converted(pool_func, conversion)
+    quantizing = te.create_prim_func([pooled, transform(pooled, "NCHW8c", "NHWC_u8", quant=ActivationQuant.from_range(0, 1))])
+    assert rearrangement(quantizing) is None and rearrangement(conversion) is not None
+
+
+def test_concat_axis_is_the_one_the_operands_add_up_along():
+    assert concat_axis([(1, 2, 5, 5, 8), (1, 3, 5, 5, 8)], (1, 5, 5, 5, 8)) == 1
+    assert concat_axis([(1, 5, 5, 16), (1, 5, 5, 8)], (1, 5, 5, 24)) == 3
+    assert concat_axis([(1, 2, 5, 5), (1, 3, 4, 5)], (1, 5, 5, 5)) is None
+
+
+@pytest.fixture(scope="module")
+def squeezenet(zoo):
+    model = load_model(zoo("squeezenet1_1"))
+    return model, build_graph(model)
+
+
+def _kernel_names(module: tvm.IRModule) -> list[str]:
+    return [gv.name_hint for gv, func in module.functions.items() if isinstance(func, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize("family", ["spatial_pack_nchwc", "direct_nhwc"])
+def test_fire_modules_concatenate_without_a_copy(squeezenet, family):
+    model, graph = squeezenet
+    plan = Plan.uniform(model, graph, HOST, family)
+    module = lower_plan(model, plan, HOST, graph)
+    names = _kernel_names(module)
+    assert not [n for n in names if n.startswith("concatenate")], names
+    # each two-operand concatenation: the first kernel allocates it, the second writes its slice in place
+    concats = [j for j in graph.joins if j.op == "relax.concat"]
+    assert len(concats) == 8 and module["main"].script().count("R.call_tir_inplace(") == len(concats)
+    feed = model.random_feed(seed=3)
+    (output,) = build_plan(model, plan, HOST, graph).run(feed)
+    (reference,) = onnxruntime_outputs(model.onnx_model, feed)
+    assert relative_error(output, reference) <= 1e-4
+
+
+def test_conversions_of_single_use_kernel_outputs_are_written_by_the_kernel(squeezenet):
+    model, graph = squeezenet
+    # NHWC squeeze layers, blocked expand layers: each squeeze output is converted for its two consumers
+    plan = Plan.uniform(model, graph, HOST, "spatial_pack_nchwc")
+    for node in graph.nodes:
+        if "squeeze" in node.name:
+            plan.nodes[node.name] = NodeChoice("gemm1x1_nhwc")
+    names = _kernel_names(lower_plan(model, plan, HOST, graph))
+    squeezes = [n for n in names if "gemm1x1_nhwc" in n]
+    assert squeezes and all("_layout_NHWC_to_NCHW8c" in n for n in squeezes), names
+    assert not [n for n in names if n.startswith("layout_NHWC_to_NCHW8c")], names
+    feed = model.random_feed(seed=4)
+    (output,) = build_plan(model, plan, HOST, graph).run(feed)
+    (reference,) = onnxruntime_outputs(model.onnx_model, feed)
+    assert relative_error(output, reference) <= 1e-4
