@@ -146,7 +146,10 @@ def test_shipped_plans_fit_their_zoo_model_and_target(path):
     plan = Plan.load(path)
     assert path.parent.name == plan.target_key
     model = load_model(f"zoo:{plan.model_name}")
-    assert plan.validate(model, build_graph(model), plan.target).key == plan.target_key
+    graph = build_graph(model)
+    assert plan.validate(model, graph, plan.target).key == plan.target_key
+    # every kernel takes the plan's decisions under the strategies' current schedules (as tvm-dse build does)
+    assert lower_plan(model, plan, plan.target, graph)["main"] is not None
 
 
 def test_decisions_in_a_plan_are_applied(models):

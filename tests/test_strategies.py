@@ -10,7 +10,7 @@ from tvm_dse.layouts import Layout
 from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
 from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
 from tvm_dse.strategies.kernel import kernel_prim_func
-from tvm_dse.strategies.spatial_pack import PixelTiling, pixel_tiling
+from tvm_dse.strategies.spatial_pack import PixelTiling, default_ic_chunks, pixel_tiling
 from tvm_dse.target import parse_target
 from tvm_dse.testing.conformance import (CASES, FP32_BOUND, bound, check_strategy, input_quant, random_operands,
                                         reference_output, strategy_reference)
@@ -127,10 +127,9 @@ def test_default_decisions_follow_the_target_family():
 
 def test_spatial_pack_tiling_follows_the_registers():
     """AVX2 (16 registers) takes 3 pixels x 4 channel blocks beyond 1x1 windows, rows padded to whole
-    tiles, or the tiles along the flattened pixels where a padded row would waste over an eighth; channel
-    blocks in fives but not fours take 2 x 5 tiles along the flattened pixels (clamped where the convolution
-    is unpadded); 1x1 windows on wider rows
-    and 32-register targets keep tiles that divide the output."""
+    tiles, or the tiles along the flattened pixels where a padded row would waste over an eighth (clamped
+    where the convolution is unpadded); channel blocks in fives but not fours take 2 x 5 tiles along the
+    flattened pixels; 1x1 windows on wider rows and 32-register targets keep tiles that divide the output."""
     case = {c.id: c.workload for c in CASES}
     haswell, avx512 = parse_target("llvm -mcpu=haswell"), parse_target("llvm -mcpu=skylake-avx512")
     assert pixel_tiling(case["3x3_s1_at28"], haswell, 8) == PixelTiling(1, 3, 4, False, 30)
@@ -138,6 +137,8 @@ def test_spatial_pack_tiling_follows_the_registers():
     # an unpadded flat tiling reads the last pixel's input past the output (no padded copy of the input)
     assert pixel_tiling(case["1x1_s2_batch2"], haswell, 8).clamped
     assert not pixel_tiling(case["3x3_s1_at7"], haswell, 8).clamped
+    chunked = case["1x1_s1_at7_chunked"]
+    assert pixel_tiling(chunked, haswell, 8).clamped and default_ic_chunks(chunked, haswell, 8, 4, flat=True) == [4, 5]
     assert pixel_tiling(case["3x3_asym_pad_odd_channels"], haswell, 8) == PixelTiling(1, 2, 5, True, 50)
     for workload, target in ((case["1x1_s1_odd"], haswell), (case["3x3_s1_at28"], avx512)):
         tiling = pixel_tiling(workload, target, target.fp32_lanes)

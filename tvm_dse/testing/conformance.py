@@ -58,6 +58,8 @@ CASES: tuple[Case, ...] = (
     Case("3x3_asym_pad_odd_channels", _conv(1, 24, 8, 8, 40, 3, padding=(0, 1, 1, 0)), _NONE),
     Case("1x1_s2_batch2", _conv(2, 32, 14, 14, 64, 1, stride=2), _RESIDUAL),
     Case("3x3_s1_at7", _conv(1, 64, 7, 7, 64, 3, padding=1), _RESIDUAL),
+    # the spatial pack's clamped flat tiling with input-channel chunks (4 chunks of 5 blocks)
+    Case("1x1_s1_at7_chunked", _conv(1, 160, 7, 7, 256, 1), _RELU6),
     Case("3x3_s1_at28", _conv(1, 32, 28, 28, 32, 3, padding=1), _RELU),
     Case("3x3_s1_nopad", _conv(1, 16, 10, 10, 32, 3), _NONE),
     Case("3x3_s1_rgb", _conv(1, 3, 8, 8, 8, 3, padding=1), _RELU),
