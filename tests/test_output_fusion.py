@@ -92,7 +92,8 @@ def test_what_cannot_take_a_conversion_is_refused():
         (1, 2, 4, 4, 8), lambda n, c, y, x, v: te.max(data[n, c, 2 * y + ry, 2 * x + rx, v], axis=[ry, rx]))])
     with pytest.raises(ScheduleError):
         write_converted(pool_func, conversion)
-    quantizing = te.create_prim_func([pooled, transform(pooled, "NCHW8c", "NHWC_u8", quant=ActivationQuant.from_range(0, 1))])
+    quant = ActivationQuant.from_range(0, 1)
+    quantizing = te.create_prim_func([pooled, transform(pooled, "NCHW8c", "NHWC_u8", quant=quant)])
     assert rearrangement(quantizing) is None and rearrangement(conversion) is not None
 
 
