@@ -95,39 +95,18 @@ def write_into_slice(func: tirx.PrimFunc, whole_shape: tuple[int, ...], axis: in
     return _with_output_placed(func, stage)
 
 
-def _blocks(stmt: Any) -> list[SBlock] | None:
-    """The blocks under ``stmt`` (loops and blocks only), or None where anything else stands."""
-    if isinstance(stmt, SBlockRealize):
-        inner = _blocks(stmt.block.body)
-        return None if inner is None else [stmt.block, *inner]
-    if isinstance(stmt, tirx.For):
-        return _blocks(stmt.body)
-    if isinstance(stmt, tirx.SeqStmt):
-        found: list[SBlock] = []
-        for child in stmt.seq:
-            inner = _blocks(child)
-            if inner is None:
-                return None
-            found += inner
-        return found
-    return [] if isinstance(stmt, (tirx.BufferStore, tirx.Evaluate)) else None
-
-
-def _lone_block(func: tirx.PrimFunc) -> SBlock | None:
-    """The one block of ``func`` besides its root, if it has exactly one."""
-    blocks = _blocks(func.body)
-    inner = [b for b in blocks or [] if b.name_hint != "root"]
-    return inner[0] if len(inner) == 1 else None
-
-
 def rearrangement(conversion: tirx.PrimFunc) -> SBlock | None:
     """The one block of a pure rearrangement PrimFunc (``y[i] = x[f(i)]``, same dtype: an fp32 layout
     conversion), or None for anything else."""
     if len(conversion.params) != 2:
         return None
     source, destination = conversion.params
-    block = _lone_block(conversion)
-    if block is None or block.init is not None or not isinstance(block.body, tirx.BufferStore):
+    sch = s_tir.Schedule(conversion)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    if len(blocks) != 1:
+        return None
+    block = sch.get(blocks[0])
+    if block.init is not None or not isinstance(block.body, tirx.BufferStore):
         return None
     store = block.body
     load = store.value
