@@ -1,5 +1,6 @@
-"""Plans lowered to modules: uniform and random plans on every zoo model match onnxruntime; plan files;
-conversions only where layouts change; aarch64 export; standalone layout and precision conversions."""
+"""Plans lowered to modules: conversions only where layouts change, on every lane count; joins meet only in
+layouts that hold every operand; plan files; aarch64 export; standalone layout and precision conversions.
+Uniform and random plans on every model and target family: tests/test_matrix_*.py."""
 
 import random
 import re
@@ -17,12 +18,10 @@ from tvm_dse.quant import ActivationQuant
 from tvm_dse.strategies import applicable_strategies, get_strategy
 from tvm_dse.target import parse_target
 from tvm_dse.testing import MODEL_NAMES, onnxruntime_outputs, relative_error
+from tvm_dse.testing.matrix import FAMILIES
 
 HOST = parse_target("host")
 FP32_BOUND = 1e-4
-# the families a uniform plan can give a whole network (nodes a family does not apply to get a fallback)
-UNIFORM_FAMILIES = ["direct_nchw", "direct_nhwc", "spatial_pack_nchwc", "im2col_nchw", "winograd_f4_nchwc",
-                    "depthwise_nchwc"]
 
 
 @pytest.fixture(scope="module")
@@ -47,45 +46,28 @@ def _uniform(model, graph, family):
     return Plan.uniform(model, graph, HOST, family)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_uniform_plans_match_onnxruntime(models, name):
-    model, graph = models[name]
-    plans = {}
-    for family in UNIFORM_FAMILIES:  # families that do not apply to a model give the same plan as another
-        plan = _uniform(model, graph, family)
-        plans.setdefault(tuple(sorted((n, c.strategy) for n, c in plan.nodes.items())), plan)
-    assert len(plans) >= 3
-    for plan in plans.values():
-        _check(model, graph, plan)
-
-
-@pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_random_plans_match_onnxruntime(models, name, seed):
-    model, graph = models[name]
-    rng = random.Random(seed)
-    # fp32 only: onnxruntime is matched to rounding (quantized plans: tests/test_quant.py)
-    choices = {node.name: rng.choice([s for s in applicable_strategies(node.workload, HOST) if s.precision == "fp32"]).name
-               for node in graph.nodes}
-    plan = Plan.create(model, HOST, choices)
-    # joins meet in one of their producers' layouts, picked at random too
-    output_layouts = {node.id: get_strategy(choices[node.name]).layouts(node.workload, HOST).output
-                      for node in graph.nodes}
-    for join in graph.joins:
-        candidates = [output_layouts[i] for i in join.inputs if i in output_layouts]
-        if candidates:
-            plan.join_layouts[join.name] = rng.choice(candidates)
-    _check(model, graph, plan)
+def _families_filling_blocks(graph):
+    """Target families whose fp32 channel blocks divide every convolution's output channels, so a uniform
+    spatial-pack plan is blocked from the first convolution to the last (4 and 8 lanes for ResNet-18 small)."""
+    families = [f for f in FAMILIES if all(n.workload.out_channels % f.dse_target.fp32_lanes == 0
+                                           for n in graph.nodes if n.kind == "conv2d")]
+    assert families
+    return families
 
 
 def test_conversions_only_where_layouts_change(models):
     model, graph = models["resnet18"]
-    blocked = lower_plan(model, _uniform(model, graph, "spatial_pack_nchwc"), HOST, graph)
-    names = [gv.name_hint for gv in blocked.functions]
-    # into the blocked layout after the input; back to NCHW before the classifier's reshape, written by the
-    # spatial mean that produces it (tvm_dse.output_fusion)
-    assert [n for n in names if n.startswith("layout_")] == ["layout_NCHW_to_NCHW3c"]
-    assert [n for n in names if "layout_" in n and not n.startswith("layout_")] == ["mean_layout_NCHW8c_to_NCHW"]
+    stem = graph.nodes[0]
+    for target_family in _families_filling_blocks(graph):
+        target = target_family.dse_target
+        blocked = lower_plan(model, Plan.uniform(model, graph, target, "spatial_pack_nchwc"), target, graph)
+        names = [gv.name_hint for gv in blocked.functions]
+        stem_input = get_strategy("spatial_pack_nchwc").layouts(stem.workload, target).data
+        # into the stem's blocked layout after the input; back to NCHW before the classifier's reshape, written
+        # by the spatial mean that produces it (tvm_dse.output_fusion)
+        assert [n for n in names if n.startswith("layout_")] == [f"layout_NCHW_to_{stem_input}"], target_family.name
+        assert [n for n in names if "layout_" in n and not n.startswith("layout_")] == \
+            [f"mean_layout_NCHW{target.fp32_lanes}c_to_NCHW"], target_family.name
     plain = lower_plan(model, _uniform(model, graph, "direct_nchw"), HOST, graph)
     assert not [gv for gv in plain.functions if gv.name_hint.startswith("layout_")]
 
@@ -102,13 +84,16 @@ def test_epilogues_are_fused_into_the_convolutions(models):
 
 def test_pools_in_blocked_layouts_are_vectorized_over_the_channel_block(models):
     model, graph = models["resnet18"]
-    module = lower_plan(model, _uniform(model, graph, "spatial_pack_nchwc"), HOST, graph)
-    reductions = {gv.name_hint: func.script() for gv, func in module.functions.items()
-                  if gv.name_hint.startswith(("max_pool2d", "mean"))}
-    assert reductions, [gv.name_hint for gv in module.functions]
-    for name, script in reductions.items():
-        # the window loops run outside the 8 lanes of the channel block, which reduce as one vector
-        assert re.search(r'in T\.vectorized\(T\.int64\(8\)\):\s+with T\.sblock\("(pool_max|\w+_red)"\)', script), (name, script)
+    for target_family in _families_filling_blocks(graph):
+        target = target_family.dse_target
+        module = lower_plan(model, Plan.uniform(model, graph, target, "spatial_pack_nchwc"), target, graph)
+        reductions = {gv.name_hint: func.script() for gv, func in module.functions.items()
+                      if gv.name_hint.startswith(("max_pool2d", "mean"))}
+        assert reductions, [gv.name_hint for gv in module.functions]
+        for name, script in reductions.items():
+            # the window loops run outside the lanes of the channel block, which reduce as one vector
+            assert re.search(rf'in T\.vectorized\(T\.int64\({target.fp32_lanes}\)\):\s+'
+                             r'with T\.sblock\("(pool_max|\w+_red)"\)', script), (target_family.name, name, script)
 
 
 def test_plan_files_round_trip_and_mismatches_are_named(models, tmp_path):

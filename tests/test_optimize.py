@@ -63,10 +63,17 @@ def test_a_board_target_needs_rpc(logs):
 
 
 def test_the_optimize_command(logs, tmp_path, capsys):
+    from tvm_dse.target import parse_target
+    from tvm_dse.tuning import shipped_target_keys
+
     assert main(["optimize", "zoo:vgg16-small", "--out", str(tmp_path), "--logs", str(logs),
                  "--searcher", "exact"]) == 0
-    printed = capsys.readouterr().out
-    assert "outputs match TVM's default build" in printed and "exact" in printed
+    captured = capsys.readouterr()
+    assert "outputs match TVM's default build" in captured.out and "exact" in captured.out
+    # said once, in one line, where no shipped log is for this machine's target (so it starts cold)
+    notices = [line for line in captured.err.splitlines() if line.startswith("no tuning log shipped")]
+    assert len(notices) == (parse_target("host").key not in shipped_target_keys())
+    assert all(parse_target("host").key in line for line in notices)
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "pareto.png").is_file()
     assert main(["optimize", "zoo:vgg16-small", "--tracker", "127.0.0.1:1"]) == 2
     assert "--tracker needs --key" in capsys.readouterr().err
@@ -185,3 +192,14 @@ def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
     assert report["validation"]["relative_error_vs_tvm_default"] <= 1e-4
     library = tmp_path / "squeezenet1_1-small.aarch64.so"
     assert int.from_bytes(library.read_bytes()[18:20], "little") == 183  # an aarch64 ELF
+
+
+def test_a_space_offering_a_node_no_strategy_fails_before_measuring(matrix_models):
+    from tvm_dse import TvmDseError
+    from tvm_dse.costs import measure_space
+    from tvm_dse.measure import LocalRunner
+
+    model, graph = matrix_models("concat_8")
+    only_convolutions = {node.workload.key(): ["direct_nchw"] for node in graph.nodes}
+    with pytest.raises(TvmDseError, match=r"no strategy of precision fp32 among those given applies to node\(s\) fc$"):
+        measure_space(model, graph, "host", LocalRunner(), strategies=only_convolutions, show_progress=False)

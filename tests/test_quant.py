@@ -1,6 +1,8 @@
 """int8 quantization: the scheme, calibration from user data, quantized plans (lowered, validated, on the
 digits task with its real accuracy) and int8 options in optimize's search."""
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -115,8 +117,15 @@ def test_the_int8_plan_keeps_the_digits_accuracy(digits):
     lowered = lower_plan(model, plan, "host", graph)
     writing_codes = sorted(gv.name_hint for gv, func in lowered.functions.items()
                            if isinstance(func, tvm.tirx.PrimFunc) and str(func.params[-1].dtype) == "uint8")
-    assert writing_codes == ["fused_dse_1_im2col_int8_add_relu_layout_NCHW8c_to_NCHW8c_u8",
-                             "fused_max_pool2d_layout_NCHW8c_to_NCHW8c_u81", "layout_NCHW_to_NCHW_u8"]
+    host = parse_target("host")
+    layouts = {v.name: get_strategy(plan.nodes[v.name].strategy).layouts(v.workload, host) for v in graph.nodes}
+    expected = [rf"fused_dse_{graph.node('conv1').id}_im2col_int8_add_relu_layout_{layouts['conv1'].output}_to_"
+                rf"{layouts['conv2'].data}",
+                rf"fused_max_pool2d_layout_{layouts['conv2'].output}_to_{layouts['conv3'].data}",
+                rf"layout_NCHW_to_{layouts['conv1'].data}"]
+    assert len(writing_codes) == len(expected), writing_codes
+    assert all(re.fullmatch(rf"{pattern}\d*", name) for pattern, name in zip(expected, writing_codes)), \
+        (writing_codes, expected)  # FuseTIR numbers twins
 
 
 def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, digits_logs):
@@ -274,3 +283,21 @@ def test_fp16_options_get_their_own_sensitivity(digits, digits_logs):
         optimize(task.model, show_progress=False, precisions=("fp32", "int8"))
     with pytest.raises(TvmDseError, match="precisions must include fp32"):
         optimize(task.model, show_progress=False, precisions=("fp32", "bf16"))
+
+
+def test_the_quantized_reference_computes_what_an_int8_plan_computes():
+    """Against onnxruntime running the model with the plan's int8 nodes quantized and dequantized as the
+    kernels do, the plan differs by fp32 rounding; against the fp32 model, by the quantization error."""
+    from tvm_dse.testing.matrix import matrix_model, most_quantized_plan
+    from tvm_dse.testing.quantized_reference import quantized_reference_model
+
+    host = parse_target("host")
+    model = load_model(matrix_model("concat_8"))
+    graph = build_graph(model)
+    plan = most_quantized_plan(model, graph, host)
+    assert plan.reduced_precision_nodes()
+    feed = model.random_feed(0)
+    (output,) = build_plan(model, plan, host, graph).run(feed)
+    (quantized,) = onnxruntime_session(quantized_reference_model(model, plan, host)).run(None, feed)
+    (exact,) = onnxruntime_session(model.onnx_model).run(None, feed)
+    assert relative_error(output, quantized) <= 1e-5 < 1e-3 <= relative_error(output, exact)

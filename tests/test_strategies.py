@@ -12,9 +12,11 @@ from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
 from tvm_dse.strategies.kernel import kernel_prim_func
 from tvm_dse.strategies.spatial_pack import PixelTiling, default_ic_chunks, pixel_tiling
 from tvm_dse.target import parse_target
+from tvm_dse.quant.intrinsics import dot_intrinsic
+from tvm_dse.testing import relative_error
 from tvm_dse.testing.conformance import (CASES, FP32_BOUND, bound, check_strategy, input_quant, random_operands,
                                         reference_output, strategy_reference)
-from tvm_dse.testing import relative_error
+from tvm_dse.testing.matrix import FAMILIES, HOST_FAMILY, family
 
 HOST = parse_target("host")
 STRATEGIES = all_strategies()
@@ -154,20 +156,16 @@ def test_declining_names_the_reason():
         build_kernel("direct_nchw", dense_case.workload, HOST)
 
 
-OTHER_FAMILIES = {"rpi4": parse_target("rpi4"), "rpi5": parse_target("rpi5"),
-                  "skylake-avx512": parse_target("llvm -mcpu=skylake-avx512"),
-                  "cascadelake": parse_target("llvm -mcpu=cascadelake")}
-# Each strategy on every family where it applies: int8 needs a dot product (rpi5's sdot, cascadelake's
-# VNNI, AVX2 on skylake-avx512), fp32 builds everywhere.
-FAMILY_PAIRS = [(s, name) for s in STRATEGIES for name, t in OTHER_FAMILIES.items()
-                if (s.precision == "fp32" and name in ("rpi4", "skylake-avx512")) or
-                (s.precision != "fp32" and any(s.applies(c.workload, t) for c in CASES))]
+# Each strategy on every family of the target matrix where it applies to a conformance case (int8 needs a
+# dot product: AVX2's, VNNI's or sdot; fp16 F16C or fp16 arithmetic), the host's CPU among them.
+FAMILY_PAIRS = [(s, f.name) for s in STRATEGIES for f in (*FAMILIES, HOST_FAMILY)
+                if any(s.applies(c.workload, f.dse_target) for c in CASES)]
 
 
-@pytest.mark.parametrize("strategy, target", FAMILY_PAIRS, ids=[f"{s.name}-{t}" for s, t in FAMILY_PAIRS])
-def test_default_schedules_compile_for_other_target_families(strategy, target):
-    """NEON (4 lanes) and AVX-512 (16 lanes) change the layouts and tiles; the schedules must still build."""
-    parsed = OTHER_FAMILIES[target]
+@pytest.mark.parametrize("strategy, family_name", FAMILY_PAIRS, ids=[f"{s.name}-{f}" for s, f in FAMILY_PAIRS])
+def test_default_schedules_compile_for_every_target_family(strategy, family_name):
+    """4, 8 and 16 lanes change the layouts and tiles; the schedules must still build."""
+    parsed = family(family_name).dse_target
     case = next((c for c in CASES if strategy.applies(c.workload, parsed) and c.epilogue.bias), None)
     if case is None:
         case = next(c for c in CASES if strategy.applies(c.workload, parsed))
@@ -185,13 +183,19 @@ def test_measure_strategy_on_the_host():
     assert measurement.decisions == build_kernel("spatial_pack_nchwc", case.workload).decisions
 
 
-@pytest.mark.parametrize("target, instruction", [("host", "vpmaddubsw"), ("llvm -mcpu=cascadelake", "vpdpbusd"),
-                                                 ("rpi5", "sdot")])
-def test_int8_kernels_use_the_targets_dot_product(target, instruction):
-    """LLVM forms none of these from a plain loop: the tensorized kernel must contain the instruction."""
+INT8_FAMILIES = [f.name for f in (*FAMILIES, HOST_FAMILY) if dot_intrinsic(f.dse_target) is not None]
+
+
+@pytest.mark.parametrize("family_name", INT8_FAMILIES)
+def test_int8_kernels_use_the_targets_dot_product(family_name):
+    """LLVM forms none of these from a plain loop: the tensorized kernel must contain the instruction of the
+    target's dot product (AVX2's vpmaddubsw and vpmaddwd, VNNI's vpdpbusd, Arm's sdot)."""
+    target = family(family_name).dse_target
     case = next(c for c in CASES if c.id == "3x3_s1_at28")
     built = build_kernel("spatial_pack_nchwc_int8", case.workload, target, case.epilogue)
-    assert instruction in built.kernel.mod.inspect_source("asm")
+    assembly = built.kernel.mod.inspect_source("asm")
+    for instruction in dot_intrinsic(target).instruction.split("+"):
+        assert instruction in assembly, instruction
 
 
 def test_int8_strategies_decline_targets_without_a_dot_product():

@@ -1,4 +1,5 @@
-"""Built models: a model compiled for a target, runnable and timeable on the host, exportable for a board.
+"""Built models: a model compiled for a target, runnable and timeable on the host or, uploaded over an RPC
+session, on a board; exportable as a library for either.
 
 :func:`build_baseline` compiles with TVM's default pipeline, which schedules nothing (naive loops): it is
 the reference every tvm_dse plan is validated against and compared with.
@@ -40,39 +41,75 @@ class BuiltModel:
             self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
         return self._vm
 
-    def _arguments(self, feed: Mapping[str, np.ndarray]) -> list[tvm.runtime.Tensor]:
-        names = [i.name for i in self.inputs]
-        missing = [n for n in names if n not in feed]
-        extra = [n for n in feed if n not in names]
-        if missing or extra:
-            raise TvmDseError(f"feed must name exactly the model inputs {names}; missing {missing}, unknown {extra}")
-        arguments = []
-        for model_input in self.inputs:
-            array = np.ascontiguousarray(feed[model_input.name], dtype=model_input.dtype)
-            if array.shape != model_input.shape:
-                raise TvmDseError(f"input {model_input.name!r} has shape {array.shape}, "
-                                  f"the model was built for {model_input.shape}")
-            arguments.append(tvm.runtime.tensor(array))
-        return arguments
-
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on the host; returns the model outputs in order."""
-        result = self._host_vm()["main"](*self._arguments(feed))
+        result = self._host_vm()["main"](*_arguments(self.inputs, feed, tvm.cpu()))
         return _flatten_outputs(result)
 
     def time(self, feed: Mapping[str, np.ndarray], number: int = 1, repeat: int = 10,
              min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
         """Median and spread of ``repeat`` host measurements, each the mean of ``number`` runs."""
-        vm = self._host_vm()
-        arguments = self._arguments(feed)
-        for _ in range(warmup):
-            vm["main"](*arguments)
-        evaluator = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return Timing.from_seconds(list(evaluator(*arguments).results))
+        return _time(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()), tvm.cpu(), number, repeat,
+                     min_repeat_ms, warmup)
 
     def export(self, path: str | Path) -> Path:
         """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""
         return export_library(self.executable, self.target, path)
+
+    def upload(self, session: "tvm.rpc.RPCSession", workdir: str | Path, name: str = "model.so") -> "RemoteModel":
+        """Export the library as ``workdir/name``, upload it over an RPC ``session`` and load it on that board."""
+        library = self.export(Path(workdir) / name)
+        session.upload(str(library))
+        device = session.cpu(0)
+        return RemoteModel(relax.VirtualMachine(session.load_module(library.name), device), device, self.inputs)
+
+    def assembly(self) -> str:
+        """The target's assembly of every compiled kernel of the model (to check which instructions it uses)."""
+        return "\n".join(module.inspect_source("asm") for module in self.executable.mod.imports)
+
+
+class RemoteModel:
+    """A built model loaded on a board over an RPC session: run and timed there, fed from here."""
+
+    def __init__(self, vm: relax.VirtualMachine, device: object, inputs: Sequence[ModelInput]):
+        self.vm = vm
+        self.device = device
+        self.inputs = list(inputs)
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on the board; returns the model outputs in order."""
+        return _flatten_outputs(self.vm["main"](*_arguments(self.inputs, feed, self.device)))
+
+    def time(self, feed: Mapping[str, np.ndarray], number: int = 1, repeat: int = 10,
+             min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
+        """Median and spread of ``repeat`` measurements on the board, each the mean of ``number`` runs."""
+        return _time(self.vm, _arguments(self.inputs, feed, self.device), self.device, number, repeat,
+                     min_repeat_ms, warmup)
+
+
+def _arguments(inputs: Sequence[ModelInput], feed: Mapping[str, np.ndarray], device: object) -> list:
+    """The feed as the VM's arguments on ``device``, checked against the model's inputs."""
+    names = [i.name for i in inputs]
+    missing = [n for n in names if n not in feed]
+    extra = [n for n in feed if n not in names]
+    if missing or extra:
+        raise TvmDseError(f"feed must name exactly the model inputs {names}; missing {missing}, unknown {extra}")
+    arguments = []
+    for model_input in inputs:
+        array = np.ascontiguousarray(feed[model_input.name], dtype=model_input.dtype)
+        if array.shape != model_input.shape:
+            raise TvmDseError(f"input {model_input.name!r} has shape {array.shape}, "
+                              f"the model was built for {model_input.shape}")
+        arguments.append(tvm.runtime.tensor(array, device))
+    return arguments
+
+
+def _time(vm: relax.VirtualMachine, arguments: list, device: object, number: int, repeat: int, min_repeat_ms: int,
+          warmup: int) -> Timing:
+    for _ in range(warmup):
+        vm["main"](*arguments)
+    evaluator = vm.time_evaluator("main", device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return Timing.from_seconds(list(evaluator(*arguments).results))
 
 
 def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:

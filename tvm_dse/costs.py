@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from .errors import TvmDseError
 from .frontend import Model
 from .graph import DseGraph, Vertex
-from .layouts import Layout, changes_precision_only
+from .layouts import changes_precision_only, holds, native_layout
 from .measure import Builder, Candidate, Conversion, MeasurementStore, Runner, measure_candidates
 from .plan import NodeChoice, Plan
 from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
@@ -24,21 +24,6 @@ FP32_BYTES = 4
 # Vertices whose output leaves a kernel that fusion extends with an elementwise stage: convolutions and
 # dense layers (their output stage, after any relu or pooling in between) and joins (residual adds, concats).
 _FUSING_PRODUCERS = frozenset({"conv2d", "dense", "join"})
-
-
-def native_layout(shape: Sequence[int] | None) -> str:
-    return {4: "NCHW", 2: "NC"}.get(len(shape or ()), "")
-
-
-def represents(layout: str, shape: Sequence[int]) -> bool:
-    """Whether an activation of logical ``shape`` can be held in ``layout``."""
-    if len(shape) != 4:
-        return layout == native_layout(shape)
-    try:
-        Layout.parse(layout).shape(tuple(shape))
-    except ValueError:
-        return False
-    return layout != "NC"
 
 
 def _produced(option: Option, consumer_shape: Sequence[int]) -> str:
@@ -87,6 +72,11 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
     if strategies is not None:
         names = {key: [name for name in options if name in strategies.get(key, options)]
                  for key, options in names.items()}
+    bare = [v.name for v in graph.nodes if not names[v.workload.key()]]
+    if bare:  # before any measuring
+        raise TvmDseError(f"no strategy of precision {', '.join(precisions)}"
+                          f"{' among those given' if strategies is not None else ''} applies to node(s) "
+                          f"{', '.join(bare[:5])}{' ...' if len(bare) > 5 else ''}")
     candidates = [Candidate(w, name) for w in workloads for name in names[w.key()]]
     measured = measure_candidates(candidates, dse_target, runner, store, builder, show_progress=show_progress)
     records = {(c.workload.key(), c.strategy): r for c, r in zip(candidates, measured)}
@@ -100,9 +90,10 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
         if vertex.is_tunable:
             options.append(_tunable_options(vertex, dse_target, records, names[vertex.workload.key()]))
         elif vertex.kind == "join":
-            layouts = {_produced(o, vertex.shape) for i in vertex.inputs for o in options[i]} | {native_layout(vertex.shape)}
-            options.append([Option(layout, 0.0, layout, layout) for layout in sorted(layouts)
-                            if represents(layout, vertex.shape)])
+            # a join meets in one of its producers' layouts, or the model's own, that holds every operand
+            layouts = {_produced(o, vertex.input_shape(i)) for i in vertex.inputs for o in options[i]}
+            options.append([Option(layout, 0.0, layout, layout)
+                            for layout in sorted(layouts | {native_layout(vertex.shape)}) if vertex.holds(layout)])
         else:
             layout = native_layout(vertex.shape)
             options.append([Option(layout or "native", 0.0, layout, "")])
@@ -118,11 +109,12 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
     conversions: dict[tuple[tuple[int, ...], str, str], Conversion] = {}
     for vertex in graph.vertices:
         for source in vertex.inputs:
-            for produced in {_produced(o, vertex.shape) for o in options[source]}:
+            shape = vertex.input_shape(source)
+            for produced in {_produced(o, shape) for o in options[source]}:
                 for wanted in {o.input_layout for o in options[vertex.id]}:
-                    if produced != wanted and not fused(source, produced, wanted) \
-                            and represents(produced, vertex.shape) and represents(wanted, vertex.shape):
-                        conversion = Conversion(tuple(vertex.shape), produced, wanted)
+                    if produced != wanted and not fused(source, produced, wanted) and holds(produced, shape) \
+                            and holds(wanted, shape):
+                        conversion = Conversion(tuple(shape), produced, wanted)
                         conversions[(conversion.shape, produced, wanted)] = conversion
     conversion_list = list(conversions.values())
     conversion_records = measure_candidates(conversion_list, dse_target, runner, store, builder,
@@ -131,14 +123,20 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
                      for c, r in zip(conversion_list, conversion_records)}
 
     def conversion_cost(source: int, shape: tuple[int, ...], produced: str, wanted: str) -> float:
+        if not (holds(produced, shape) and holds(wanted, shape)):
+            return INFEASIBLE
         if produced == wanted or fused(source, produced, wanted):
             return 0.0
         return conversion_ms.get((shape, produced, wanted), INFEASIBLE)
 
-    edges = [Edge(source, vertex.id, [[conversion_cost(source, tuple(vertex.shape), _produced(p, vertex.shape),
-                                                       q.input_layout)
-                                       for q in options[vertex.id]] for p in options[source]])
-             for vertex in graph.vertices for source in vertex.inputs]
+    def edge(source: int, vertex: Vertex) -> Edge:
+        """Costs of bringing ``source``'s output to ``vertex`` for every pair of options; a pair whose
+        layouts cannot hold the activation is infeasible (no conversion was measured for it)."""
+        shape = tuple(vertex.input_shape(source))
+        return Edge(source, vertex.id, [[conversion_cost(source, shape, _produced(p, shape), q.input_layout)
+                                         for q in options[vertex.id]] for p in options[source]])
+
+    edges = [edge(source, vertex) for vertex in graph.vertices for source in vertex.inputs]
     nodes = [SpaceNode(vertex.name, vertex.kind, options[vertex.id], list(vertex.inputs), _activation_bytes(vertex))
              for vertex in graph.vertices]
     return DesignSpace(model.name, dse_target.key, nodes, edges,

@@ -146,7 +146,7 @@ def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: s
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        mod = from_onnx(_fold_batchnorm(proto), shape_dict={i.name: list(i.shape) for i in inputs},
+        mod = from_onnx(fold_batchnorm(proto), shape_dict={i.name: list(i.shape) for i in inputs},
                         dtype_dict={i.name: i.dtype for i in inputs})
     except Exception as error:
         raise ModelError(f"TVM could not import ONNX model {name!r}: {error}") from error
@@ -156,7 +156,7 @@ def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: s
                  node_names=_onnx_node_names(proto, mod), onnx_model=proto)
 
 
-def _fold_batchnorm(proto: onnx.ModelProto) -> onnx.ModelProto:
+def fold_batchnorm(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` with every BatchNormalization that only follows a Conv folded into its weights.
 
     Relax's FoldBatchnormToConv2D does the same, but its FoldConstant then compiles one kernel per folded

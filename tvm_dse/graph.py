@@ -10,7 +10,8 @@ same layout need no conversion. The graph keeps exactly what the search needs to
 - ``input``, ``fixed`` and ``output`` vertices where the layout is the model's own (NCHW): model inputs,
   operators that depend on the layout (reshape, flatten, softmax, ...) and model outputs.
 
-Each vertex lists the vertices whose outputs reach its data input through transparent operators only.
+Each vertex lists the vertices whose outputs reach its data input through transparent operators only,
+and the logical shape of what arrives from each (a concatenation's operands are narrower than its result).
 Vertex ids are positions in a topological order. The graph is plain data: save it, load it, diff it.
 """
 
@@ -25,6 +26,7 @@ import tvm
 from tvm import relax
 
 from .frontend import Model, tunable_op
+from .layouts import holds
 from .workload import Workload
 
 VERTEX_KINDS = ("input", "conv2d", "dense", "join", "fixed", "output")
@@ -54,11 +56,26 @@ class Vertex:
     op: str = ""
     workload: Workload | None = None
     binding: int | None = None  # position of its binding among main's bindings (all blocks, in order)
-    shape: list[int] | None = None  # logical shape of the activation it reads (an input: that it provides)
+    # logical shape of the activation it reads (an input: the one it provides; a join: its result)
+    shape: list[int] | None = None
+    # the logical shape arriving from each of ``inputs``, where one differs from ``shape``; else None
+    input_shapes: list[list[int] | None] | None = None
 
     @property
     def is_tunable(self) -> bool:
         return self.kind in TUNABLE_KINDS
+
+    def input_shape(self, source: int) -> list[int] | None:
+        """The logical shape of the activation that reaches this vertex from vertex ``source``."""
+        if self.input_shapes is None:
+            return self.shape
+        return self.input_shapes[self.inputs.index(source)]
+
+    def holds(self, layout: str) -> bool:
+        """Whether this vertex may read (and, a join, write) its activations in ``layout``: the layout
+        holds every one of them (a concatenation's operands and result alike)."""
+        shapes = [self.input_shape(source) for source in self.inputs] + [self.shape]
+        return holds(layout, *(shape for shape in shapes if shape is not None))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name, "inputs": list(self.inputs)}
@@ -70,6 +87,8 @@ class Vertex:
             data["binding"] = self.binding
         if self.shape is not None:
             data["shape"] = list(self.shape)
+        if self.input_shapes is not None:
+            data["input_shapes"] = [list(shape) if shape is not None else None for shape in self.input_shapes]
         return data
 
     @classmethod
@@ -78,7 +97,7 @@ class Vertex:
             raise ValueError(f"unknown vertex kind {data['kind']!r}; accepted: {', '.join(VERTEX_KINDS)}")
         workload = Workload.from_dict(data["workload"]) if "workload" in data else None
         return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload,
-                   data.get("binding"), data.get("shape"))
+                   data.get("binding"), data.get("shape"), data.get("input_shapes"))
 
 
 @dataclass
@@ -164,16 +183,25 @@ class _GraphBuilder:
         self.tunable_names = iter(model.node_names)
         self.binding: int | None = None
 
-    def add(self, kind: str, name: str, inputs: Iterable[int], op: str = "", workload: Workload | None = None,
-            shape: list[int] | None = None) -> int:
-        vertex = Vertex(len(self.vertices), kind, name, sorted(set(inputs)), op, workload, self.binding, shape)
+    def add(self, kind: str, name: str, operands: Iterable[relax.Expr], op: str = "",
+            workload: Workload | None = None, shape: list[int] | None = None) -> int:
+        """A new vertex reading ``operands``: its inputs are their origins, each with its operand's shape."""
+        arriving: dict[int, list[int] | None] = {}
+        for operand in operands:
+            for origin in self.origins_of(operand):
+                arriving.setdefault(origin, tensor_shape(operand))
+        inputs = sorted(arriving)
+        input_shapes = [arriving[i] for i in inputs]
+        differs = any(s != shape for s in input_shapes)
+        vertex = Vertex(len(self.vertices), kind, name, inputs, op, workload, self.binding, shape,
+                        input_shapes if differs else None)
         self.vertices.append(vertex)
         return vertex.id
 
     def build(self) -> DseGraph:
         main = self.model.mod["main"]
         for param, model_input in zip(main.params, self.model.inputs):
-            self.origins[param] = (self.add("input", model_input.name, (), shape=list(model_input.shape)),)
+            self.origins[param] = (self.add("input", model_input.name, [], shape=list(model_input.shape)),)
         fixed_count = 0
         for self.binding, binding in enumerate(b for block in main.body.blocks for b in block.bindings):
             value = binding.value
@@ -182,23 +210,22 @@ class _GraphBuilder:
                 kind = tunable_op(value)
                 if kind is not None:
                     workload = _workload(kind, value)
-                    origins = (self.add(kind, next(self.tunable_names), self.origins_of(value.args[0]),
+                    origins = (self.add(kind, next(self.tunable_names), [value.args[0]],
                                         "relax.nn.conv2d" if kind == "conv2d" else "relax.matmul", workload,
-                                        _shape(value.args[0])),)
+                                        tensor_shape(value.args[0])),)
                 else:
                     op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
                         else type(value).__name__
                     tensors = _tensor_args(value)
-                    sources = [o for arg in tensors for o in self.origins_of(arg)]
-                    origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", sources,
-                                        op_name, shape=_shape(tensors[0]) if tensors else None),)
+                    origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", tensors,
+                                        op_name, shape=tensor_shape(tensors[0]) if tensors else None),)
                     fixed_count += 1
             self.origins[binding.var] = origins
         self.binding = None
         outputs = main.body.body
         output_exprs = list(outputs.fields) if isinstance(outputs, relax.Tuple) else [outputs]
         for index, expr in enumerate(output_exprs):
-            self.add("output", f"output_{index}", self.origins_of(expr), shape=_shape(expr))
+            self.add("output", f"output_{index}", [expr], shape=tensor_shape(expr))
         return DseGraph(self.model.name, self.vertices)
 
     def origins_of(self, expr: relax.Expr) -> tuple[int, ...]:
@@ -221,13 +248,13 @@ class _GraphBuilder:
                 return None
             if op == _CONCAT and int(value.attrs.axis) != 1:
                 return None
-            operand_origins = [self.origins_of(t) for t in tensors if not isinstance(t, tvm.ir.Constant)]
+            activations = [t for t in tensors if not isinstance(t, tvm.ir.Constant)]
+            operand_origins = [self.origins_of(t) for t in activations]
             distinct = {frozenset(o) for o in operand_origins}
             if len(distinct) <= 1:
                 return operand_origins[0] if operand_origins else ()
             name = f"{op.removeprefix('relax.')}_{sum(v.kind == 'join' for v in self.vertices)}"
-            return (self.add("join", name, [o for origins in operand_origins for o in origins], op,
-                             shape=_shape(value)),)
+            return (self.add("join", name, activations, op, shape=tensor_shape(value)),)
         return None
 
 
@@ -240,7 +267,8 @@ def _tensor_args(call: relax.Expr) -> list[relax.Expr]:
     return [a for a in flat if isinstance(getattr(a, "ty", None), relax.TensorType)]
 
 
-def _shape(expr: relax.Expr) -> list[int] | None:
+def tensor_shape(expr: relax.Expr) -> list[int] | None:
+    """The static logical shape of a Relax expression; None for what is not a tensor."""
     shape = getattr(expr.ty, "shape", None)
     if shape is None:
         return None
@@ -250,8 +278,8 @@ def _shape(expr: relax.Expr) -> list[int] | None:
 def _broadcasts_per_channel(operand: relax.Expr, call: relax.Call) -> bool:
     """Whether ``operand`` of an elementwise op stays correct when the data is in another layout:
     an activation of the call's own shape, or a constant varying at most along channels (axis 1)."""
-    out_shape = _shape(call)
-    shape = _shape(operand)
+    out_shape = tensor_shape(call)
+    shape = tensor_shape(operand)
     if out_shape is None or shape is None or len(out_shape) not in (2, 4) or len(shape) > len(out_shape):
         return False
     if not isinstance(operand, tvm.ir.Constant):
@@ -264,12 +292,12 @@ def _reduces_only_spatial(call: relax.Call) -> bool:
     axes = call.attrs.axis
     if axes is None or not bool(call.attrs.keepdims):
         return False
-    return sorted(int(a) % 4 for a in axes) == [2, 3] and len(_shape(call.args[0]) or []) == 4
+    return sorted(int(a) % 4 for a in axes) == [2, 3] and len(tensor_shape(call.args[0]) or []) == 4
 
 
 def _workload(kind: str, call: relax.Call) -> Workload:
-    data_shape = _shape(call.args[0])
-    weight_shape = _shape(call.args[1])
+    data_shape = tensor_shape(call.args[0])
+    weight_shape = tensor_shape(call.args[1])
     dtype = str(call.args[0].ty.dtype)
     if kind == "dense":
         return Workload.dense(data_shape[0], data_shape[1], weight_shape[1], dtype=dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from tvm import te
@@ -19,6 +20,35 @@ from .quant.scheme import ActivationQuant, dequantize_activation, quantize_activ
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 PLAIN_LAYOUTS = ("NCHW", "NHWC", "NC")
 CODES_SUFFIX = "_u8"
+# The model's own layout of an activation, by its rank: where model inputs, model outputs and every
+# operator that depends on the layout (reshape, softmax, ...) read and write.
+NATIVE_LAYOUTS = {4: "NCHW", 2: "NC"}
+
+
+def native_layout(shape: Sequence[int] | None) -> str:
+    """The model's own layout for an activation of logical ``shape`` ("" for ranks without one)."""
+    return NATIVE_LAYOUTS.get(len(shape or ()), "")
+
+
+def holds(layout: str, *shapes: Sequence[int]) -> bool:
+    """Whether activations of every logical shape in ``shapes`` can be held in ``layout``: a 4-D one in a
+    4-D layout whose channel blocks divide its channels, any other only in its native layout.
+
+    A join (residual add, concatenation) meets in one layout, so that layout must hold each operand and
+    the result: ``NCHW16c`` holds a 32-channel concatenation but not its 8-channel operand."""
+    for shape in shapes:
+        if len(shape) != 4:
+            if layout != native_layout(shape):
+                return False
+            continue
+        try:
+            parsed = Layout.parse(layout)
+            parsed.shape(tuple(shape))
+        except ValueError:
+            return False
+        if parsed.arrangement == "NC":
+            return False
+    return True
 
 
 def codes_layout(layout: str) -> str:

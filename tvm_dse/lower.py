@@ -11,8 +11,9 @@ The steps (:func:`lower_plan`):
    layout, shared by all consumers; into 8-bit codes for an int8 strategy, quantizing with the node's
    calibrated input quantization); relu/clip/bias add/pooling/spatial means run in whatever layout
    their input has (per-channel constants converted with numpy); residual adds and concats bring their
-   inputs to one layout (the plan's join layout, else their first input's); every other operator and
-   the outputs get the model's own layout back.
+   inputs to one layout (the plan's join layout, else the first of their inputs' layouts that holds
+   every operand and the result, else the model's own); every other operator and the outputs get the
+   model's own layout back.
 2. Legalize the remaining Relax operators, fold constants (the weight transforms disappear into new
    constants), fuse (bias, residual add and activation join their convolution's PrimFunc; so does a
    conversion that only quantizes, where the value has no other consumer: the producer writes codes).
@@ -35,8 +36,8 @@ from tvm import relax, s_tir, te
 
 from .build import BuiltModel
 from .frontend import Model
-from .graph import DseGraph, build_graph
-from .layouts import Layout, changes_precision_only, transform
+from .graph import DseGraph, build_graph, tensor_shape
+from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only, holds, native_layout, transform
 from .output_fusion import CONVERSION_PREFIX, write_outputs_in_place
 from .plan import Plan
 from .quant.scheme import UNCALIBRATED, ActivationQuant
@@ -46,7 +47,6 @@ from .strategies.kernel import packed_weights, strategy_compute, transformed_wei
 from .target import DseTarget, TargetLike
 from .timing import Timing
 
-NATIVE_LAYOUTS = {4: "NCHW", 2: "NC"}
 _LAYOUT_FREE_UNARY = frozenset({"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
                                 "relax.nn.gelu", "relax.nn.leakyrelu"})
 _POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d"})
@@ -107,8 +107,7 @@ class _PlanRewriter:
 
     @staticmethod
     def _native(expr: relax.Expr) -> str:
-        shape = getattr(expr.ty, "shape", None)
-        return NATIVE_LAYOUTS.get(len(shape), "") if shape is not None else ""
+        return native_layout(tensor_shape(expr))
 
     def _arg(self, expr: relax.Expr) -> tuple[relax.Expr, str]:
         if isinstance(expr, relax.Var) and expr in self.values:
@@ -184,21 +183,24 @@ class _PlanRewriter:
         if op in _ELEMENTWISE_BINARY:
             return self._lower_elementwise(call, vertex)
         if op == "relax.concat" and int(call.attrs.axis) == 1 and isinstance(call.args[0], relax.Tuple):
-            layout = self._join_layout(call.args[0].fields, vertex)
+            layout = self._join_layout(call, call.args[0].fields, vertex)
             fields = [self._convert(f, layout) for f in call.args[0].fields]
             return self.builder.emit(relax.op.concat(fields, axis=_channel_axis(layout))), layout
         return None
 
-    def _join_layout(self, operands: Any, vertex: Any) -> str:
+    def _join_layout(self, call: relax.Call, operands: Any, vertex: Any) -> str:
+        """The layout a join's operands meet in (the plan validated its own choice against the graph)."""
         if vertex is not None and vertex.name in self.plan.join_layouts:
             return self.plan.join_layouts[vertex.name]
-        return next(layout for _, layout in (self._arg(o) for o in operands) if layout)
+        shapes = [tensor_shape(o) for o in operands if tensor_shape(o) is not None] + [tensor_shape(call)]
+        current = [layout for _, layout in (self._arg(o) for o in operands) if layout]
+        return next((layout for layout in current if holds(layout, *shapes)), self._native(call))
 
     def _lower_elementwise(self, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
         activations = [a for a in call.args if isinstance(a, relax.Var) and a in self.values]
         if not activations:
             return None
-        layout = self._join_layout(activations, vertex)
+        layout = self._join_layout(call, activations, vertex)
         args = []
         for arg in call.args:
             if not isinstance(arg, tvm.ir.Constant):

@@ -9,6 +9,7 @@ and a report.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .space import DesignSpace
 from .target import DseTarget, TargetLike, parse_target
 from .testing import relative_error
 from .timing import Timing
-from .tuning import TuningLogs
+from .tuning import TuningLogs, shipped_target_keys
 
 # fp32 outputs of two correct implementations differ by rounding only
 VALIDATION_BOUND = 1e-4
@@ -115,19 +116,9 @@ def _measure_whole_model(built: BuiltModel, feed: Mapping[str, np.ndarray], runn
     """Outputs and latency of the built model where the target is."""
     if isinstance(runner, LocalRunner):
         return built.run(feed), built.time(feed, repeat=repeat), "local"
-    import tvm
-    from tvm import relax
-
-    library = built.export(workdir / "model.so")
     session, board = runner.session()
-    session.upload(str(library))
-    device = session.cpu(0)
-    vm = relax.VirtualMachine(session.load_module(library.name), device)
-    arguments = [tvm.runtime.tensor(np.ascontiguousarray(feed[i.name], i.dtype), device) for i in built.inputs]
-    result = vm["main"](*arguments)
-    outputs = [result.numpy()] if hasattr(result, "numpy") else [item.numpy() for item in result]
-    evaluator = vm.time_evaluator("main", device, number=1, repeat=repeat)
-    return outputs, Timing.from_seconds(list(evaluator(*arguments).results)), board
+    remote = built.upload(session, workdir)
+    return remote.run(feed), remote.time(feed, repeat=repeat, warmup=0), board
 
 
 def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[str, str] | None = None,
@@ -221,6 +212,11 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
     measurement_store = tuning_logs.store(dse_target)
     if shipped_logs:
         tuning_logs.add_shipped(dse_target)
+        shipped = shipped_target_keys()
+        if show_progress and dse_target.key not in shipped:
+            print(f"no tuning log shipped with tvm_dse is for {dse_target.key} (shipped: "
+                  f"{', '.join(shipped) or 'none'}): starting from this machine's own logs", file=sys.stderr,
+                  flush=True)
     workdir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="tvm_dse_"))
     workdir.mkdir(parents=True, exist_ok=True)
     builder = Builder(directory=workdir / "kernels")

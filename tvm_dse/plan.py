@@ -160,10 +160,14 @@ class Plan:
                     ActivationQuant.from_dict(choice.quant)
                 except (KeyError, TypeError, ValueError) as error:
                     raise PlanError(f"node {node.name!r}: bad quantization {choice.quant}: {error}") from None
-        joins = {v.name for v in graph.joins}
-        for join in self.join_layouts:
+        joins = {v.name: v for v in graph.joins}
+        for join, layout in self.join_layouts.items():
             if join not in joins:
                 raise PlanError(f"join_layouts names {join!r}, which is not a join of model {model.name!r}")
+            if not joins[join].holds(layout):
+                shapes = [joins[join].input_shape(i) for i in joins[join].inputs] + [joins[join].shape]
+                raise PlanError(f"join {join!r} cannot meet in {layout}: it does not hold all of its operands and "
+                                f"result (logical shapes {shapes})")
         return dse_target
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def _join(*parts: str) -> str:
     return ".".join(part for part in parts if part)
 
 
-class _GraphBuilder:
+class GraphBuilder:
     """Collects nodes and seeded initializers; every tensor is named after its producer."""
 
     def __init__(self, rng: np.random.Generator) -> None:
@@ -191,18 +191,17 @@ class _GraphBuilder:
         pooled = self.node("GlobalAveragePool", _join(prefix, "avgpool"), [x])
         return self.node("Flatten", _join(prefix, "flatten"), [pooled], axis=1)
 
-    def to_model(self, graph_name: str, logits: str, batch: int, config: _Config) -> onnx.ModelProto:
+    def to_model(
+        self, graph_name: str, output: str, input_shape: list[int], output_shape: list[int]
+    ) -> onnx.ModelProto:
+        """The ONNX model of the nodes added so far: input ``"input"`` (float32 of ``input_shape``),
+        the tensor ``output`` renamed to the model's output ``"logits"``."""
         model = self._model
-        producer = next(node for node in model.graph.node if node.output[0] == logits)
+        producer = next(node for node in model.graph.node if node.output[0] == output)
         producer.output[0] = OUTPUT_NAME
-        size = config.image_size
         model.graph.name = graph_name
-        model.graph.input.append(
-            helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 3, size, size])
-        )
-        model.graph.output.append(
-            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, config.num_classes])
-        )
+        model.graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, input_shape))
+        model.graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, output_shape))
         model.opset_import.append(helper.make_opsetid("", _OPSET))
         model.ir_version = _IR_VERSION
         model.producer_name = "tvm_dse.testing.zoo"
@@ -210,7 +209,7 @@ class _GraphBuilder:
 
 
 def _conv_block(
-    b: _GraphBuilder,
+    b: GraphBuilder,
     prefix: str,
     x: str,
     in_channels: int,
@@ -253,7 +252,7 @@ _RESNET_STAGE_WIDTHS = (64, 128, 256, 512)
 
 
 def _residual_output(
-    b: _GraphBuilder,
+    b: GraphBuilder,
     prefix: str,
     x: str,
     branch: str,
@@ -271,7 +270,7 @@ def _residual_output(
     return b.activation("relu", f"{prefix}.relu{relu_suffix}", total)
 
 
-def _basic_block(b: _GraphBuilder, prefix: str, x: str, in_channels: int, width: int, stride: int) -> str:
+def _basic_block(b: GraphBuilder, prefix: str, x: str, in_channels: int, width: int, stride: int) -> str:
     y = _conv_block(b, prefix, x, in_channels, width, 3, stride=stride, suffix="1")
     y = _conv_block(
         b, prefix, y, width, width, 3, activation=None, suffix="2", gamma_range=_RESIDUAL_GAMMA_RANGE
@@ -279,7 +278,7 @@ def _basic_block(b: _GraphBuilder, prefix: str, x: str, in_channels: int, width:
     return _residual_output(b, prefix, x, y, in_channels, width, stride, relu_suffix="2")
 
 
-def _bottleneck(b: _GraphBuilder, prefix: str, x: str, in_channels: int, width: int, stride: int) -> str:
+def _bottleneck(b: GraphBuilder, prefix: str, x: str, in_channels: int, width: int, stride: int) -> str:
     out_channels = width * _BOTTLENECK_EXPANSION
     y = _conv_block(b, prefix, x, in_channels, width, 1, suffix="1")
     # ResNet v1.5: the stride sits on the 3x3 conv, not on the first 1x1.
@@ -290,7 +289,7 @@ def _bottleneck(b: _GraphBuilder, prefix: str, x: str, in_channels: int, width: 
     return _residual_output(b, prefix, x, y, in_channels, out_channels, stride, relu_suffix="3")
 
 
-def _resnet(b: _GraphBuilder, x: str, config: _Config, blocks_per_stage: tuple[int, ...], bottleneck: bool) -> str:
+def _resnet(b: GraphBuilder, x: str, config: _Config, blocks_per_stage: tuple[int, ...], bottleneck: bool) -> str:
     stem_channels = config.channels(64)
     y = _conv_block(b, "", x, 3, stem_channels, 7, stride=2, suffix="1")
     y = b.max_pool("maxpool", y, 3, 2, padding=1)
@@ -306,11 +305,11 @@ def _resnet(b: _GraphBuilder, x: str, config: _Config, blocks_per_stage: tuple[i
     return b.gemm("fc", b.global_pool_flatten("", y), in_channels, config.num_classes)
 
 
-def _resnet18(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _resnet18(b: GraphBuilder, x: str, config: _Config) -> str:
     return _resnet(b, x, config, (2, 2, 2, 2), bottleneck=False)
 
 
-def _resnet50(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _resnet50(b: GraphBuilder, x: str, config: _Config) -> str:
     return _resnet(b, x, config, (3, 4, 6, 3), bottleneck=True)
 
 
@@ -328,7 +327,7 @@ _MOBILENET_V1_BLOCKS = (
 )
 
 
-def _mobilenet_v1(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _mobilenet_v1(b: GraphBuilder, x: str, config: _Config) -> str:
     in_channels = config.channels(32)
     y = _conv_block(b, "features.0", x, 3, in_channels, 3, stride=2)
     for index, (base_channels, stride) in enumerate(_MOBILENET_V1_BLOCKS, start=1):
@@ -354,7 +353,7 @@ _MOBILENET_V2_STAGES = (
 
 
 def _inverted_residual(
-    b: _GraphBuilder,
+    b: GraphBuilder,
     prefix: str,
     x: str,
     in_channels: int,
@@ -385,7 +384,7 @@ def _inverted_residual(
     return y
 
 
-def _mobilenet_v2(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _mobilenet_v2(b: GraphBuilder, x: str, config: _Config) -> str:
     in_base_channels = 32
     in_channels = config.channels(in_base_channels)
     y = _conv_block(b, "features.0", x, 3, in_channels, 3, stride=2, activation="relu6")
@@ -413,7 +412,7 @@ _VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 _VGG16_HIDDEN_FEATURES = 4096
 
 
-def _vgg16(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _vgg16(b: GraphBuilder, x: str, config: _Config) -> str:
     y = x
     in_channels = 3
     for stage, (base_channels, num_convs) in enumerate(_VGG16_STAGES, start=1):
@@ -440,14 +439,14 @@ _SQUEEZENET_1_1_STAGES = (
 )
 
 
-def _fire(b: _GraphBuilder, prefix: str, x: str, in_channels: int, squeeze: int, expand: int) -> str:
+def _fire(b: GraphBuilder, prefix: str, x: str, in_channels: int, squeeze: int, expand: int) -> str:
     squeezed = _conv_block(b, f"{prefix}.squeeze", x, in_channels, squeeze, 1, batch_norm=False)
     expanded_1x1 = _conv_block(b, f"{prefix}.expand1x1", squeezed, squeeze, expand, 1, batch_norm=False)
     expanded_3x3 = _conv_block(b, f"{prefix}.expand3x3", squeezed, squeeze, expand, 3, batch_norm=False)
     return b.node("Concat", f"{prefix}.concat", [expanded_1x1, expanded_3x3], axis=1)
 
 
-def _squeezenet1_1(b: _GraphBuilder, x: str, config: _Config) -> str:
+def _squeezenet1_1(b: GraphBuilder, x: str, config: _Config) -> str:
     in_channels = config.channels(64)
     y = _conv_block(b, "stem", x, 3, in_channels, 3, stride=2, padding=0, batch_norm=False)
     fire_index = 2  # the paper numbers fire modules from fire2
@@ -462,7 +461,7 @@ def _squeezenet1_1(b: _GraphBuilder, x: str, config: _Config) -> str:
     return b.global_pool_flatten("classifier", y)
 
 
-_ARCHITECTURES: dict[str, Callable[[_GraphBuilder, str, _Config], str]] = {
+_ARCHITECTURES: dict[str, Callable[[GraphBuilder, str, _Config], str]] = {
     "resnet18": _resnet18,
     "resnet50": _resnet50,
     "mobilenet_v1": _mobilenet_v1,
@@ -506,9 +505,11 @@ def build_model(name: str, small: bool = False, seed: int = 0, batch: int = 1) -
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
     config = _SMALL_CONFIGS[name] if small else _FULL_CONFIG
-    builder = _GraphBuilder(np.random.default_rng(seed))
+    builder = GraphBuilder(np.random.default_rng(seed))
     logits = _ARCHITECTURES[name](builder, INPUT_NAME, config)
-    model = builder.to_model(f"{name}_small" if small else name, logits, batch, config)
+    size = config.image_size
+    model = builder.to_model(f"{name}_small" if small else name, logits, [batch, 3, size, size],
+                             [batch, config.num_classes])
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -27,6 +27,14 @@ STORE_SUFFIX = ".jsonl"
 SHIPPED_LOGS_DIR = Path(__file__).resolve().parents[2] / "tuning_logs"
 
 
+def shipped_target_keys() -> list[str]:
+    """The target keys the logs shipped with tvm_dse hold records of for the running TVM version."""
+    if not SHIPPED_LOGS_DIR.is_dir():
+        return []
+    return sorted({store.target_key for store in TuningLogs(SHIPPED_LOGS_DIR).stores()
+                   if store.tvm_version == tvm.__version__})
+
+
 def default_logs_dir() -> Path:
     """``$TVM_DSE_LOGS``, else ``~/.cache/tvm_dse/tuning_logs``: shared by every run on this machine."""
     return Path(os.environ.get("TVM_DSE_LOGS", Path.home() / ".cache" / "tvm_dse" / "tuning_logs"))
