@@ -98,3 +98,19 @@ def test_the_space_offers_joins_only_layouts_that_hold_and_its_best_plan_matches
     feed = model.random_feed(1)
     (output,) = build_plan(model, plan, target, graph).run(feed)
     assert relative_error(output, onnxruntime_outputs(model.onnx_model, feed)[0]) <= 1e-4
+
+
+def test_a_residual_add_of_producers_in_different_layouts_matches_onnxruntime_in_each(matrix_models):
+    """The dense 3x3 convolution writes channel blocks, the depthwise one NHWC: the add meets in either, or
+    in NCHW, converting the other operand, and the result is the same."""
+    host = HOST_FAMILY.dse_target
+    model, graph = matrix_models("residual_mixed")
+    plan = Plan.uniform(model, graph, host, "direct_nchw")
+    plan.nodes["dense"].strategy, plan.nodes["depthwise"].strategy = "spatial_pack_nchwc", "depthwise_nhwc"
+    add = next(j for j in graph.joins if {graph.vertices[i].name for i in j.inputs} == {"dense", "depthwise"})
+    feed = model.random_feed(2)
+    (reference,) = onnxruntime_outputs(model.onnx_model, feed)
+    for layout in (f"NCHW{host.fp32_lanes}c", "NHWC", "NCHW"):
+        plan.join_layouts[add.name] = layout
+        (output,) = build_plan(model, plan, host, graph).run(feed)
+        assert relative_error(output, reference) <= 1e-4, layout

@@ -1,8 +1,7 @@
-"""Plans lowered to modules: conversions only where layouts change, on every lane count; joins meet only in
-layouts that hold every operand; plan files; aarch64 export; standalone layout and precision conversions.
-Uniform and random plans on every model and target family: tests/test_matrix_*.py."""
+"""Plans lowered to modules: conversions only where layouts change, on every lane count; plan files; aarch64
+export; standalone layout and precision conversions. Uniform and random plans on every model and target
+family: tests/test_matrix_*.py; joins: tests/test_joins.py."""
 
-import random
 import re
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from tvm_dse.layouts import Layout, transform
 from tvm_dse.lower import build_layout_transform, build_plan, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.quant import ActivationQuant
-from tvm_dse.strategies import applicable_strategies, get_strategy
+from tvm_dse.strategies import get_strategy
+from tvm_dse.strategies.spatial_pack import pixel_tiling
 from tvm_dse.target import parse_target
 from tvm_dse.testing import MODEL_NAMES, onnxruntime_outputs, relative_error
 from tvm_dse.testing.matrix import FAMILIES
@@ -140,10 +140,13 @@ def test_shipped_plans_fit_their_zoo_model_and_target(path):
 def test_decisions_in_a_plan_are_applied(models):
     model, graph = models["vgg16"]
     plan = _uniform(model, graph, "spatial_pack_nchwc")
-    node = next(v for v in graph.nodes if plan.nodes[v.name].strategy == "spatial_pack_nchwc")
-    width = node.workload.out_width
+    # a node whose tiles run along its rows on this target, each row of ``width`` computed columns
+    node = next(v for v in graph.nodes if plan.nodes[v.name].strategy == "spatial_pack_nchwc"
+                and not pixel_tiling(v.workload, HOST, HOST.fp32_lanes).flat)
+    width = pixel_tiling(node.workload, HOST, HOST.fp32_lanes).extent
+    blocks = node.workload.out_channels // HOST.fp32_lanes
     plan.nodes[node.name] = NodeChoice("spatial_pack_nchwc", {"ow": [width, 1], "oh": [node.workload.out_height, 1],
-                                                              "oc_blocks": [node.workload.out_channels // HOST.fp32_lanes, 1]})
+                                                              "oc_blocks": [blocks, 1]})
     _check(model, graph, plan)
     plan.nodes[node.name] = NodeChoice("spatial_pack_nchwc", {"ow": [width + 1, 1]})
     with pytest.raises(ValueError, match="does not split a loop"):
