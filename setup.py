@@ -38,7 +38,11 @@ setup(
         "onnxruntime>=1.17,<1.32",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3",
+                 # the exported test networks (tvm_dse.testing.exports): exactly the CPU build these machines
+                 # hold; any other torch spec fetches a CUDA build of several GB. onnxscript is the default
+                 # exporter's.
+                 "torch==2.13.0", "onnxscript>=0.5,<0.8"],
     },
     entry_points={"console_scripts": ["tvm-dse=tvm_dse.cli:main"]},
 )

@@ -97,10 +97,12 @@ def test_malformed_graph_is_rejected_by_name():
 def test_unsupported_ops_are_named_with_their_nodes():
     custom = helper.make_node("FancyOp", ["y"], ["z"], name="my_fancy_node", domain="com.example")
     model = _conv_model(batch_dim=1, extra_nodes=[custom], extra_opsets=[helper.make_opsetid("com.example", 1)])
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 8, 8]))
     with pytest.raises(UnsupportedOpError, match=r"node 'my_fancy_node' \(com\.example\.FancyOp\)"):
         load_model(model)
     lstm_model = _conv_model(batch_dim=1)
     lstm_model.graph.node.append(helper.make_node("Det", ["y"], ["d"], name="determinant"))
+    lstm_model.graph.output.append(helper.make_tensor_value_info("d", TensorProto.FLOAT, [1, 4]))
     with pytest.raises(UnsupportedOpError, match=r"node 'determinant' \(Det\)"):
         load_model(lstm_model)
 

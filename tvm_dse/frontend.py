@@ -1,11 +1,13 @@
 """Model import: ONNX files, ``onnx.ModelProto`` or Relax ``IRModule`` -> a :class:`Model` with static
-shapes, normalized for inference (BatchNorm folded into the convolution before it, constants folded).
+shapes, normalized for inference (what is constant once the input shapes are bound folded, BatchNorm folded
+into the convolution beside it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -17,6 +19,7 @@ import tvm_ffi
 from tvm import relax
 
 from .errors import ModelError, UnsupportedOpError
+from .onnx_folding import ONNX_DEFAULT_DOMAINS, normalize_onnx
 
 ZOO_PREFIX = "zoo:"
 SMALL_SUFFIX = "-small"
@@ -24,7 +27,6 @@ SMALL_SUFFIX = "-small"
 ModelLike = Union[str, os.PathLike, onnx.ModelProto, tvm.IRModule, "Model"]
 InputShapes = Mapping[str, Sequence[int]]
 
-_ONNX_DEFAULT_DOMAINS = ("", "ai.onnx")
 # Operators of the zoo's classifiers that name their weights: the i-th of these in the ONNX graph is the
 # i-th tunable call in the imported Relax module (from_onnx keeps node order, not node names).
 _ONNX_CONV_OPS = ("Conv",)
@@ -58,7 +60,9 @@ class Model:
         Names of the tunable nodes (conv2d and dense calls) in the order they appear in ``main``:
         the ONNX node names when the model came from ONNX, ``conv2d_<i>``/``dense_<i>`` otherwise.
     onnx_model
-        The ONNX model it came from (shapes bound), or None for a Relax module.
+        The ONNX model as TVM imported it: the source with its input shapes bound, normalized by
+        :func:`tvm_dse.onnx_folding.normalize_onnx` (shape computations and constants folded, BatchNorm in
+        the convolutions); None for a Relax module.
     """
 
     name: str
@@ -140,91 +144,48 @@ def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: s
         onnx.checker.check_model(proto)
     except Exception as error:
         raise ModelError(f"malformed ONNX model {name!r}: {error}") from error
-    _check_supported_ops(proto, name)
     inputs = _onnx_inputs(proto, input_shapes or {}, name)
     proto = _with_input_shapes(proto, inputs)
+    normalized = normalize_onnx(proto, name)
+    _check_supported_ops(normalized, name)
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        mod = from_onnx(fold_batchnorm(proto), shape_dict={i.name: list(i.shape) for i in inputs},
+        mod = from_onnx(normalized, shape_dict={i.name: list(i.shape) for i in inputs},
                         dtype_dict={i.name: i.dtype for i in inputs})
     except Exception as error:
-        raise ModelError(f"TVM could not import ONNX model {name!r}: {error}") from error
+        node = _node_being_imported(error)
+        at = f" at node {node.name or node.output[0]!r} ({node.op_type})" if node is not None else ""
+        raise UnsupportedOpError(f"TVM could not import ONNX model {name!r}{at}: {error}") from error
     mod = normalize_for_inference(mod)
     digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
     return Model(name=name, mod=mod, inputs=inputs, fingerprint=digest,
-                 node_names=_onnx_node_names(proto, mod), onnx_model=proto)
+                 node_names=_onnx_node_names(normalized, mod), onnx_model=normalized)
 
 
-def fold_batchnorm(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``proto`` with every BatchNormalization that only follows a Conv folded into its weights.
-
-    Relax's FoldBatchnormToConv2D does the same, but its FoldConstant then compiles one kernel per folded
-    constant (seconds per model); numpy does it in milliseconds.
-    """
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    initializers = {init.name: init for init in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    producers = {output: node for node in graph.node for output in node.output}
-    graph_outputs = {value.name for value in graph.output}
-    folded = onnx.ModelProto()
-    folded.CopyFrom(proto)
-    new_initializers: dict[str, np.ndarray] = {}
-    removed: set[str] = set()
-    renamed: dict[str, str] = {}
-    for node in graph.node:
-        if node.op_type != "BatchNormalization" or len(node.output) != 1 or node.domain not in _ONNX_DEFAULT_DOMAINS:
-            continue
-        conv = producers.get(node.input[0])
-        if (conv is None or conv.op_type != "Conv" or uses.get(node.input[0]) != 1 or node.input[0] in graph_outputs
-                or not all(name in initializers for name in list(node.input[1:]) + list(conv.input[1:]))):
-            continue
-        gamma, beta, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64)
-                                  for name in node.input[1:5])
-        epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-5)
-        scale = gamma / np.sqrt(var + epsilon)
-        weight = numpy_helper.to_array(initializers[conv.input[1]])
-        bias = (numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float64) if len(conv.input) > 2
-                else np.zeros(weight.shape[0]))
-        new_initializers[conv.input[1] + ".bn_folded"] = (weight * scale.reshape(-1, 1, 1, 1)).astype(weight.dtype)
-        new_initializers[conv.output[0] + ".bn_bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
-        removed.add(node.name or node.output[0])
-        renamed[conv.output[0]] = node.output[0]
-    if not removed:
-        return proto
-    del folded.graph.node[:]
-    for node in graph.node:
-        if (node.name or node.output[0]) in removed and node.op_type == "BatchNormalization":
-            continue
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        if node.op_type == "Conv" and node.output[0] in renamed:
-            inputs = [node.input[0], node.input[1] + ".bn_folded", node.output[0] + ".bn_bias"]
-            del copy.input[:]
-            copy.input.extend(inputs)
-            copy.output[0] = renamed[node.output[0]]
-        folded.graph.node.append(copy)
-    folded.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in new_initializers.items())
-    return folded
+def _node_being_imported(error: BaseException) -> onnx.NodeProto | None:
+    """The ONNX node TVM's importer was converting when ``error`` was raised: its node loop holds it."""
+    found = None
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        node = frame.f_locals.get("node") if frame.f_code.co_name == "_construct_nodes" else None
+        if isinstance(node, onnx.NodeProto):
+            found = node
+    return found
 
 
 def _check_supported_ops(proto: onnx.ModelProto, name: str) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     convertible = _get_convert_map()
-    unsupported = [(node.name or f"#{index}", node.op_type if node.domain in _ONNX_DEFAULT_DOMAINS
+    unsupported = [(node.name or f"#{index}", node.op_type if node.domain in ONNX_DEFAULT_DOMAINS
                     else f"{node.domain}.{node.op_type}")
                    for index, node in enumerate(proto.graph.node)
-                   if node.domain not in _ONNX_DEFAULT_DOMAINS or node.op_type not in convertible]
+                   if node.domain not in ONNX_DEFAULT_DOMAINS or node.op_type not in convertible]
     if unsupported:
         listed = ", ".join(f"node {node!r} ({op})" for node, op in unsupported[:10])
         more = f" and {len(unsupported) - 10} more" if len(unsupported) > 10 else ""
-        raise UnsupportedOpError(f"ONNX model {name!r} uses operators tvm_dse cannot import: {listed}{more}")
+        raise UnsupportedOpError(f"ONNX model {name!r} uses operators tvm_dse cannot import (TVM's ONNX importer "
+                                 f"has no converter for them): {listed}{more}")
 
 
 def _onnx_inputs(proto: onnx.ModelProto, overrides: InputShapes, name: str) -> list[ModelInput]:
@@ -247,8 +208,11 @@ def _onnx_inputs(proto: onnx.ModelProto, overrides: InputShapes, name: str) -> l
         elif all(isinstance(d, int) for d in dims):
             shape = tuple(dims)
         else:
-            raise ModelError(f"input {value.name!r} of model {name!r} has a dynamic shape {dims}; "
-                             f"give a static one, e.g. input_shapes={{{value.name!r}: (1, 3, 224, 224)}}")
+            # the example keeps the static dimensions; a batch of 1, 224 for the others
+            example = tuple(d if isinstance(d, int) else 1 if axis == 0 else 224 for axis, d in enumerate(dims))
+            raise ModelError(f"input {value.name!r} of model {name!r} has a dynamic shape {dims}; give a static "
+                             f"one, e.g. input_shapes={{{value.name!r}: {example}}} (on the command line: "
+                             f"--shape {value.name}={','.join(map(str, example))})")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
         inputs.append(ModelInput(value.name, shape, dtype))
     return inputs

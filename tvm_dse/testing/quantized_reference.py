@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..frontend import Model, fold_batchnorm
+from ..frontend import Model
 from ..plan import Plan
 from ..quant.scheme import U8_MAX, ActivationQuant, quantize_weights_reference
 from ..strategies import get_strategy
@@ -26,12 +26,12 @@ from ..target import TargetLike, parse_target
 def quantized_reference_model(model: Model, plan: Plan, target: TargetLike) -> onnx.ModelProto:
     """``model`` (imported from ONNX) with every node ``plan`` puts on an int8 strategy computing on its
     dequantized weight codes (the target's weight range) and on its input quantized and dequantized with
-    the node's calibrated quantization; every other node as it is (BatchNorm folded as on import)."""
+    the node's calibrated quantization; every other node as it is."""
     dse_target = parse_target(target)
     if model.onnx_model is None:
         raise ValueError(f"model {model.name!r} came from a Relax module; the quantized reference is ONNX")
     reference = onnx.ModelProto()
-    reference.CopyFrom(fold_batchnorm(model.onnx_model))
+    reference.CopyFrom(model.onnx_model)
     graph = reference.graph
     initializers = {init.name: init for init in graph.initializer}
     int8 = {name: choice for name, choice in plan.nodes.items() if get_strategy(choice.strategy).precision == "int8"}
