@@ -1,12 +1,14 @@
 """Networks as exporters write them (tvm_dse.testing.exports): PyTorch networks through both of its ONNX
 exporters and a model in a TensorFlow converter's idioms import, and their optimized plans and uniform and
-random plans match onnxruntime running the file as exported."""
+random plans match onnxruntime running the file as exported, on the host and, cross-compiled for a 4-lane
+NEON core, on the emulated board."""
 
 from collections import Counter
 
 import numpy as np
 import onnx
 import pytest
+from tvm import rpc
 
 from tvm_dse import build_graph, load_model, optimize
 from tvm_dse.cli import main
@@ -14,7 +16,9 @@ from tvm_dse.target import parse_target
 from tvm_dse.testing import onnxruntime_outputs, relative_error
 from tvm_dse.testing.exports import (EXPORTERS, INPUT_NAME, INPUT_SHAPE, TF_INPUT_NAME, TORCH_NETWORKS,
                                      export_torch_network, tf_style_model)
-from tvm_dse.testing.matrix import HOST_FAMILY, matrix_plans, plan_failures
+from tvm_dse.testing.matrix import HOST_FAMILY, family, matrix_plans, plan_failures
+
+pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 
 EXPORTED = [f"{network}-{exporter}" for network in TORCH_NETWORKS for exporter in EXPORTERS]
 ALL = EXPORTED + ["tf_style"]
@@ -107,6 +111,27 @@ def test_every_uniform_and_random_plan_of_an_exported_network_matches_onnxruntim
     assert not failures, "\n".join(failures)
     feed = model.random_feed(seed=0)
     assert relative_error(onnxruntime_outputs(model.onnx_model, feed)[0], _reference(path, feed)[0]) <= 1e-5
+
+
+# on the board by default: the default exporter's run-time padding and the TensorFlow converter's idioms
+BOARD_DEFAULT = {"same_pad-dynamo", "tf_style"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[] if name in BOARD_DEFAULT else [pytest.mark.sweep])
+                                  for name in ALL])
+def test_the_uniform_plans_of_an_exported_network_match_onnxruntime_on_the_board(emulated_boards, exported, tmp_path,
+                                                                                 name):
+    path = exported(name)
+    model = load_model(path, input_shapes=_shapes(name))
+    graph = build_graph(model)
+    target = family("aarch64-neon").dse_target
+    plans = matrix_plans(model, graph, target, ("fp32",), kinds=("uniform",))
+    session = rpc.connect_tracker("127.0.0.1", emulated_boards.tracker_port).request(emulated_boards.key,
+                                                                                    session_timeout=600)
+    files = {plan: f"plan{index}.so" for index, plan in enumerate(plans)}
+    failures = plan_failures(model, graph, target, plans,
+                             lambda built, plan, feed: built.upload(session, tmp_path, files[plan]).run(feed))
+    assert not failures, "\n".join(failures)
 
 
 def test_the_graph_command_takes_a_torchscript_export_with_run_time_padding(exported, capsys):

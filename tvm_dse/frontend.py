@@ -95,10 +95,12 @@ def load_model(model: ModelLike, input_shapes: InputShapes | None = None, name: 
     Raises
     ------
     ModelError
-        For a missing or malformed file, a dynamic input without an override, or an override naming
-        an input the model does not have.
+        For a missing or malformed file, a dynamic input without an override, an override naming an
+        input the model does not have, or a shape that stays dynamic once the input shapes are bound
+        (naming the node; see :func:`tvm_dse.onnx_folding.normalize_onnx`).
     UnsupportedOpError
-        Naming every node whose operator cannot be imported.
+        Naming every node whose operator TVM's importer has no converter for, or the node whose
+        converter refused it, with the converter's reason.
     """
     if isinstance(model, Model):
         if input_shapes:
