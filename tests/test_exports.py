@@ -48,6 +48,21 @@ def exported(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def imported(exported):
+    """``imported(name)``: an exported network imported with its shapes bound, and its DSE graph, once for
+    the module (treat both as read-only)."""
+    models = {}
+
+    def get(name):
+        if name not in models:
+            model = load_model(exported(name), input_shapes=_shapes(name))
+            models[name] = model, build_graph(model)
+        return models[name]
+
+    return get
+
+
 def _shapes(name):
     return None if name == "tf_style" else {INPUT_NAME: INPUT_SHAPE}
 
@@ -101,10 +116,9 @@ def test_run_time_same_padding_becomes_the_convolutions_padding(exported):
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("kind", ["uniform", "random"])
-def test_every_uniform_and_random_plan_of_an_exported_network_matches_onnxruntime(exported, name, kind):
+def test_every_uniform_and_random_plan_of_an_exported_network_matches_onnxruntime(exported, imported, name, kind):
     path = exported(name)
-    model = load_model(path, input_shapes=_shapes(name))
-    graph = build_graph(model)
+    model, graph = imported(name)
     target = parse_target("host")
     plans = matrix_plans(model, graph, target, HOST_FAMILY.precisions, kinds=(kind,))
     failures = plan_failures(model, graph, target, plans, lambda built, plan, feed: built.run(feed))
@@ -119,11 +133,9 @@ BOARD_DEFAULT = {"same_pad-dynamo", "tf_style"}
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=[] if name in BOARD_DEFAULT else [pytest.mark.sweep])
                                   for name in ALL])
-def test_the_uniform_plans_of_an_exported_network_match_onnxruntime_on_the_board(emulated_boards, exported, tmp_path,
+def test_the_uniform_plans_of_an_exported_network_match_onnxruntime_on_the_board(emulated_boards, imported, tmp_path,
                                                                                  name):
-    path = exported(name)
-    model = load_model(path, input_shapes=_shapes(name))
-    graph = build_graph(model)
+    model, graph = imported(name)
     target = family("aarch64-neon").dse_target
     plans = matrix_plans(model, graph, target, ("fp32",), kinds=("uniform",))
     session = rpc.connect_tracker("127.0.0.1", emulated_boards.tracker_port).request(emulated_boards.key,

@@ -105,6 +105,10 @@ class _Constants:
     def __setitem__(self, name: str, value: np.ndarray) -> None:
         self._arrays[name] = value
 
+    def rank(self, name: str) -> int:
+        """The number of dimensions of constant ``name``, without converting it."""
+        return self._arrays[name].ndim if name in self._arrays else len(self._tensors[name].dims)
+
 
 def _inferred_tensors(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """Static shapes and element types of the tensors onnx's shape inference can tell."""
@@ -291,12 +295,10 @@ def _move_pads_into_convs(model: onnx.ModelProto) -> None:
         attrs = {attr.name: attr for attr in conv.attribute}
         if "auto_pad" in attrs and attrs["auto_pad"].s not in (b"NOTSET", b""):
             continue
-        spatial = len(view.constants[conv.input[1]].shape) - 2 if conv.input[1] in view.constants else None
-        pads = _pad_amounts(pad, view.constants, spatial + 2) if spatial else None
-        if pads is None or len(pads) != 2 * (spatial + 2) or min(pads) < 0:
-            continue
-        rank = spatial + 2
-        if any(pads[axis] or pads[rank + axis] for axis in (0, 1)):
+        rank = view.constants.rank(conv.input[1]) if conv.input[1] in view.constants else 0
+        spatial = rank - 2
+        pads = _pad_amounts(pad, view.constants, rank) if spatial > 0 else None
+        if pads is None or len(pads) != 2 * rank or min(pads) < 0 or any(pads[a] or pads[rank + a] for a in (0, 1)):
             continue
         own = list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * spatial)
         merged = [own[i] + pads[2 + i] for i in range(spatial)] + [own[spatial + i] + pads[rank + 2 + i]
@@ -306,10 +308,7 @@ def _move_pads_into_convs(model: onnx.ModelProto) -> None:
         conv.attribute.extend(kept + [helper.make_attribute("pads", merged)])
         conv.input[0] = pad.input[0]
         moved.add(id(pad))
-    if moved:
-        nodes = [node for node in graph.node if id(node) not in moved]
-        del graph.node[:]
-        graph.node.extend(nodes)
+    _remove(graph, moved)
 
 
 def _read_outside_nodes(graph: onnx.GraphProto) -> set[str]:
