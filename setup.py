@@ -1,5 +1,6 @@
 """Packaging for tvm_dse. Pins follow what TVM 0.27's stack needs on these machines."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -14,7 +15,7 @@ TVM_STACK = [
 
 setup(
     name="tvm_dse",
-    version="0.1.0",
+    version=re.search(r'__version__ = "(.+)"', Path(__file__).with_name("tvm_dse").joinpath("version.py").read_text())[1],
     description="Design-space exploration of per-node convolution strategies for CPU deployment with TVM 0.27",
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",

@@ -31,7 +31,7 @@ def main() -> int:
     set_threads(args.threads)
 
     from tvm_dse import build_baseline, build_graph, load_model, parse_target
-    from tvm_dse.costs import measure_space, plan_from_assignment
+    from tvm_dse.pricing import measure_space, plan_from_assignment
     from tvm_dse.lower import build_plan
     from tvm_dse.measure import LocalRunner
     from tvm_dse.plan import Plan

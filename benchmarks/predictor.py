@@ -30,7 +30,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tvm_dse import build_graph, load_model, parse_target
-    from tvm_dse.costs import measure_space
+    from tvm_dse.pricing import measure_space
     from tvm_dse.measure import LocalRunner
     from tvm_dse.search import get_searcher
     from tvm_dse.tuning import TuningLogs

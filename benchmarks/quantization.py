@@ -56,7 +56,7 @@ def main() -> int:
 
     import tvm_dse
     from tvm_dse import load_model
-    from tvm_dse.quant import AccuracyBound
+    from tvm_dse.accuracy import AccuracyBound
     from tvm_dse.testing import digits_task, onnxruntime_session, relative_error
 
     scratch = Path(tempfile.mkdtemp(prefix="tvm_dse_quant_"))
@@ -91,8 +91,8 @@ def main() -> int:
     fp32_plan = tvm_dse.optimize(digits, logs=logs, compare_searchers=(), show_progress=False)
     from tvm_dse.graph import build_graph
     from tvm_dse.lower import build_plan
-    from tvm_dse.quant import calibrate
-    from tvm_dse.quant.sensitivity import int8_plan
+    from tvm_dse.accuracy import calibrate
+    from tvm_dse.accuracy.sensitivity import int8_plan
     from tvm_dse.target import parse_target
 
     graph = build_graph(digits)

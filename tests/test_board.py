@@ -9,7 +9,7 @@ from tvm_dse.cli import main
 from tvm_dse.layouts import Layout
 from tvm_dse.strategies import build_kernel, get_strategy
 from tvm_dse.testing import relative_error
-from tvm_dse.testing.board import free_port, load_cluster
+from tvm_dse.board import free_port, load_cluster
 from tvm_dse.testing.conformance import CASES, bound, input_quant, random_operands, strategy_reference
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
@@ -168,7 +168,7 @@ def test_a_rerun_after_an_interrupted_board_run_measures_nothing_twice(board_clu
 
 
 def test_a_board_reached_directly_without_a_tracker(tmp_path):
-    from tvm_dse.testing.board import start_board, wait_for_port
+    from tvm_dse.board import start_board, wait_for_port
 
     board = start_board(log_dir=tmp_path)
     try:

@@ -5,7 +5,7 @@ join layout picks one that holds them all, so it never meets a layout it cannot 
 
 import pytest
 
-from tvm_dse.costs import measure_space, plan_from_assignment
+from tvm_dse.pricing import measure_space, plan_from_assignment
 from tvm_dse.layouts import holds, native_layout
 from tvm_dse.lower import build_plan, lower_plan
 from tvm_dse.measure import LocalRunner, MeasureSettings

@@ -134,7 +134,7 @@ def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
 
 def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):
     from tvm_dse import build_graph, load_model
-    from tvm_dse.costs import measure_space
+    from tvm_dse.pricing import measure_space
     from tvm_dse.errors import TvmDseError
     from tvm_dse.measure import LocalRunner
     from tvm_dse.target import parse_target
@@ -196,7 +196,7 @@ def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
 
 def test_a_space_offering_a_node_no_strategy_fails_before_measuring(matrix_models):
     from tvm_dse import TvmDseError
-    from tvm_dse.costs import measure_space
+    from tvm_dse.pricing import measure_space
     from tvm_dse.measure import LocalRunner
 
     model, graph = matrix_models("concat_8")

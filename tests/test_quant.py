@@ -14,9 +14,10 @@ from tvm_dse.layouts import codes_layout
 from tvm_dse.lower import build_plan, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.errors import TvmDseError
-from tvm_dse.quant import AccuracyBound, ActivationQuant, Calibration, CalibrationError, calibrate
-from tvm_dse.quant.calibration import calibration_feeds
-from tvm_dse.quant.sensitivity import int8_plan
+from tvm_dse.accuracy import AccuracyBound, Calibration, CalibrationError, calibrate
+from tvm_dse.quant import ActivationQuant
+from tvm_dse.accuracy.calibration import calibration_feeds
+from tvm_dse.accuracy.sensitivity import int8_plan
 from tvm_dse.strategies import get_strategy
 from tvm_dse.target import parse_target
 from tvm_dse.testing import digits_task, onnxruntime_session, relative_error

@@ -1,4 +1,4 @@
-"""Tests for the deterministic ONNX model zoo in tvm_dse.testing.zoo."""
+"""Tests for the deterministic ONNX model zoo in tvm_dse.zoo."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tvm_dse.testing.zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
+from tvm_dse.zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
 
 # Counted from the published architectures: ResNet-18 = stem + 8 blocks x 2 + 3
 # downsamples; ResNet-50 = stem + 16 bottlenecks x 3 + 4 downsamples; MobileNetV1 =

@@ -23,12 +23,11 @@ from .optimize import OptimizeResult, optimize
 from .plan import Plan
 from .target import DseTarget, parse_target
 from .timing import Timing
+from .version import __version__
 from .workload import Workload
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "BuiltModel", "DseGraph", "DseTarget", "Model", "ModelError", "ModelInput", "OptimizeResult", "Plan",
+    "__version__", "BuiltModel", "DseGraph", "DseTarget", "Model", "ModelError", "ModelInput", "OptimizeResult", "Plan",
     "TargetError", "Timing", "TvmDseError", "UnsupportedOpError", "Vertex", "Workload", "build_baseline",
     "build_graph", "load_model", "optimize", "parse_target",
 ]

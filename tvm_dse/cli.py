@@ -129,7 +129,7 @@ def _command_optimize(args: argparse.Namespace) -> int:
     if args.accuracy_data:
         import numpy as np
 
-        from .quant import AccuracyBound
+        from .accuracy import AccuracyBound
 
         with np.load(args.accuracy_data) as data:
             if "labels" not in data.files:
@@ -261,7 +261,7 @@ def _command_zoo(args: argparse.Namespace) -> int:
     import onnx
 
     from .frontend import zoo_model
-    from .testing.zoo import MODEL_NAMES, REFERENCE_GFLOP, conv_flops
+    from .zoo import MODEL_NAMES, REFERENCE_GFLOP, conv_flops
 
     if args.action == "list":
         for name in MODEL_NAMES:
@@ -276,7 +276,7 @@ def _command_zoo(args: argparse.Namespace) -> int:
 
 
 def _command_board(args: argparse.Namespace) -> int:
-    from .testing import board
+    from . import board
 
     running = board.load_cluster()
     if args.action == "up":

@@ -85,7 +85,7 @@ def load_model(model: ModelLike, input_shapes: InputShapes | None = None, name: 
     ----------
     model
         A path to an ``.onnx`` file, a zoo model as ``"zoo:NAME"`` or ``"zoo:NAME-small"`` (see
-        :mod:`tvm_dse.testing.zoo`), an ``onnx.ModelProto``, a Relax ``IRModule`` with a ``main``
+        :mod:`tvm_dse.zoo`), an ``onnx.ModelProto``, a Relax ``IRModule`` with a ``main``
         function, or an already imported :class:`Model` (returned as is when no shapes are given).
     input_shapes
         Shapes by input name, overriding the model's own; required for inputs with dynamic dimensions.
@@ -121,7 +121,7 @@ def load_model(model: ModelLike, input_shapes: InputShapes | None = None, name: 
 
 def zoo_model(spec: str) -> onnx.ModelProto:
     """The zoo's ONNX model for ``"zoo:NAME"`` (224x224, 1000 classes) or ``"zoo:NAME-small"``."""
-    from .testing.zoo import MODEL_NAMES, build_model
+    from .zoo import MODEL_NAMES, build_model
 
     name = spec.removeprefix(ZOO_PREFIX)
     small = name.endswith(SMALL_SUFFIX)

@@ -55,7 +55,7 @@ _ELEMENTWISE_BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply"
 _SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
 # Activation conversions that rearrange are kernels of their own: the search prices each one standalone,
 # so they are kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc). One that
-# only quantizes stays fusable: it joins its producer's output stage, priced so by the search (costs.py).
+# only quantizes stays fusable: it joins its producer's output stage, priced so by the search (pricing.py).
 _OPAQUE = 8
 _TUNABLE_NAME = re.compile(r"dse_(\d+)_")
 

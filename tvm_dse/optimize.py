@@ -19,32 +19,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .build import BuiltModel, build_baseline
-from .costs import measure_space, plan_from_assignment
+from .pricing import measure_space, plan_from_assignment
 from .errors import TvmDseError
 from .frontend import InputShapes, Model, ModelLike, load_model
 from .graph import DseGraph, build_graph
 from .lower import build_plan
 from .measure import Builder, LocalRunner, MeasureSettings, RPCRunner, Runner
 from .plan import Plan
-from .quant.accuracy import AccuracyBound
-from .quant.calibration import CalibrationData, calibrate, calibration_feeds
+from .accuracy.bound import AccuracyBound
+from .accuracy.calibration import CalibrationData, calibrate, calibration_feeds
 from .strategies import get_strategy
 from .strategies.base import PRECISIONS
 from .space import DesignSpace
 from .target import DseTarget, TargetLike, parse_target
-from .testing import relative_error
+from .validation import QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, relative_error
 from .timing import Timing
 from .tuning import TuningLogs, shipped_target_keys
-
-# fp32 outputs of two correct implementations differ by rounding only
-VALIDATION_BOUND = 1e-4
-# int8 nodes change outputs by their quantization error (ResNet-18 all-int8: ~0.02); a broken kernel by far more
-QUANTIZED_VALIDATION_BOUND = 0.05
-
-
-class ValidationError(TvmDseError):
-    """The optimized module's outputs differ from TVM's default build of the same model."""
-
 
 @dataclass
 class OptimizeResult:
@@ -169,7 +159,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         tuning log ranks fastest (plus those the log has measured already); None measures every
         applicable strategy.
     calibration_data
-        Inputs representative of the model's use (see :func:`tvm_dse.quant.calibrate`): when given, the
+        Inputs representative of the model's use (see :func:`tvm_dse.accuracy.calibrate`): when given, the
         model is calibrated on them and int8 strategies join the space; the search picks int8 where it is
         faster (within ``accuracy``'s bound when given), and the plan records each int8 node's input
         quantization.
@@ -180,7 +170,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         calibration data (which int8 needs).
     accuracy
         With a reduced precision in the space: the metric, labelled data and largest loss against the fp32
-        model a plan may have (:class:`tvm_dse.quant.AccuracyBound`). Each quantizable node's loss is measured alone
+        model a plan may have (:class:`tvm_dse.accuracy.AccuracyBound`). Each quantizable node's loss is measured alone
         (a build per node), the search keeps the summed losses within the bound, and the built plan's
         own score is checked: if it loses more, the search runs again under a tighter bound.
     settings
@@ -252,7 +242,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", rpc: str | Mapping[s
         if not dse_target.runs_on_host:
             raise TvmDseError(f"accuracy is measured by running plans on this machine; {dse_target.key} does not "
                               "run here")
-        from .quant.sensitivity import measure_sensitivity
+        from .accuracy.sensitivity import measure_sensitivity
 
         clock = time.perf_counter()
         sensitivity = measure_sensitivity(imported, graph, space, dse_target, calibration, accuracy, show_progress)

@@ -16,7 +16,7 @@ rearrange or copy it: a pass over memory that computes nothing (SqueezeNet 1.1's
 Each rewritten kernel keeps its schedule: its old output becomes an intermediate, and a stage copying it
 to the new place is inlined into the stage that wrote it (``reverse_compute_inline``). A kernel whose
 writing stage cannot take it (one accumulating in its output, such as a pool) keeps its pass. The search
-still prices every layout conversion as a pass of its own (costs.py).
+still prices every layout conversion as a pass of its own (pricing.py).
 """
 
 from __future__ import annotations

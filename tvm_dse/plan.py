@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import tvm
 
@@ -20,11 +20,16 @@ from .frontend import Model
 from .graph import DseGraph
 from .quant.scheme import ActivationQuant
 from .target import DseTarget, TargetLike, parse_target
+from .version import __version__
 
 SCHEMA_VERSION = 1
 
-if TYPE_CHECKING:
-    from .quant.calibration import Calibration
+
+class NodeQuantization(Protocol):
+    """Where each node's input quantization comes from (a :class:`tvm_dse.accuracy.Calibration`)."""
+
+    def quant(self, node: str) -> ActivationQuant:
+        """The quantization of ``node``'s input."""
 
 
 class PlanError(TvmDseError, ValueError):
@@ -82,7 +87,6 @@ class Plan:
     def create(cls, model: Model, target: TargetLike, choices: Mapping[str, NodeChoice | str],
                join_layouts: Mapping[str, str] | None = None, **provenance: Any) -> "Plan":
         """A plan for ``model`` on ``target``; ``choices`` maps node names to choices or strategy names."""
-        from . import __version__
 
         dse_target = parse_target(target)
         nodes = {name: choice if isinstance(choice, NodeChoice) else NodeChoice(choice)
@@ -111,7 +115,7 @@ class Plan:
             choices[node.name] = chosen[0].name
         return cls.create(model, dse_target, choices, uniform=strategy, **provenance)
 
-    def calibrate(self, calibration: "Calibration") -> "Plan":
+    def calibrate(self, calibration: NodeQuantization) -> "Plan":
         """Give every node with an int8 strategy its input's quantization from ``calibration``
         (in place; returns the plan)."""
         from .strategies import get_strategy
@@ -155,7 +159,7 @@ class Plan:
             if strategy.precision == "int8":
                 if choice.quant is None:
                     raise PlanError(f"node {node.name!r}: {strategy.precision} strategy {choice.strategy} needs its "
-                                    "input's quantization (calibrate the model; see tvm_dse.quant.calibrate)")
+                                    "input's quantization (calibrate the model; see tvm_dse.accuracy.calibrate)")
                 try:
                     ActivationQuant.from_dict(choice.quant)
                 except (KeyError, TypeError, ValueError) as error:

@@ -1,9 +1,7 @@
-"""Quantization: the int8 scheme shared by kernels and references, the int8 dot-product intrinsics,
-calibration of activation ranges from user data, and accuracy bounds for the search."""
+"""Quantization: the int8 scheme shared by kernels and references, and the int8 dot-product intrinsics.
 
-from .accuracy import AccuracyBound, top1
-from .calibration import METHODS, Calibration, CalibrationError, calibrate
+Calibration, accuracy bounds and sensitivity, which build whole plans, are in :mod:`tvm_dse.accuracy`."""
+
 from .scheme import UNCALIBRATED, ActivationQuant, quantize_weights_reference
 
-__all__ = ["METHODS", "UNCALIBRATED", "AccuracyBound", "ActivationQuant", "Calibration", "CalibrationError",
-           "calibrate", "quantize_weights_reference", "top1"]
+__all__ = ["UNCALIBRATED", "ActivationQuant", "quantize_weights_reference"]

@@ -25,7 +25,6 @@ from ..workload import Workload
 
 MAIN_BLOCK = "conv"
 PAD_BLOCK = "data_pad"
-ALGORITHMS = ("direct", "spatial_pack", "im2col", "gemm", "winograd", "depthwise", "grouped", "dense")
 PRECISIONS = ("fp32", "int8", "fp16")
 
 Decisions = dict[str, Any]
@@ -279,7 +278,6 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
-    algorithm: ClassVar[str]
     precision: ClassVar[str] = "fp32"
     op: ClassVar[str] = "conv2d"
     ungrouped_only: ClassVar[bool] = False  # declines grouped and depthwise convolutions

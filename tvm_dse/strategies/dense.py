@@ -15,7 +15,6 @@ class DensePacked(Strategy):
     """y = x W with W (in, out) packed as (out/b, in, b), b = the largest divisor of out up to the vector lanes."""
 
     name = "dense_packed"
-    algorithm = "dense"
     op = "dense"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:

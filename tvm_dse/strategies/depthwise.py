@@ -183,7 +183,6 @@ def _nchw_source(data: te.Tensor, workload: Workload) -> Callable[..., tirx.Prim
 
 
 class _DepthwiseBase(Strategy):
-    algorithm = "depthwise"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -374,7 +373,6 @@ class GroupedNCHW(Strategy):
     channels in registers), with the output channels tiled inside one group so the tile shares its input."""
 
     name = "grouped_nchw"
-    algorithm = "grouped"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)

@@ -13,7 +13,6 @@ from .registry import register
 
 
 class _DirectBase(Strategy):
-    algorithm = "direct"
     ungrouped_only = True
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:

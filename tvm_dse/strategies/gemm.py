@@ -203,7 +203,6 @@ class Gemm1x1NHWC(_GemmBase):
     """1x1 convolution as out(N*OH*OW, K) = X(N*OH*OW, C) . W(C, K) on the NHWC activation, weights (K/b, C, b)."""
 
     name = "gemm1x1_nhwc"
-    algorithm = "gemm"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)

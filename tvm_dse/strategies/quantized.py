@@ -104,7 +104,6 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
     dot product over 4 input channels at a time."""
 
     name = "spatial_pack_nchwc_int8"
-    algorithm = "spatial_pack"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)

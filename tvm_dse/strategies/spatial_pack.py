@@ -143,7 +143,6 @@ class SpatialPackNCHWc(Strategy):
     """Direct convolution in NCHW<x>c with register-tiled output rows, pixels and channel blocks."""
 
     name = "spatial_pack_nchwc"
-    algorithm = "spatial_pack"
     ungrouped_only = True
     schedule_version = 6  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
     # channel tiles where the output's sides allow no other; 4: tiles of 3 pixels x 4 channel blocks on

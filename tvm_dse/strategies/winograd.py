@@ -68,7 +68,6 @@ def _transform(matrix: np.ndarray, index: tirx.PrimExpr, term: Callable[[int], t
 class _Winograd(Strategy):
     """Winograd F(m, 3) in NCHW<xi>c -> NCHW<x>c; subclasses set the output tile size ``m``."""
 
-    algorithm = "winograd"
     ungrouped_only = True
     m: int
 

@@ -1,5 +1,6 @@
-"""Testing helpers for tvm_dse and for projects built on it: the model zoo, the digits task, the
-onnxruntime reference and the error measure every numerical check uses."""
+"""Testing helpers for tvm_dse and for projects built on it: the digits task, the onnxruntime reference,
+and, handed on from the product, the model zoo (:mod:`tvm_dse.zoo`) and the error measure every numerical
+check uses (:mod:`tvm_dse.validation`)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,15 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import onnx
 
+from ..validation import relative_error
+from ..zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
 from .digits import DigitsTask, digits_task
-from .zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
 
 if TYPE_CHECKING:
     from ..workload import Workload
 
 __all__ = ["DigitsTask", "MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "digits_task",
            "onnxruntime_outputs", "onnxruntime_session", "relative_error", "single_conv_model"]
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """Largest absolute difference relative to the largest magnitude of ``expected``.
-
-    Scale-free, and not blown up by individual outputs near zero the way an element-wise ratio is.
-    """
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:
-        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
-    scale = np.max(np.abs(expected)) if expected.size else 0.0
-    difference = np.max(np.abs(actual - expected)) if expected.size else 0.0
-    return float(difference / scale) if scale > 0 else float(difference)
 
 
 def onnxruntime_session(model: onnx.ModelProto, threads: int | None = None):

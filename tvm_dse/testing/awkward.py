@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from .zoo import INPUT_NAME, GraphBuilder
+from ..zoo import INPUT_NAME, GraphBuilder
 
 _CLASSES = 10
 

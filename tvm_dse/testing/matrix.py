@@ -31,17 +31,17 @@ from ..frontend import Model
 from ..graph import DseGraph
 from ..layouts import Layout, native_layout
 from ..lower import build_plan
-from ..optimize import QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND
+from ..validation import QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND
 from ..plan import Plan
-from ..quant import Calibration, calibrate
+from ..accuracy import Calibration, calibrate
 from ..quant.intrinsics import dot_intrinsic
-from ..quant.sensitivity import int8_plan
+from ..accuracy.sensitivity import int8_plan
 from ..strategies import applicable_strategies, get_strategy
 from ..target import DseTarget, parse_target
 from . import onnxruntime_outputs, relative_error
 from .awkward import AWKWARD_NAMES, build_awkward_model
 from .quantized_reference import quantized_reference_model
-from .zoo import MODEL_NAMES, build_model
+from ..zoo import MODEL_NAMES, build_model
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .board import BoardCluster, start_cluster
+from ..board import BoardCluster, start_cluster
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ class AccuracyBound:
     and the largest loss against the fp32 model a plan may have (``max_loss``, in the metric's units:
     0.005 is half a point of top-1).
 
-    ``data`` takes any form :func:`~tvm_dse.quant.calibration.calibration_feeds` accepts; ``metric`` is
+    ``data`` takes any form :func:`~tvm_dse.accuracy.calibration.calibration_feeds` accepts; ``metric`` is
     ``"top1"`` or a callable ``metric(outputs, labels) -> float`` (higher is better), ``outputs`` being the
     model's outputs for each feed in order.
     """

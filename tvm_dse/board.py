@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import TvmDseError
+from .errors import TvmDseError
 
 DEFAULT_KEY = "qemu-aarch64"
 LOOPBACK = "127.0.0.1"

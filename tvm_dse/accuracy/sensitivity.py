@@ -17,7 +17,7 @@ from ..progress import Progress
 from ..space import DesignSpace, Option
 from ..strategies import get_strategy
 from ..target import DseTarget
-from .accuracy import AccuracyBound
+from .bound import AccuracyBound
 from .calibration import Calibration
 
 

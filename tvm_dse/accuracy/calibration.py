@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import TvmDseError
 from ..frontend import Model
-from .scheme import ActivationQuant
+from ..quant.scheme import ActivationQuant
 
 METHODS = ("minmax", "percentile")
 DEFAULT_PERCENTILE = 99.99

@@ -1,0 +1,31 @@
+"""Validation: an optimized module is checked against TVM's default build of the same model, by the
+error measure every numerical check of tvm_dse uses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TvmDseError
+
+# fp32 outputs of two correct implementations differ by rounding only
+VALIDATION_BOUND = 1e-4
+# int8 nodes change outputs by their quantization error (ResNet-18 all-int8: ~0.02); a broken kernel by far more
+QUANTIZED_VALIDATION_BOUND = 0.05
+
+
+class ValidationError(TvmDseError):
+    """The optimized module's outputs differ from TVM's default build of the same model."""
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``expected``.
+
+    Scale-free, and not blown up by individual outputs near zero the way an element-wise ratio is.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    difference = np.max(np.abs(actual - expected)) if expected.size else 0.0
+    return float(difference / scale) if scale > 0 else float(difference)
