@@ -33,7 +33,7 @@ def main() -> int:
     from tvm_dse import build_baseline, build_graph, load_model, parse_target
     from tvm_dse.pricing import measure_space, plan_from_assignment
     from tvm_dse.lower import build_plan
-    from tvm_dse.measure import LocalRunner
+    from tvm_dse.measure import LocalRunner, MeasurementSession
     from tvm_dse.plan import Plan
     from tvm_dse.search import get_searcher
     from tvm_dse.search.exact import pareto_front
@@ -55,7 +55,7 @@ def main() -> int:
             built = build_plan(model, Plan.uniform(model, graph, target, family), target, graph)
             contenders[f"uniform {family}"] = lambda b=built: b.run(feed)
 
-        space = measure_space(model, graph, target, LocalRunner(), store)
+        space = measure_space(model, graph, MeasurementSession(target, LocalRunner(), store))
         built_by_assignment = {}
         for name in SEARCHERS:
             result = get_searcher(name).search(space, seed=0)

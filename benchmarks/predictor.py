@@ -31,7 +31,7 @@ def main() -> int:
 
     from tvm_dse import build_graph, load_model, parse_target
     from tvm_dse.pricing import measure_space
-    from tvm_dse.measure import LocalRunner
+    from tvm_dse.measure import LocalRunner, MeasurementSession
     from tvm_dse.search import get_searcher
     from tvm_dse.tuning import TuningLogs
     from tvm_dse.tuning.predictor import LatencyPredictor, evaluate, samples_from
@@ -50,7 +50,7 @@ def main() -> int:
         predictor = LatencyPredictor(target).fit(training)
         error = evaluate(predictor, testing, k=args.k)
         # every strategy is in the log, so this measures nothing
-        space = measure_space(model, graph, target, LocalRunner(), store, show_progress=False)
+        space = measure_space(model, graph, MeasurementSession(target, LocalRunner(), store, show_progress=False))
         workloads = {node.name: graph.node(node.name).workload for node in space.nodes if node.is_tunable}
         ranked = {node.name: predictor.rank(workloads[node.name], [o.name for o in node.options])
                   for node in space.nodes if node.is_tunable}

@@ -8,6 +8,7 @@ from tvm import rpc
 from tvm_dse.cli import main
 from tvm_dse.layouts import Layout
 from tvm_dse.strategies import build_kernel, get_strategy
+from tvm_dse.target import parse_target
 from tvm_dse.testing import relative_error
 from tvm_dse.board import free_port, load_cluster
 from tvm_dse.testing.conformance import CASES, bound, input_quant, random_operands, strategy_reference
@@ -23,7 +24,7 @@ pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 def test_cross_compiled_strategy_matches_on_the_board(emulated_boards, tmp_path, strategy, case_id, target):
     case = next(c for c in CASES if c.id == case_id)
     operands = random_operands(case.workload, case.epilogue)
-    built = build_kernel(strategy, case.workload, target, case.epilogue,
+    built = build_kernel(strategy, case.workload, parse_target(target), case.epilogue,
                          quant=input_quant(built_strategy := get_strategy(strategy), operands["data"]))
     library = built.export(tmp_path / "kernel.so")
     remote = rpc.connect_tracker("127.0.0.1", emulated_boards.tracker_port).request(emulated_boards.key,
@@ -64,11 +65,12 @@ import textwrap  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from tvm_dse.measure import (Candidate, MeasurementError, MeasurementStore, MeasureSettings, RPCRunner,  # noqa: E402
+from tvm_dse.measure import (MeasurementError, MeasurementStore, MeasureSettings, RPCRunner,  # noqa: E402
                              measure_candidates)
+from tvm_dse.strategies import Candidate  # noqa: E402
 from tvm_dse.workload import Workload  # noqa: E402
 
-BOARD_TARGET = "rpi4"
+BOARD_TARGET = parse_target("rpi4")
 SMALL = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in (6, 7, 8, 9, 10, 11)]
 QUICK = MeasureSettings(number=2, repeat=2)
 
@@ -141,12 +143,15 @@ def test_a_rerun_after_an_interrupted_board_run_measures_nothing_twice(board_clu
     store_path = tmp_path / "m.jsonl"
     script = textwrap.dedent(f"""
         from tvm_dse.measure import *
+        from tvm_dse.strategies import Candidate
+        from tvm_dse.target import parse_target
         from tvm_dse.workload import Workload
         workloads = [Workload.from_dict(w) for w in {[w.to_dict() for w in SMALL]!r}]
         runner = RPCRunner(tracker={interrupted.tracker_address!r}, key={interrupted.key!r},
                            settings=MeasureSettings(number=2, repeat=2, cooldown_ms=2000))
-        measure_candidates([Candidate(w, "spatial_pack_nchwc") for w in workloads], {BOARD_TARGET!r}, runner,
-                           MeasurementStore({str(store_path)!r}), show_progress=False)
+        measure_candidates([Candidate(w, "spatial_pack_nchwc") for w in workloads],
+                           parse_target({BOARD_TARGET.to_dict()!r}), runner, MeasurementStore({str(store_path)!r}),
+                           show_progress=False)
     """)
     process = subprocess.Popen([sys.executable, "-c", script])
     try:

@@ -8,7 +8,7 @@ import pytest
 from tvm_dse.pricing import measure_space, plan_from_assignment
 from tvm_dse.layouts import holds, native_layout
 from tvm_dse.lower import build_plan, lower_plan
-from tvm_dse.measure import LocalRunner, MeasureSettings
+from tvm_dse.measure import LocalRunner, MeasurementSession, MeasureSettings
 from tvm_dse.plan import Plan, PlanError
 from tvm_dse.search import ExactSearcher
 from tvm_dse.space import INFEASIBLE
@@ -79,7 +79,8 @@ def test_the_space_offers_joins_only_layouts_that_hold_and_its_best_plan_matches
     names = ("spatial_pack_nchwc", "direct_nchw", "direct_nhwc")
     strategies = {n.workload.key(): [s.name for s in applicable_strategies(n.workload, target)
                                      if s.name in names or n.kind == "dense"] for n in graph.nodes}
-    space = measure_space(model, graph, target, LocalRunner(QUICK), strategies=strategies, show_progress=False)
+    space = measure_space(model, graph, MeasurementSession(target, LocalRunner(QUICK), show_progress=False),
+                          strategies=strategies)
     (join,) = graph.joins
     offered = {option.name for option in space.nodes[join.id].options}
     produced = {option.output_layout for source in join.inputs for option in space.nodes[source].options}

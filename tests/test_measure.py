@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from tvm_dse.measure import (Builder, Candidate, LocalRunner, MeasurementStore, MeasureSettings, Record,
+from tvm_dse.measure import (Builder, LocalRunner, MeasurementSession, MeasurementStore, MeasureSettings, Record,
                              measure_candidates)
+from tvm_dse.strategies import Candidate
 from tvm_dse.target import parse_target
 from tvm_dse.workload import Workload
 
@@ -128,9 +129,11 @@ def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
     workloads = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in range(6, 12)]
     script = textwrap.dedent(f"""
         from tvm_dse.measure import *
+        from tvm_dse.strategies import Candidate
+        from tvm_dse.target import parse_target
         from tvm_dse.workload import Workload
         workloads = [Workload.from_dict(w) for w in {[w.to_dict() for w in workloads]!r}]
-        measure_candidates([Candidate(w, "direct_nchw") for w in workloads], "host",
+        measure_candidates([Candidate(w, "direct_nchw") for w in workloads], parse_target("host"),
                            LocalRunner(MeasureSettings(number=2, repeat=2, cooldown_ms=1500)),
                            MeasurementStore({str(store_path)!r}), show_progress=False)
     """)
@@ -154,13 +157,14 @@ def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
 
 def test_cache_flush_and_cooldown_settings(tmp_path):
     settings = MeasureSettings(number=1, repeat=3, flush_cache=True, cooldown_ms=10, min_repeat_ms=1)
-    (record,) = measure_candidates([Candidate(WORKLOAD, "direct_nchw")], HOST, LocalRunner(settings),
-                                   MeasurementStore(tmp_path / "m.jsonl"), show_progress=False)
+    session = MeasurementSession(HOST, LocalRunner(settings), MeasurementStore(tmp_path / "m.jsonl"),
+                                 show_progress=False)
+    (record,) = session.measure([Candidate(WORKLOAD, "direct_nchw")])
     assert record.ok and record.latency["repeats"] == 3
 
 
 def test_layout_conversions_are_measured_like_kernels(tmp_path):
-    from tvm_dse.measure import Conversion
+    from tvm_dse.conversions import Conversion
 
     store = MeasurementStore(tmp_path / "m.jsonl")
     conversions = [Conversion((1, 16, 14, 14), "NCHW", "NCHW8c"), Conversion((1, 16, 14, 14), "NCHW8c", "NHWC")]
@@ -169,3 +173,46 @@ def test_layout_conversions_are_measured_like_kernels(tmp_path):
     assert all(r.ok and r.median_ms > 0 and r.workload == {"shape": [1, 16, 14, 14]} for r in records)
     again = measure_candidates(conversions, HOST, LocalRunner(FAST), store, show_progress=False)
     assert [r.measured_at for r in again] == [r.measured_at for r in records] and len(store.records()) == 2
+
+
+class _Unregistered:
+    """A candidate of a kind nobody registered a build function for."""
+
+    kind = "no_such_kind"
+    strategy = "nothing"
+    decisions: dict = {}
+
+    def describe(self):
+        return "an unregistered candidate"
+
+
+def test_a_kind_without_an_importable_build_function_is_refused_before_building(tmp_path):
+    from tvm_dse.measure import register_build_function
+
+    with pytest.raises(ValueError, match="no build function is registered for an unregistered candidate"):
+        Builder(directory=tmp_path).build([_Unregistered(), Candidate(WORKLOAD, "direct_nchw")], HOST)
+    assert not list(tmp_path.iterdir())  # nothing was built
+
+    def local(spec, target):
+        raise AssertionError("never called")
+
+    for function in (local, lambda spec, target: None):
+        with pytest.raises(ValueError, match="must be defined at the top level of an importable module"):
+            register_build_function("no_such_kind", function)
+
+
+def test_a_session_runs_a_whole_model_through_its_runner(tmp_path):
+    import numpy as np
+
+    from tvm_dse.timing import Timing
+
+    class Built:  # what the local runner asks of a BuiltModel
+        def run(self, feed):
+            return [feed["x"] * 2]
+
+        def time(self, feed, repeat):
+            return Timing.from_seconds([1e-3] * repeat)
+
+    run = MeasurementSession(HOST, LocalRunner(FAST), show_progress=False).run_model(
+        Built(), {"x": np.ones(3)}, repeat=4, workdir=tmp_path)
+    assert run.board == "local" and run.timing.repeats == 4 and run.outputs[0].tolist() == [2.0, 2.0, 2.0]

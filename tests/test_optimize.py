@@ -62,6 +62,41 @@ def test_a_board_target_needs_rpc(logs):
         optimize("zoo:squeezenet1_1-small", "rpi4", logs=logs, show_progress=False)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"searcher": "annealing"}, "unknown searcher 'annealing'"),
+    ({"compare_searchers": ("exact", "bogus")}, "unknown searcher 'bogus'"),
+    ({"top_k": 0}, "top_k must be at least 1"),
+    ({"repeat": 0}, "repeat must be at least 1"),
+    ({"memory_limit": -5}, "memory_limit must be a positive number"),
+    ({"tune_trials": -1}, "tune_trials must not be negative"),
+    ({"calibration_data": [], "calibration_method": "kl"}, "unknown calibration method 'kl'"),
+])
+def test_a_bad_option_fails_before_the_model_is_read(options, message, tmp_path):
+    from tvm_dse import TvmDseError
+
+    # the model does not exist: an option checked any later would fail on the model first
+    with pytest.raises(TvmDseError, match=message):
+        optimize(str(tmp_path / "missing.onnx"), logs=tmp_path, show_progress=False, **options)
+
+
+def test_an_unknown_option_is_refused_by_name(tmp_path):
+    with pytest.raises(TypeError, match="unknown option.* serch"):
+        optimize(str(tmp_path / "missing.onnx"), serch="exact")
+
+
+def test_options_by_name_land_in_their_stage_groups(tmp_path):
+    from tvm_dse.options import OptimizeOptions, SearchOptions
+
+    options = OptimizeOptions.from_keywords(searcher="exact", budget=40, memory_limit=8, tune_trials=5, top_k=2,
+                                            logs=tmp_path, seed=3, show_progress=False)
+    assert (options.search.searcher, options.search.budget.max_evaluations) == ("exact", 40)
+    assert options.search.memory_limit_bytes == 8 * 2**20
+    assert (options.tuning.trials, options.measurement.top_k, options.measurement.logs) == (5, 2, tmp_path)
+    assert (options.seed, options.show_progress, options.precision.precisions) == (3, False, ("fp32",))
+    with pytest.raises(TypeError, match="either as an OptimizeOptions or by name"):
+        optimize("zoo:resnet18-small", "host", OptimizeOptions(search=SearchOptions("exact")), seed=1)
+
+
 def test_the_optimize_command(logs, tmp_path, capsys):
     from tvm_dse.target import parse_target
     from tvm_dse.tuning import shipped_target_keys
@@ -81,6 +116,7 @@ def test_the_optimize_command(logs, tmp_path, capsys):
 
 def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     from tvm_dse.report import markdown
+    from tvm_dse.strategies import schedule_versions
     from tvm_dse.tuning import TuningLogs
 
     own = TuningLogs(tmp_path / "logs")
@@ -94,7 +130,7 @@ def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, compare_searchers=())
     assert again.report["tuning"] == [] and own.store(first.target).path.read_text().splitlines() == lines
     # every node is built with the fastest decisions the log holds for its strategy
-    best = own.store(first.target).best(first.target.key)
+    best = own.store(first.target).best(first.target.key, schedule_versions())
     for node in again.report["nodes"]:
         choice = again.plan.nodes[node["node"]]
         workload = again.graph.node(node["node"]).workload
@@ -136,7 +172,7 @@ def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):
     from tvm_dse import build_graph, load_model
     from tvm_dse.pricing import measure_space
     from tvm_dse.errors import TvmDseError
-    from tvm_dse.measure import LocalRunner
+    from tvm_dse.measure import LocalRunner, MeasurementSession
     from tvm_dse.target import parse_target
     from tvm_dse.tuning import TuningLogs
     from tvm_dse.tuning.predictor import LatencyPredictor, evaluate, held_out_error, samples_from
@@ -144,7 +180,7 @@ def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):
     host = parse_target("host")
     store = TuningLogs(logs).store(host)
     model = load_model("zoo:resnet18-small")  # measured by the first test already, unless run alone
-    measure_space(model, build_graph(model), host, LocalRunner(), store, show_progress=False)
+    measure_space(model, build_graph(model), MeasurementSession(host, LocalRunner(), store, show_progress=False))
     samples = samples_from(store.records(), host)
     workloads = sorted({s.workload.key() for s in samples})
     assert len(workloads) >= 8
@@ -197,9 +233,11 @@ def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
 def test_a_space_offering_a_node_no_strategy_fails_before_measuring(matrix_models):
     from tvm_dse import TvmDseError
     from tvm_dse.pricing import measure_space
-    from tvm_dse.measure import LocalRunner
+    from tvm_dse.measure import LocalRunner, MeasurementSession
+    from tvm_dse.target import parse_target
 
     model, graph = matrix_models("concat_8")
     only_convolutions = {node.workload.key(): ["direct_nchw"] for node in graph.nodes}
     with pytest.raises(TvmDseError, match=r"no strategy of precision fp32 among those given applies to node\(s\) fc$"):
-        measure_space(model, graph, "host", LocalRunner(), strategies=only_convolutions, show_progress=False)
+        measure_space(model, graph, MeasurementSession(parse_target("host"), LocalRunner(), show_progress=False),
+                      strategies=only_convolutions)

@@ -12,10 +12,11 @@ from tvm.s_tir.schedule import ScheduleError
 
 from tvm_dse import build_graph, load_model
 from tvm_dse.layouts import Layout, transform
-from tvm_dse.lower import _schedule_generic, build_plan, lower_plan
+from tvm_dse.lower import build_plan, lower_plan
 from tvm_dse.output_fusion import concat_axis, rearrangement, write_converted, write_into_slice
 from tvm_dse.plan import NodeChoice, Plan
 from tvm_dse.quant import ActivationQuant
+from tvm_dse.schedule_blocks import schedule_generic
 from tvm_dse.strategies import build_kernel, get_strategy
 from tvm_dse.strategies.base import Decider, Epilogue
 from tvm_dse.strategies.kernel import kernel_prim_func
@@ -77,7 +78,7 @@ def test_kernels_write_their_output_in_a_converted_layout(name, workload):
     source = Layout.parse(get_strategy(name).layouts(workload, HOST).output)
     destination = Layout.parse(CONVERTED.get(source.name, "NHWC"))
     data = te.placeholder(expected.shape, "float32", name="data")
-    conversion = _schedule_generic(te.create_prim_func([data, transform(data, source, destination)]))
+    conversion = schedule_generic(te.create_prim_func([data, transform(data, source, destination)]))
     func = write_converted(_scheduled(name, workload), conversion)
     converted = tvm.runtime.tensor(np.zeros(destination.shape(source.to_nchw(expected).shape), "float32"))
     tvm.compile(func, target=HOST.tvm_target)["main"](*inputs, converted)

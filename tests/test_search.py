@@ -1,8 +1,7 @@
 """Graph-level searchers on synthetic design spaces: exact optimum against brute force, Q-learning against the
-exact optimum, memory bounds, the Pareto front, the checks every registered searcher must pass, errors."""
+exact optimum, memory bounds, the Pareto front, the contract checks on every registered searcher, errors."""
 
 import ast
-import copy
 import json
 import math
 import time
@@ -12,23 +11,15 @@ import numpy as np
 import pytest
 
 from tvm_dse.search import (Budget, BudgetExhausted, Evaluator, ExactSearcher, NoFeasiblePlan, QLearningSearcher,
-                            SearchResult, Searcher, compare, complete_plan, default_budget, get_searcher,
-                            greedy_assignment, pareto_front, register_searcher, searcher_names, uniform_assignments,
-                            uniform_plans)
-from tvm_dse.space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
-from tvm_dse.testing.spaces import (LAYOUTS, brute_force_optimum, chain_space, enumerate_plans,
-                                    residual_space)
+                            Searcher, compare, complete_plan, default_budget, get_searcher, greedy_assignment,
+                            pareto_front, register_searcher, searcher_names, uniform_assignments, uniform_plans)
+from tvm_dse.space import DesignSpace, Edge, Option, SpaceNode
+from tvm_dse.testing import parametrize_with_checks
+from tvm_dse.testing.spaces import (SMALL_SPACES, brute_force_optimum, chain_space, enumerate_plans, memory_limits,
+                                    plan_losses, residual_space, with_accuracy_losses)
 
 SEARCH_PACKAGE = Path(__file__).resolve().parents[1] / "tvm_dse" / "search"
 
-# small enough to enumerate (at most ~1e5 plans), with and without impossible conversions
-SMALL_SPACES = {
-    "chain7": lambda: chain_space(7, seed=1, options=(4, 5)),
-    "chain7_infeasible": lambda: chain_space(7, seed=3, options=(4, 5), infeasible=0.5),
-    "residual11": lambda: residual_space((1, 1), seed=0, options=(3, 4), join_layouts=LAYOUTS[:3]),
-    "residual11_infeasible": lambda: residual_space((1, 1), seed=2, options=(2, 3), infeasible=0.5),
-    "residual2_noclassifier": lambda: residual_space((2,), seed=5, options=(3, 4), classifier=False),
-}
 # the sizes the default Q-learning budget is promised for
 FULL_SPACES = {
     "chain20": lambda: chain_space(20, seed=0),
@@ -40,12 +31,6 @@ FULL_SPACES = {
 @pytest.fixture(scope="module", params=list(SMALL_SPACES))
 def small_space(request):
     return SMALL_SPACES[request.param]()
-
-
-def _memory_limits(space, quantiles=(0.1, 0.5)):
-    """Bounds between the leanest plan's peak memory and the largest one's, so they bind."""
-    _, _, memories = enumerate_plans(space)
-    return [float(np.quantile(memories, q)) for q in quantiles]
 
 
 # ---------------------------------------------------------------- the synthetic spaces themselves
@@ -107,7 +92,7 @@ def test_exact_finds_the_brute_force_optimum(small_space):
 
 
 def test_exact_under_a_memory_bound_is_the_brute_force_bounded_optimum(small_space):
-    for limit in _memory_limits(small_space):
+    for limit in memory_limits(small_space):
         expected, _ = brute_force_optimum(small_space, limit)
         unbounded, _ = brute_force_optimum(small_space)
         result = ExactSearcher().search(small_space, memory_limit_bytes=limit)
@@ -116,28 +101,9 @@ def test_exact_under_a_memory_bound_is_the_brute_force_bounded_optimum(small_spa
         assert expected >= unbounded
 
 
-def _with_accuracy_losses(space, seed=0):
-    """A copy of ``space`` where about half the tunable options lose some accuracy (as int8 ones would)."""
-    space = copy.deepcopy(space)
-    rng = np.random.default_rng(seed)
-    for node in space.nodes:
-        if node.is_tunable:
-            for option in node.options:
-                option.accuracy_loss = float(rng.uniform(0, 0.01)) if rng.random() < 0.5 else 0.0
-    return space
-
-
-def _plan_losses(space):
-    plans, costs, _ = enumerate_plans(space)
-    losses = np.zeros(len(plans))
-    for index, node in enumerate(space.nodes):
-        losses += np.array([o.accuracy_loss for o in node.options])[plans[:, index]]
-    return costs, losses
-
-
 def test_exact_under_an_accuracy_bound_is_the_brute_force_bounded_optimum(small_space):
-    space = _with_accuracy_losses(small_space)
-    costs, losses = _plan_losses(space)
+    space = with_accuracy_losses(small_space)
+    costs, losses = plan_losses(space)
     unbounded_loss = float(losses[int(np.argmin(costs))])
     assert unbounded_loss > 0  # so half of it binds
     for limit in (0.0, unbounded_loss / 2):
@@ -150,18 +116,6 @@ def test_exact_under_an_accuracy_bound_is_the_brute_force_bounded_optimum(small_
         assert space.accuracy_loss(result.assignment) <= limit + 1e-9
         assert result.cost_ms == pytest.approx(expected, rel=1e-9)
         assert result.cost_ms > float(np.min(costs))
-
-
-@pytest.mark.parametrize("name", searcher_names())
-def test_every_searcher_respects_the_accuracy_bound(name, small_space):
-    space = _with_accuracy_losses(small_space, seed=1)
-    limit = float(np.quantile(_plan_losses(space)[1], 0.3))
-    try:
-        result = get_searcher(name).search(space, Budget(max_evaluations=500), seed=1, accuracy_loss_limit=limit)
-    except NoFeasiblePlan:
-        assert name in ("greedy", "uniform")  # they price one fixed plan each, blind to accuracy
-        return
-    assert space.accuracy_loss(result.assignment) <= limit
 
 
 def test_exact_raises_when_no_plan_fits_the_memory_bound(small_space):
@@ -289,48 +243,11 @@ def test_uniform_plans_use_their_strategy_wherever_it_exists():
     assert result.cost_ms < result.info["plans"]["direct_nchw"]
 
 
-# ---------------------------------------------------------------- checks every registered searcher must pass
+# ---------------------------------------------------------------- the contract checks on every registered searcher
 
-@pytest.fixture(scope="module", params=["residual11_infeasible", "chain7"])
-def common_space(request):
-    return SMALL_SPACES[request.param]()
-
-
-@pytest.mark.parametrize("name", searcher_names())
-def test_common_checks(name, common_space):
-    space = common_space
-    before = copy.deepcopy(space.to_dict())
-    budget = Budget(max_evaluations=300)
-    result = get_searcher(name).search(space, budget, seed=7)
-    assert isinstance(result, SearchResult) and result.searcher == name
-    space.check(result.assignment)
-    assert result.cost_ms == space.cost(result.assignment) and math.isfinite(result.cost_ms)
-    assert result.peak_memory_bytes == space.peak_memory(result.assignment)
-    assert 1 <= result.evaluations <= budget.max_evaluations
-    assert result.seconds > 0
-    # the convergence curve: evaluations grow, the best cost never rises and ends at the result
-    evaluations, seconds, best = zip(*result.history)
-    assert list(evaluations) == sorted(evaluations) and evaluations[-1] == result.evaluations
-    assert all(a >= b for a, b in zip(best, best[1:])) and best[-1] == result.cost_ms
-    assert list(seconds) == sorted(seconds)
-    assert json.loads(json.dumps(result.to_dict()))["assignment"] == result.assignment
-    assert space.to_dict() == before, "the searcher modified the space"
-    again = get_searcher(name).search(space, budget, seed=7)
-    assert (again.assignment, again.evaluations, again.info) == (result.assignment, result.evaluations, result.info)
-    assert [h[::2] for h in again.history] == [h[::2] for h in result.history]
-
-
-@pytest.mark.parametrize("name", searcher_names())
-def test_every_searcher_respects_the_memory_bound(name, small_space):
-    limit = _memory_limits(small_space, (0.3,))[0]
-    try:
-        result = get_searcher(name).search(small_space, Budget(max_evaluations=500), memory_limit_bytes=limit, seed=1)
-    except NoFeasiblePlan:
-        # only the baselines that do not look at memory may fail to find a plan that fits
-        assert name in ("greedy", "uniform", "random")
-        return
-    assert result.peak_memory_bytes <= limit
-    assert small_space.peak_memory(result.assignment) <= limit
+@parametrize_with_checks([get_searcher(name) for name in searcher_names()])
+def test_contract(obj, check):
+    check(obj)
 
 
 def test_qlearning_finds_the_bounded_optimum_of_a_residual_network():
@@ -383,29 +300,10 @@ def test_search_progress_reaches_the_whole_budget_with_the_best_cost(name, capsy
     assert capsys.readouterr().err == ""  # silent by default
 
 
-def test_searchers_return_only_feasible_plans_where_some_pairs_are_impossible():
+def test_searchers_that_look_at_conversions_find_a_plan_on_a_small_budget():
     space = residual_space(seed=10, infeasible=0.6)
-    assert any(math.isinf(c) for edge in space.edges for row in edge.cost for c in row)
-    for name in searcher_names():
-        try:
-            result = get_searcher(name).search(space, Budget(max_evaluations=300), seed=0)
-        except NoFeasiblePlan:
-            # greedy ignores conversions, impossible ones included; uniform and random plans may all hit one
-            assert name in ("greedy", "uniform", "random")
-        else:
-            assert math.isfinite(result.cost_ms)
-    # the searchers that look at conversions always find a plan
     assert math.isfinite(get_searcher("qlearning").search(space, Budget(max_evaluations=50), seed=0).cost_ms)
     assert math.isfinite(get_searcher("exact").search(space).cost_ms)
-
-
-def test_no_feasible_plan_is_an_error_not_an_infinite_result():
-    # two nodes whose only pair of options cannot be converted
-    nodes = [SpaceNode("a", "conv2d", [Option("x", 1.0)]), SpaceNode("b", "conv2d", [Option("y", 1.0)], [0])]
-    space = DesignSpace("impossible", "synthetic", nodes, [Edge(0, 1, [[INFEASIBLE]])])
-    for name in searcher_names():
-        with pytest.raises(NoFeasiblePlan, match="no plan of finite cost"):
-            get_searcher(name).search(space, Budget(max_evaluations=20), seed=0)
 
 
 # ---------------------------------------------------------------- registry, comparison, interface

@@ -1,71 +1,23 @@
-"""Every registered strategy against the conformance suite, plus the registry and decision contracts."""
+"""Every registered strategy against the contract checks (the conformance suite, decisions, epilogue fusion,
+registry), plus the registry itself, the target matrix and the behaviours of particular strategies."""
 
-import re
-
-import numpy as np
 import pytest
-from tvm import s_tir
 
-from tvm_dse.layouts import Layout
 from tvm_dse.strategies import all_strategies, build_kernel, get_strategy
-from tvm_dse.strategies.base import MAIN_BLOCK, PRECISIONS, Decider
-from tvm_dse.strategies.kernel import kernel_prim_func
 from tvm_dse.strategies.spatial_pack import PixelTiling, default_ic_chunks, pixel_tiling
 from tvm_dse.target import parse_target
 from tvm_dse.quant.intrinsics import dot_intrinsic
-from tvm_dse.testing import relative_error
-from tvm_dse.testing.conformance import (CASES, FP32_BOUND, bound, check_strategy, input_quant, random_operands,
-                                        reference_output, strategy_reference)
+from tvm_dse.testing import parametrize_with_checks, relative_error
+from tvm_dse.testing.conformance import CASES, FP32_BOUND, random_operands, reference_output
 from tvm_dse.testing.matrix import FAMILIES, HOST_FAMILY, family
 
 HOST = parse_target("host")
 STRATEGIES = all_strategies()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
-def test_conformance(strategy, case):
-    outcome = check_strategy(strategy, case, HOST)
-    if isinstance(outcome, str):
-        assert outcome, f"{strategy.name} declined {case.id} without a reason"
-    else:
-        assert outcome <= bound(strategy, HOST), f"{strategy.name} on {case.id}: relative error {outcome:.2e}"
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
-def test_every_strategy_is_exercised_by_the_suite(strategy):
-    assert any(strategy.applies(c.workload, HOST) for c in CASES), f"{strategy.name} applies to no case"
-
-
-def _first_case(strategy):
-    return next(c for c in CASES if strategy.applies(c.workload, HOST))
-
-
-APPLICABLE_PAIRS = [(s, c) for s in STRATEGIES for c in CASES if s.applies(c.workload, HOST)]
-
-
-@pytest.mark.parametrize("strategy, case", APPLICABLE_PAIRS, ids=[f"{s.name}-{c.id}" for s, c in APPLICABLE_PAIRS])
-def test_sampled_decisions_stay_correct(strategy, case):
-    """The schedule is a tuning space: decisions drawn at random (as MetaSchedule draws them) must
-    compute the same result on every workload, unit-sized tiles included."""
-    operands = random_operands(case.workload, case.epilogue)
-    reference = strategy_reference(strategy, HOST, **operands, workload=case.workload, epilogue=case.epilogue)
-    seed = 1 + CASES.index(case)
-    sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed,
-                           quant=input_quant(strategy, operands["data"]))
-    assert relative_error(sampled.run(**operands), reference) <= bound(strategy, HOST), sampled.decisions
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
-def test_recorded_decisions_replay(strategy):
-    """The decisions a build records rebuild exactly the same kernel."""
-    case = _first_case(strategy)
-    operands = random_operands(case.workload, case.epilogue)
-    for seed in (1, 2):
-        sampled = build_kernel(strategy, case.workload, HOST, case.epilogue, sample_seed=seed)
-        replayed = build_kernel(strategy, case.workload, HOST, case.epilogue, decisions=sampled.decisions)
-        assert replayed.decisions == sampled.decisions
-        np.testing.assert_array_equal(replayed.run(**operands), sampled.run(**operands))
+@parametrize_with_checks(STRATEGIES)
+def test_contract(obj, check):
+    check(obj)
 
 
 def test_unit_register_tiles_stay_correct():
@@ -81,18 +33,6 @@ def test_unit_register_tiles_stay_correct():
         assert relative_error(built.run(**operands), reference) <= FP32_BOUND, name
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
-def test_epilogue_is_fused_into_the_output_stage(strategy):
-    case = next(c for c in CASES if strategy.applies(c.workload, HOST) and c.epilogue.residual)
-    sch = s_tir.Schedule(kernel_prim_func(strategy, case.workload, HOST, case.epilogue))
-    strategy.schedule(sch, case.workload, HOST, Decider(sch, {}))
-    script = sch.mod.script()
-    # the main block's accumulator is a register tile, consumed in place by the fused epilogue
-    assert re.search(rf'\b{MAIN_BLOCK}\w* = T.sblock_alloc_buffer\([^\n]*scope="local"\)', script)
-    stages = [name for name in ("T_add_bias", "T_add_residual", "T_relu", "T_clip") if f'T.sblock("{name}")' in script]
-    assert len(stages) == 1, stages  # the last epilogue stage writes the output, the others inlined into it
-
-
 def test_a_decision_that_does_not_fit_is_refused():
     case = next(c for c in CASES if c.id == "3x3_s1_at28")
     with pytest.raises(ValueError, match=r"decision 'x'=\[5, 5\] does not split a loop of extent 28"):
@@ -104,19 +44,11 @@ def test_a_decision_that_does_not_fit_is_refused():
 
 
 def test_registry_contracts():
+    """What the registry promises as a whole; what it promises of each strategy is a contract check."""
     names = [s.name for s in STRATEGIES]
     assert len(names) == len(set(names))
     with pytest.raises(KeyError, match="unknown strategy 'nope'.*direct_nchw"):
         get_strategy("nope")
-    for strategy in STRATEGIES:
-        assert get_strategy(strategy.name) is strategy
-        case = _first_case(strategy)
-        layouts = strategy.layouts(case.workload, HOST)
-        # int8 strategies read 8-bit codes (quantizing is the conversion before them); every output is fp32
-        assert (Layout.parse(layouts.data).dtype == "uint8") == (strategy.precision == "int8"), strategy.name
-        assert Layout.parse(layouts.output).dtype == "float32"
-        assert strategy.workspace_bytes(case.workload, HOST) >= 0
-        assert strategy.precision in PRECISIONS
 
 
 def test_default_decisions_follow_the_target_family():
@@ -177,10 +109,10 @@ def test_measure_strategy_on_the_host():
     from tvm_dse.strategies import measure_strategy
 
     case = next(c for c in CASES if c.id == "3x3_s1_at28")
-    measurement = measure_strategy("spatial_pack_nchwc", case.workload, repeat=3)
+    measurement = measure_strategy("spatial_pack_nchwc", case.workload, HOST, repeat=3)
     assert measurement.latency.repeats == 3 and measurement.latency.median_ms > 0
     assert measurement.gflops == pytest.approx(case.workload.flops / measurement.latency.median_ms / 1e6)
-    assert measurement.decisions == build_kernel("spatial_pack_nchwc", case.workload).decisions
+    assert measurement.decisions == build_kernel("spatial_pack_nchwc", case.workload, HOST).decisions
 
 
 INT8_FAMILIES = [f.name for f in (*FAMILIES, HOST_FAMILY) if dot_intrinsic(f.dse_target) is not None]

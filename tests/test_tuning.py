@@ -7,10 +7,10 @@ import pytest
 
 from tvm_dse.cli import main
 from tvm_dse.errors import TvmDseError
-from tvm_dse.measure import Candidate, LocalRunner, MeasureSettings, Record, RPCRunner, measure_candidates
-from tvm_dse.strategies import all_strategies, get_strategy
+from tvm_dse.measure import LocalRunner, MeasurementSession, MeasureSettings, Record, RPCRunner, measure_candidates
+from tvm_dse.strategies import Candidate, all_strategies, get_strategy, schedule_versions
 from tvm_dse.target import parse_target
-from tvm_dse.testing.conformance import CASES, bound, check_strategy
+from tvm_dse.testing.conformance import CASES, bound, case_error
 from tvm_dse.tuning import TuningLogs, kernel_records, tune_kernel
 from tvm_dse.workload import Workload
 
@@ -20,6 +20,10 @@ QUICK = MeasureSettings(number=2, repeat=2)
 WORKLOAD = Workload("conv2d", 1, 16, 14, 14, 16, kernel=(3, 3), padding=(1, 1, 1, 1))
 # several output channel blocks on any target (4, 8 or 16 fp32 lanes): more distinct tiles than any test tunes
 TUNED = Workload("conv2d", 1, 16, 14, 14, 64, kernel=(3, 3), padding=(1, 1, 1, 1))
+
+
+def _session(target, runner, store):
+    return MeasurementSession(target, runner, store, show_progress=False)
 
 
 def _first_case(strategy):
@@ -32,26 +36,25 @@ def test_every_strategy_tunes_and_its_tuned_kernel_is_correct(name, tmp_path):
     strategy = get_strategy(name)
     case = _first_case(strategy)
     store = TuningLogs(tmp_path).store(HOST)
-    result = tune_kernel(case.workload, strategy, HOST, LocalRunner(QUICK), store, trials=2, trials_per_round=2,
-                         show_progress=False)
+    result = tune_kernel(case.workload, strategy, _session(HOST, LocalRunner(QUICK), store), trials=2,
+                         trials_per_round=2)
     assert result.measured >= 1 and result.trials == len(kernel_records(store, HOST, case.workload, strategy))
     assert result.default.ok and result.best.median_ms <= result.default.median_ms
     decisions = {json.dumps(r.decisions, sort_keys=True) for r in store.records()}
     assert len(decisions) == result.trials  # every trial a distinct set of the strategy's decisions
-    assert check_strategy(strategy, case, HOST, result.best.decisions) <= bound(strategy, HOST)
+    assert case_error(strategy, case, HOST, result.best.decisions) <= bound(strategy, HOST)
 
 
 def test_a_second_tuning_run_measures_nothing_and_a_larger_budget_continues(tmp_path):
     store = TuningLogs(tmp_path).store(HOST)
-    first = tune_kernel(TUNED, "spatial_pack_nchwc", HOST, LocalRunner(QUICK), store, trials=6, show_progress=False)
+    session = _session(HOST, LocalRunner(QUICK), store)
+    first = tune_kernel(TUNED, "spatial_pack_nchwc", session, trials=6)
     assert first.trials == 6 and first.measured == 5
     lines = store.path.read_text().splitlines()
-    again = tune_kernel(TUNED, "spatial_pack_nchwc", HOST, LocalRunner(QUICK), store, trials=6,
-                        show_progress=False)
+    again = tune_kernel(TUNED, "spatial_pack_nchwc", session, trials=6)
     assert again.measured == 0 and store.path.read_text().splitlines() == lines
     assert again.best.key == first.best.key
-    more = tune_kernel(TUNED, "spatial_pack_nchwc", HOST, LocalRunner(QUICK), store, trials=9, seed=1,
-                       show_progress=False)
+    more = tune_kernel(TUNED, "spatial_pack_nchwc", session, trials=9, seed=1)
     assert more.measured == 3 and more.trials == 9 and more.best.median_ms <= first.best.median_ms
 
 
@@ -60,12 +63,12 @@ def test_tuning_on_the_emulated_board_through_the_tracker(emulated_boards, tmp_p
     runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key, settings=QUICK)
     store = TuningLogs(tmp_path).store(board)
     workload = Workload("conv2d", 1, 8, 8, 8, 16, kernel=(3, 3), padding=(1, 1, 1, 1))
-    result = tune_kernel(workload, "spatial_pack_nchwc", board, runner, store, trials=4, show_progress=False)
+    result = tune_kernel(workload, "spatial_pack_nchwc", _session(board, runner, store), trials=4)
     records = store.records()
     assert result.measured == 3 and len(records) == 4 and all(r.ok for r in records)
     assert {r.board for r in records} <= {f"127.0.0.1:{b.port}" for b in emulated_boards.boards}
     assert all(r.target == board.key for r in records) and store.path.parent.name == board.key
-    again = tune_kernel(workload, "spatial_pack_nchwc", board, runner, store, trials=4, show_progress=False)
+    again = tune_kernel(workload, "spatial_pack_nchwc", _session(board, runner, store), trials=4)
     assert again.measured == 0 and len(store.records()) == 4
 
 
@@ -101,7 +104,8 @@ def test_a_store_refuses_and_skips_records_of_another_target_or_tvm_version(tmp_
     assert any(f"{store.path}:3: skipping a record of TVM 0.19.0" in m for m in messages)
     assert held == [record]
     with pytest.warns(UserWarning):
-        assert store.best(HOST.key)[(WORKLOAD.key(), "direct_nhwc")].median_ms == record.median_ms  # never applied
+        best = store.best(HOST.key, schedule_versions())
+    assert best[(WORKLOAD.key(), "direct_nhwc")].median_ms == record.median_ms  # never applied
 
 
 def test_merge_gives_the_union_without_duplicates_and_keeps_targets_apart(tmp_path):

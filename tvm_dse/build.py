@@ -7,7 +7,6 @@ the reference every tvm_dse plan is validated against and compared with.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,8 +18,7 @@ from .frontend import Model, ModelInput
 from .target import DseTarget, TargetLike, parse_target
 from .timing import Timing
 from .errors import TvmDseError
-
-AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+from .export import export_library
 
 
 class BuiltModel:
@@ -110,23 +108,6 @@ def _time(vm: relax.VirtualMachine, arguments: list, device: object, number: int
         vm["main"](*arguments)
     evaluator = vm.time_evaluator("main", device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return Timing.from_seconds(list(evaluator(*arguments).results))
-
-
-def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:
-    """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if target.runs_on_host or not target.is_aarch64:
-        executable.export_library(str(path))
-        return path
-    if shutil.which(AARCH64_CROSS_COMPILER) is None:
-        raise TvmDseError(f"exporting for {target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
-                          "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross "
-                          "(scripts/setup_board.sh does)")
-    from tvm.support import cc
-
-    executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
-    return path
 
 
 def _flatten_outputs(result: object) -> list[np.ndarray]:

@@ -48,7 +48,7 @@ def _check_and_time(model: Model, graph: DseGraph, built: BuiltModel, name: str,
                     report: dict) -> int:
     """Run ``built`` on a random feed, compare with onnxruntime and time it; fills ``report``, returns the
     exit status (1 on a numerical mismatch)."""
-    from .testing import onnxruntime_outputs, relative_error
+    from .validation import onnxruntime_outputs, relative_error
 
     feed = model.random_feed(seed=0)
     outputs = built.run(feed)

@@ -2,7 +2,8 @@
 
 Between two tunable nodes there are usually only layout-transparent operators (bias add, relu, clip,
 pooling, ...): they work in whatever layout their input has, so a producer and a consumer that pick the
-same layout need no conversion. The graph keeps exactly what the search needs to price layouts:
+same layout need no conversion. Which operators those are is :mod:`tvm_dse.ops`'s to say, for lowering too.
+The graph keeps exactly what the search needs to price layouts:
 
 - ``conv2d`` / ``dense`` vertices, one per tunable call, with their :class:`~tvm_dse.workload.Workload`;
 - ``join`` vertices for residual adds and concats fed by several producers: all their inputs must be in
@@ -27,22 +28,11 @@ from tvm import relax
 
 from .frontend import Model, tunable_op
 from .layouts import holds
+from .ops import JOINING, call_class, passes_layout, tensor_args, tensor_shape
 from .workload import Workload
 
 VERTEX_KINDS = ("input", "conv2d", "dense", "join", "fixed", "output")
 TUNABLE_KINDS = ("conv2d", "dense")
-
-# Operators computed element by element (or window by window over H and W) that work in any layout the
-# lowering gives them, as long as their other operands are constants broadcast per channel.
-_TRANSPARENT_UNARY = frozenset({
-    "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.nn.gelu",
-    "relax.nn.leakyrelu", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
-})
-_ELEMENTWISE_BINARY = frozenset({
-    "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
-})
-_CONCAT = "relax.concat"
-_SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
 
 
 @dataclass
@@ -216,7 +206,7 @@ class _GraphBuilder:
                 else:
                     op_name = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
                         else type(value).__name__
-                    tensors = _tensor_args(value)
+                    tensors = tensor_args(value)
                     origins = (self.add("fixed", f"{op_name.removeprefix('relax.')}_{fixed_count}", tensors,
                                         op_name, shape=tensor_shape(tensors[0]) if tensors else None),)
                     fixed_count += 1
@@ -234,65 +224,20 @@ class _GraphBuilder:
         return self.origins.get(expr, ())  # constants and shapes carry no layout
 
     def transparent_origins(self, value: relax.Expr) -> tuple[int, ...] | None:
-        """Origins of a transparent operator's output; None when ``value`` is not transparent."""
-        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+        """Origins of the output of an operator that passes a layout (:func:`tvm_dse.ops.passes_layout`);
+        None when ``value`` is not one."""
+        if not passes_layout(value):
             return None
+        if call_class(value) not in JOINING:
+            return self.origins_of(value.args[0])
+        activations = [t for t in tensor_args(value) if not isinstance(t, tvm.ir.Constant)]
+        operand_origins = [self.origins_of(t) for t in activations]
+        distinct = {frozenset(o) for o in operand_origins}
+        if len(distinct) <= 1:
+            return operand_origins[0] if operand_origins else ()
         op = value.op.name
-        if op in _TRANSPARENT_UNARY:
-            return self.origins_of(value.args[0])
-        if op in _SPATIAL_REDUCTIONS and _reduces_only_spatial(value):
-            return self.origins_of(value.args[0])
-        if op in _ELEMENTWISE_BINARY or op == _CONCAT:
-            tensors = _tensor_args(value)
-            if op in _ELEMENTWISE_BINARY and not all(_broadcasts_per_channel(t, value) for t in tensors):
-                return None
-            if op == _CONCAT and int(value.attrs.axis) != 1:
-                return None
-            activations = [t for t in tensors if not isinstance(t, tvm.ir.Constant)]
-            operand_origins = [self.origins_of(t) for t in activations]
-            distinct = {frozenset(o) for o in operand_origins}
-            if len(distinct) <= 1:
-                return operand_origins[0] if operand_origins else ()
-            name = f"{op.removeprefix('relax.')}_{sum(v.kind == 'join' for v in self.vertices)}"
-            return (self.add("join", name, activations, op, shape=tensor_shape(value)),)
-        return None
-
-
-def _tensor_args(call: relax.Expr) -> list[relax.Expr]:
-    if not isinstance(call, relax.Call):
-        return []
-    flat: list[relax.Expr] = []
-    for arg in call.args:
-        flat.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
-    return [a for a in flat if isinstance(getattr(a, "ty", None), relax.TensorType)]
-
-
-def tensor_shape(expr: relax.Expr) -> list[int] | None:
-    """The static logical shape of a Relax expression; None for what is not a tensor."""
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None:
-        return None
-    return [int(d) for d in shape]
-
-
-def _broadcasts_per_channel(operand: relax.Expr, call: relax.Call) -> bool:
-    """Whether ``operand`` of an elementwise op stays correct when the data is in another layout:
-    an activation of the call's own shape, or a constant varying at most along channels (axis 1)."""
-    out_shape = tensor_shape(call)
-    shape = tensor_shape(operand)
-    if out_shape is None or shape is None or len(out_shape) not in (2, 4) or len(shape) > len(out_shape):
-        return False
-    if not isinstance(operand, tvm.ir.Constant):
-        return shape == out_shape
-    padded = [1] * (len(out_shape) - len(shape)) + shape
-    return padded[0] == 1 and all(d == 1 for d in padded[2:])
-
-
-def _reduces_only_spatial(call: relax.Call) -> bool:
-    axes = call.attrs.axis
-    if axes is None or not bool(call.attrs.keepdims):
-        return False
-    return sorted(int(a) % 4 for a in axes) == [2, 3] and len(tensor_shape(call.args[0]) or []) == 4
+        name = f"{op.removeprefix('relax.')}_{sum(v.kind == 'join' for v in self.vertices)}"
+        return (self.add("join", name, activations, op, shape=tensor_shape(value)),)
 
 
 def _workload(kind: str, call: relax.Call) -> Workload:

@@ -1,4 +1,4 @@
-"""Activation layouts: names, channel indexing, element types, and conversions to and from the model's NCHW.
+"""Activation layouts: names, channel and spatial axes, element types, and conversions to and from the model's NCHW.
 
 A layout is a string: ``"NCHW"``, ``"NHWC"`` or ``"NCHW<x>c"`` (channels split into blocks of ``x``
 that sit innermost, e.g. ``"NCHW8c"`` = shape (N, C/8, H, W, 8)). Dense layers use ``"NC"``. The suffix
@@ -103,12 +103,20 @@ class Layout:
             raise ValueError(f"{c} channels do not split into blocks of {self.block} ({self.name})")
         return (n, c // self.block, h, w, self.block)
 
+    @property
+    def channel_axis(self) -> int:
+        """The axis that indexes channels (NCHW<x>c: the channel blocks), along which activations concatenate."""
+        return 3 if self.arrangement == "NHWC" else 1
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        """The (height, width) axes of a 4-D activation in this layout."""
+        return (1, 2) if self.arrangement == "NHWC" else (2, 3)
+
     def channel(self, indices: tuple) -> object:
         """The logical channel of the element at ``indices`` (TE expressions or ints)."""
-        if self.arrangement in ("NCHW", "NC"):
-            return indices[1]
-        if self.arrangement == "NHWC":
-            return indices[3]
+        if not self.block:
+            return indices[self.channel_axis]
         return indices[1] * self.block + indices[4]
 
     def from_nchw(self, array: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ The steps (:func:`lower_plan`):
    compute, reading its input converted to the strategy's layout (one conversion per value and
    layout, shared by all consumers; into 8-bit codes for an int8 strategy, quantizing with the node's
    calibrated input quantization); relu/clip/bias add/pooling/spatial means run in whatever layout
-   their input has (per-channel constants converted with numpy); residual adds and concats bring their
+   their input has (exactly the calls :func:`tvm_dse.ops.passes_layout` names, as the DSE graph prices
+   them; per-channel constants converted with numpy); residual adds and concats bring their
    inputs to one layout (the plan's join layout, else the first of their inputs' layouts that holds
    every operand and the result, else the model's own); every other operator and the outputs get the
    model's own layout back.
@@ -18,7 +19,8 @@ The steps (:func:`lower_plan`):
    constants), fuse (bias, residual add and activation join their convolution's PrimFunc; so does a
    conversion that only quantizes, where the value has no other consumer: the producer writes codes).
 3. Schedule: each fused convolution with its strategy's schedule and the plan's decisions (defaults
-   where the plan has none); every other PrimFunc with a generic parallel, vectorized schedule.
+   where the plan has none); every other PrimFunc with the generic parallel, vectorized schedule
+   (:func:`tvm_dse.schedule_blocks.schedule_generic`).
 4. Fold passes that only move data into the kernels before them (:mod:`tvm_dse.output_fusion`): a
    kernel whose output only feeds a layout conversion writes the converted layout itself, and the
    kernels producing a concatenation's operands write their slices of its result.
@@ -36,23 +38,19 @@ from tvm import relax, s_tir, te
 
 from .build import BuiltModel
 from .frontend import Model
-from .graph import DseGraph, build_graph, tensor_shape
+from .graph import DseGraph, build_graph
 from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only, holds, native_layout, transform
-from .output_fusion import CONVERSION_PREFIX, write_outputs_in_place
+from .ops import OpClass, call_class, passes_layout, tensor_shape
+from .output_fusion import CONVERSION_FUNC_PREFIX, write_outputs_in_place
 from .plan import Plan
 from .quant.scheme import UNCALIBRATED, ActivationQuant
+from .schedule_blocks import has_block, schedule_generic
 from .strategies import get_strategy
 from .strategies.base import MAIN_BLOCK, Decider
 from .strategies.kernel import packed_weights, strategy_compute, transformed_weights
-from .target import DseTarget, TargetLike
+from .target import DseTarget, TargetLike, parse_target
 from .timing import Timing
 
-_LAYOUT_FREE_UNARY = frozenset({"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
-                                "relax.nn.gelu", "relax.nn.leakyrelu"})
-_POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d"})
-_ELEMENTWISE_BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
-                                 "relax.minimum"})
-_SPATIAL_REDUCTIONS = frozenset({"relax.mean", "relax.max", "relax.sum"})
 # Activation conversions that rearrange are kernels of their own: the search prices each one standalone,
 # so they are kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc). One that
 # only quantizes stays fusable: it joins its producer's output stage, priced so by the search (pricing.py).
@@ -60,18 +58,10 @@ _OPAQUE = 8
 _TUNABLE_NAME = re.compile(r"dse_(\d+)_")
 
 
-def _spatial_axes(layout: str) -> list[int]:
-    return [1, 2] if layout == "NHWC" else [2, 3]
-
-
-def _channel_axis(layout: str) -> int:
-    return 3 if layout == "NHWC" else 1
-
-
 def _constant_in_layout(constant: tvm.ir.Constant, layout: str) -> relax.Expr:
     """A per-channel constant operand of an elementwise op, reshaped for an activation in ``layout``."""
     value = constant.value.numpy()
-    if layout in ("NCHW", "NC") or value.ndim == 0 or value.size == 1:
+    if layout in NATIVE_LAYOUTS.values() or value.ndim == 0 or value.size == 1:
         return constant
     nchw = value.reshape((1,) * (4 - value.ndim) + value.shape)
     return relax.const(Layout.parse(layout).from_nchw(nchw), str(value.dtype))
@@ -122,7 +112,7 @@ class _PlanRewriter:
         key = (value, layout, quant)
         if key not in self.conversions:
             call = self.builder.call_te(lambda x: transform(x, current, layout, quant=quant), value,
-                                        primfunc_name_hint=f"{CONVERSION_PREFIX}{current}_to_{layout}")
+                                        primfunc_name_hint=f"{CONVERSION_FUNC_PREFIX}{current}_to_{layout}")
             if not changes_precision_only(current, layout):
                 function = call.args[0]
                 self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
@@ -139,9 +129,8 @@ class _PlanRewriter:
         vertex = self.by_binding.get(index)
         if vertex is not None and vertex.is_tunable:
             return self._lower_tunable(vertex, value)
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-            op = value.op.name
-            lowered = self._lower_transparent(op, value, vertex)
+        if passes_layout(value):
+            lowered = self._lower_transparent(value, vertex)
             if lowered is not None:
                 return lowered
         return self._lower_fixed(value)
@@ -151,7 +140,7 @@ class _PlanRewriter:
         strategy = get_strategy(choice.strategy)
         workload = vertex.workload
         layouts = strategy.layouts(workload, self.target)
-        quant = ActivationQuant.from_dict(choice.quant) if choice.quant is not None else None
+        quant = ActivationQuant.from_dict(choice.quant) if strategy.takes_input_quant else None
         data = self._convert(call.args[0], layouts.data, quant)
         # call_te passes only tensors and plain values through: close over the workload and target. One
         # call per pre-transformed weight tensor (int8 strategies make two), each folded into a constant.
@@ -164,28 +153,30 @@ class _PlanRewriter:
             primfunc_name_hint=f"dse_{vertex.id}_{strategy.name}")
         return output, layouts.output
 
-    def _lower_transparent(self, op: str, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
+    def _lower_transparent(self, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
+        """``call`` (one that :func:`~tvm_dse.ops.passes_layout`) in the layout its activations arrive in;
+        None where they carry none (constants only)."""
+        kind = call_class(call)
         first, layout = self._arg(call.args[0])
-        if op in _LAYOUT_FREE_UNARY:
+        if kind is OpClass.ELEMENTWISE_UNARY:
             return self.builder.emit(relax.Call(call.op, [first, *call.args[1:]], call.attrs)), layout
-        if op in _POOLS and layout and str(call.attrs.layout) == "NCHW":
+        if kind is OpClass.POOL and layout:
             attrs = call.attrs
-            make = relax.op.nn.max_pool2d if op == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
+            make = relax.op.nn.max_pool2d if call.op.name == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
             options = dict(pool_size=attrs.pool_size, strides=attrs.strides, padding=attrs.padding,
                            dilation=attrs.dilation, ceil_mode=bool(attrs.ceil_mode), layout=layout, out_layout=layout)
-            if op == "relax.nn.avg_pool2d":
+            if call.op.name == "relax.nn.avg_pool2d":
                 options["count_include_pad"] = bool(attrs.count_include_pad)
             return self.builder.emit(make(first, **options)), layout
-        if op in _SPATIAL_REDUCTIONS and layout and call.attrs.keepdims and call.attrs.axis is not None \
-                and sorted(int(a) % 4 for a in call.attrs.axis) == [2, 3] and self._native(call.args[0]) == "NCHW":
-            make = getattr(relax.op, op.removeprefix("relax."))
-            return self.builder.emit(make(first, _spatial_axes(layout), keepdims=True)), layout
-        if op in _ELEMENTWISE_BINARY:
+        if kind is OpClass.SPATIAL_REDUCTION and layout:
+            make = getattr(relax.op, call.op.name.removeprefix("relax."))
+            return self.builder.emit(make(first, list(Layout.parse(layout).spatial_axes), keepdims=True)), layout
+        if kind is OpClass.ELEMENTWISE_BINARY:
             return self._lower_elementwise(call, vertex)
-        if op == "relax.concat" and int(call.attrs.axis) == 1 and isinstance(call.args[0], relax.Tuple):
+        if kind is OpClass.CONCAT:
             layout = self._join_layout(call, call.args[0].fields, vertex)
             fields = [self._convert(f, layout) for f in call.args[0].fields]
-            return self.builder.emit(relax.op.concat(fields, axis=_channel_axis(layout))), layout
+            return self.builder.emit(relax.op.concat(fields, axis=Layout.parse(layout).channel_axis)), layout
         return None
 
     def _join_layout(self, call: relax.Call, operands: Any, vertex: Any) -> str:
@@ -201,18 +192,9 @@ class _PlanRewriter:
         if not activations:
             return None
         layout = self._join_layout(call, activations, vertex)
-        args = []
-        for arg in call.args:
-            if not isinstance(arg, tvm.ir.Constant):
-                args.append(self._convert(arg, layout))
-            elif layout in NATIVE_LAYOUTS.values():
-                args.append(arg)
-            else:
-                shape = [int(d) for d in arg.ty.shape] if isinstance(arg.ty, relax.TensorType) else []
-                channel = len(shape) - 3  # a 4-D activation's channel axis, counted from the right
-                if any(d != 1 for i, d in enumerate(shape) if i != channel):
-                    return None  # varies along more than channels: only right in the model's layout
-                args.append(_constant_in_layout(arg, layout))
+        # passes_layout checked that every constant operand varies along channels at most
+        args = [_constant_in_layout(arg, layout) if isinstance(arg, tvm.ir.Constant) else self._convert(arg, layout)
+                for arg in call.args]
         return self.builder.emit(relax.Call(call.op, args, call.attrs)), layout
 
     def _lower_fixed(self, value: relax.Expr) -> tuple[relax.Expr, str]:
@@ -229,64 +211,6 @@ class _PlanRewriter:
         return emitted, self._native(emitted)
 
 
-def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
-    """Parallel over the leading spatial loops and vectorized innermost, block by block: layout
-    conversions, pooling, and whatever else the default pipeline leaves as naive loops."""
-    sch = s_tir.Schedule(func)
-    for block in _root_blocks(sch)[:-1]:
-        try:
-            sch.compute_inline(block)
-        except Exception:  # not inlinable (a reduction, several consumers): scheduled on its own below
-            pass
-    for block in _root_blocks(sch):
-        _parallelize(sch, block)
-    return sch.mod["main"]
-
-
-def _root_blocks(sch: s_tir.Schedule) -> list:
-    return list(sch.get_child_blocks(sch.get_sblock("root"))) if _has_block(sch, "root") else []
-
-
-def _has_block(sch: s_tir.Schedule, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-    except Exception:
-        return False
-    return True
-
-
-def _parallelize(sch: s_tir.Schedule, block: Any) -> None:
-    """Parallel over the leading spatial loops; the innermost spatial loop vectorized, moved inside the
-    reduction loops where the block reduces (pooling and spatial means in NCHW<x>c reduce over a window
-    of pixels for x channels at once: vectorized over the channel block, a 3x3 max pool ran 2.4x faster)."""
-    loops = sch.get_loops(block)
-    if not loops:
-        return
-    iter_types = [int(v.iter_type) for v in sch.get(block).iter_vars]
-    spatial_prefix = 0
-    for kind in iter_types:
-        if kind != 0:
-            break
-        spatial_prefix += 1
-    spatial_prefix = min(spatial_prefix, len(loops))
-    purely_spatial = spatial_prefix == len(iter_types) == len(loops)
-    innermost_spatial = int(sch.get(loops[spatial_prefix - 1]).extent) if spatial_prefix else 0
-    if purely_spatial and len(loops) > 1 and int(sch.get(loops[-1]).extent) <= 64:
-        sch.vectorize(loops[-1])
-        outer = loops[:-1]
-    elif (not purely_spatial and len(iter_types) == len(loops) > spatial_prefix > 1
-          and 1 < innermost_spatial <= 64 and all(kind == 2 for kind in iter_types[spatial_prefix:])):
-        vector = loops[spatial_prefix - 1]
-        reductions = loops[spatial_prefix:]
-        sch.reorder(*reductions, vector)
-        sch.vectorize(vector)
-        outer = loops[:spatial_prefix - 1]
-    else:
-        outer = loops[:max(spatial_prefix, 0)] if not purely_spatial else loops
-    if outer:
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-
-
 def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: DseTarget) -> tvm.IRModule:
     """Step 3: schedule every PrimFunc of the fused module."""
     vertices = {v.id: v for v in graph.vertices}
@@ -295,7 +219,7 @@ def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: Dse
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         match = _TUNABLE_NAME.search(global_var.name_hint)
-        if match and _has_block(s_tir.Schedule(func), MAIN_BLOCK):
+        if match and has_block(s_tir.Schedule(func), MAIN_BLOCK):
             vertex = vertices[int(match.group(1))]
             choice = plan.nodes[vertex.name]
             sch = s_tir.Schedule(func)
@@ -303,7 +227,7 @@ def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: Dse
             strategy.schedule(sch, vertex.workload, target, Decider(sch, dict(choice.decisions or {})))
             scheduled[global_var] = sch.mod["main"]
         else:
-            scheduled[global_var] = _schedule_generic(func)
+            scheduled[global_var] = schedule_generic(func)
     for global_var, func in scheduled.items():
         mod[global_var] = func
     return mod
@@ -356,23 +280,18 @@ class BuiltLayoutTransform:
 
 
 def build_layout_transform(nchw_shape: tuple[int, ...], source: str, destination: str,
-                           target: TargetLike = "host", quant: ActivationQuant = UNCALIBRATED) -> BuiltLayoutTransform:
+                           target: DseTarget, quant: ActivationQuant = UNCALIBRATED) -> BuiltLayoutTransform:
     """Compile the conversion of an activation of logical shape ``nchw_shape`` from ``source`` to
     ``destination`` layout, scheduled as in a lowered model; ``quant`` where one side holds 8-bit codes."""
-    from .target import parse_target
-
-    dse_target = parse_target(target)
     layout = Layout.parse(source)
     data = te.placeholder(layout.shape(tuple(nchw_shape)), layout.dtype, name="data")
-    func = _schedule_generic(te.create_prim_func([data, transform(data, source, destination, quant=quant)]))
-    executable = tvm.compile(func, target=dse_target.tvm_target)
-    return BuiltLayoutTransform(executable, source, destination, tuple(nchw_shape), dse_target)
+    func = schedule_generic(te.create_prim_func([data, transform(data, source, destination, quant=quant)]))
+    executable = tvm.compile(func, target=target.tvm_target)
+    return BuiltLayoutTransform(executable, source, destination, tuple(nchw_shape), target)
 
 
 def build_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | None = None) -> BuiltModel:
     """Compile the model as the plan says, for ``target``."""
-    from .target import parse_target
-
     dse_target = parse_target(target)
     mod = lower_plan(model, plan, dse_target, graph)
     pipeline = tvm.transform.Sequential(relax.backend.cpu_generic.pipeline.dataflow_lower_passes(dse_target.tvm_target)

@@ -28,12 +28,14 @@ from tvm import ir, relax, s_tir, tirx
 from tvm.s_tir.schedule import ScheduleError
 from tvm.s_tir.stmt import SBlock, SBlockRealize
 
-# lowering names the PrimFunc of each activation conversion it emits so (lower.py)
-CONVERSION_PREFIX = "layout_"
+from .schedule_blocks import DATA_PARALLEL, child_blocks
+
+# The start of the name lowering gives the PrimFunc of each activation conversion it emits (lower.py),
+# by which this module finds them after fusion.
+CONVERSION_FUNC_PREFIX = "layout_"
 # LegalizeOps names relax.concat's PrimFunc after TOPI's compute; fusion leaves a lone one as it is
 _CONCATENATE_PREFIX = "concatenate"
 _PLACED_BLOCK = "place_output"
-_DATA_PARALLEL = 0
 
 StageBuilder = Callable[[tirx.Var], tuple[tirx.Var, SBlock]]
 
@@ -85,7 +87,7 @@ def write_into_slice(func: tirx.PrimFunc, whole_shape: tuple[int, ...], axis: in
     def stage(output: tirx.Var) -> tuple[tirx.Var, SBlock]:
         whole = tirx.decl_buffer(list(whole_shape), output.dtype, f"{output.name}_whole")
         iter_vars = [tirx.IterVar(ir.Range.from_min_extent(tirx.const(0, _dtype(d)), d), tirx.Var(f"v{i}", _dtype(d)),
-                                  _DATA_PARALLEL) for i, d in enumerate(output.shape)]
+                                  DATA_PARALLEL) for i, d in enumerate(output.shape)]
         index = [iv.var for iv in iter_vars]
         shifted = [v + tirx.const(offset, _dtype(v)) if i == axis else v for i, v in enumerate(index)]
         return whole, SBlock(iter_vars, [tirx.BufferRegion(output, _point(index))],
@@ -102,7 +104,7 @@ def rearrangement(conversion: tirx.PrimFunc) -> SBlock | None:
         return None
     source, destination = conversion.params
     sch = s_tir.Schedule(conversion)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    blocks = child_blocks(sch)
     if len(blocks) != 1:
         return None
     block = sch.get(blocks[0])
@@ -195,7 +197,7 @@ class _OutputPlacer:
         uses = self._uses(block, result)
         for index, binding in enumerate(bindings):
             call = binding.value
-            if not (self._kernel_call(call) and call.args[0].name_hint.startswith(CONVERSION_PREFIX)):
+            if not (self._kernel_call(call) and call.args[0].name_hint.startswith(CONVERSION_FUNC_PREFIX)):
                 continue
             fields = list(call.args[1].fields)
             operand = fields[0] if len(fields) == 1 else None

@@ -116,12 +116,12 @@ class Plan:
         return cls.create(model, dse_target, choices, uniform=strategy, **provenance)
 
     def calibrate(self, calibration: NodeQuantization) -> "Plan":
-        """Give every node with an int8 strategy its input's quantization from ``calibration``
-        (in place; returns the plan)."""
+        """Give every node whose strategy reads 8-bit codes (int8) its input's quantization from
+        ``calibration`` (in place; returns the plan)."""
         from .strategies import get_strategy
 
         for name, choice in self.nodes.items():
-            if get_strategy(choice.strategy).precision == "int8":
+            if get_strategy(choice.strategy).takes_input_quant:
                 choice.quant = calibration.quant(name).to_dict()
         return self
 
@@ -129,7 +129,7 @@ class Plan:
         """The nodes whose strategy computes in another precision than fp32 (int8, fp16)."""
         from .strategies import get_strategy
 
-        return [name for name, choice in self.nodes.items() if get_strategy(choice.strategy).precision != "fp32"]
+        return [name for name, choice in self.nodes.items() if get_strategy(choice.strategy).reduced_precision]
 
     def validate(self, model: Model, graph: DseGraph, target: TargetLike) -> DseTarget:
         """Check the plan fits ``model`` on ``target``; returns the parsed target. Raises PlanError."""
@@ -156,7 +156,7 @@ class Plan:
             if not applicability:
                 raise PlanError(f"node {node.name!r}: strategy {choice.strategy} does not apply "
                                 f"({applicability.reason})")
-            if strategy.precision == "int8":
+            if strategy.takes_input_quant:
                 if choice.quant is None:
                     raise PlanError(f"node {node.name!r}: {strategy.precision} strategy {choice.strategy} needs its "
                                     "input's quantization (calibrate the model; see tvm_dse.accuracy.calibrate)")

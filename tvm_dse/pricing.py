@@ -1,6 +1,7 @@
 """Measuring a model's design space: every applicable strategy of every distinct workload and every
-layout conversion an edge may need, measured on the target through a runner (resuming from the store),
-assembled into a :class:`~tvm_dse.space.DesignSpace`; and turning a chosen assignment back into a plan.
+layout conversion an edge may need, measured on the target in a measurement session (resuming from its
+store), assembled into a :class:`~tvm_dse.space.DesignSpace`; and turning a chosen assignment back into a
+plan.
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ from collections import Counter
 from math import prod
 from typing import Any, Mapping, Sequence
 
+from .conversions import Conversion
 from .errors import TvmDseError
 from .frontend import Model
 from .graph import DseGraph, Vertex
 from .layouts import changes_precision_only, holds, native_layout
-from .measure import Builder, Candidate, Conversion, MeasurementStore, Runner, measure_candidates
+from .measure import MeasurementSession
 from .plan import NodeChoice, Plan
 from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
-from .strategies import applicable_strategies, get_strategy
+from .strategies import Candidate, applicable_strategies, get_strategy, schedule_versions
 from .strategies.kernel import packed_weight_bytes
-from .target import DseTarget, TargetLike, parse_target
+from .target import DseTarget
 
 FP32_BYTES = 4
 # Vertices whose output leaves a kernel that fusion extends with an elementwise stage: convolutions and
@@ -56,16 +58,16 @@ def _activation_bytes(vertex: Vertex) -> int:
     return FP32_BYTES * prod(shape or ())
 
 
-def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Runner,
-                  store: MeasurementStore | None = None, builder: Builder | None = None,
-                  strategies: Mapping[str, Sequence[str]] | None = None, show_progress: bool = True,
+def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
+                  strategies: Mapping[str, Sequence[str]] | None = None,
                   precisions: Sequence[str] = ("fp32",)) -> DesignSpace:
-    """Measure what the search needs on ``target`` and return the design space of ``model``.
+    """Measure what the search needs in ``session`` (on its target, resuming from its store) and return the
+    design space of ``model``.
 
     ``strategies`` narrows the options: per workload key, the strategy names to measure and offer (default:
     every applicable strategy of the ``precisions`` given; quantized ones need a calibrated plan).
     """
-    dse_target = parse_target(target)
+    dse_target = session.target
     workloads = list({v.workload.key(): v.workload for v in graph.nodes}.values())
     names = {w.key(): [s.name for s in applicable_strategies(w, dse_target) if s.precision in precisions]
              for w in workloads}
@@ -78,10 +80,10 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
                           f"{' among those given' if strategies is not None else ''} applies to node(s) "
                           f"{', '.join(bare[:5])}{' ...' if len(bare) > 5 else ''}")
     candidates = [Candidate(w, name) for w in workloads for name in names[w.key()]]
-    measured = measure_candidates(candidates, dse_target, runner, store, builder, show_progress=show_progress)
+    measured = session.measure(candidates)
     records = {(c.workload.key(), c.strategy): r for c, r in zip(candidates, measured)}
-    if store is not None:  # tuned decisions replace the default ones where they measured faster
-        for pair, record in store.best(dse_target.key).items():
+    if session.store is not None:  # tuned decisions replace the default ones where they measured faster
+        for pair, record in session.store.best(dse_target.key, schedule_versions()).items():
             if pair in records and (not records[pair].ok or record.median_ms < records[pair].median_ms):
                 records[pair] = record
 
@@ -117,8 +119,7 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
                         conversion = Conversion(tuple(shape), produced, wanted)
                         conversions[(conversion.shape, produced, wanted)] = conversion
     conversion_list = list(conversions.values())
-    conversion_records = measure_candidates(conversion_list, dse_target, runner, store, builder,
-                                            show_progress=show_progress)
+    conversion_records = session.measure(conversion_list)
     conversion_ms = {(c.shape, c.source, c.destination): (r.median_ms if r.ok else INFEASIBLE)
                      for c, r in zip(conversion_list, conversion_records)}
 
@@ -144,7 +145,7 @@ def measure_space(model: Model, graph: DseGraph, target: TargetLike, runner: Run
                         "kernels_measured": len(candidates), "conversions_measured": len(conversion_list)})
 
 
-def plan_from_assignment(space: DesignSpace, assignment: Sequence[int], model: Model, target: TargetLike,
+def plan_from_assignment(space: DesignSpace, assignment: Sequence[int], model: Model, target: DseTarget,
                          **provenance: Any) -> Plan:
     """The plan a searcher's assignment stands for, with its predicted latency and peak memory."""
     choices, joins = {}, {}

@@ -1,9 +1,12 @@
-"""Validation: an optimized module is checked against TVM's default build of the same model, by the
-error measure every numerical check of tvm_dse uses."""
+"""Validation: an optimized module is checked against TVM's default build of the same model (and a built
+ONNX model against onnxruntime), by the error measure every numerical check of tvm_dse uses."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
+import onnx
 
 from .errors import TvmDseError
 
@@ -29,3 +32,18 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     scale = np.max(np.abs(expected)) if expected.size else 0.0
     difference = np.max(np.abs(actual - expected)) if expected.size else 0.0
     return float(difference / scale) if scale > 0 else float(difference)
+
+
+def onnxruntime_session(model: onnx.ModelProto, threads: int | None = None):
+    """An onnxruntime CPU session for ``model`` with all graph optimizations and ``threads`` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+    """Run ``model`` in onnxruntime on the CPU (all graph optimizations) and return its outputs."""
+    return onnxruntime_session(model, threads).run(None, dict(feed))

@@ -52,6 +52,10 @@ def _precision(option: Option) -> str:
     return get_strategy(option.name).precision
 
 
+def _reduced(option: Option) -> bool:
+    return get_strategy(option.name).reduced_precision
+
+
 def _fastest(options: list[Option]) -> NodeChoice:
     best = min(options, key=lambda o: o.latency_ms)
     return NodeChoice(best.name, best.decisions)
@@ -64,9 +68,9 @@ def measure_sensitivity(model: Model, graph: DseGraph, space: DesignSpace, targe
     in, the same plan with that node on its fastest option of that precision (built for ``target``, run
     on this machine). ``calibration`` is needed where int8 options are."""
     tunable = [node for node in space.nodes if node.is_tunable]
-    base = {node.name: _fastest([o for o in node.options if _precision(o) == "fp32"]) for node in tunable}
+    base = {node.name: _fastest([o for o in node.options if not _reduced(o)]) for node in tunable}
     variants = [(node, precision) for node in tunable
-                for precision in sorted({_precision(o) for o in node.options} - {"fp32"})]
+                for precision in sorted({_precision(o) for o in node.options if _reduced(o)})]
 
     def score(choices: dict[str, NodeChoice]) -> float:
         plan = Plan.create(model, target, choices)

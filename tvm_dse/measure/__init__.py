@@ -1,13 +1,17 @@
-"""Measuring kernels where the target is: a parallel builder, local and RPC runners, and a resumable
-measurement store."""
+"""Measuring what it is handed where the target is: a parallel builder of any registered kind of
+candidate, local and RPC runners, a resumable measurement store, and the session that carries them."""
 
-from .builder import Builder, BuildResult
-from .candidate import Candidate, Conversion
+from .builder import Builder, BuildOutput, BuildResult, register_build_function
+from .candidate import CONVERSION_PREFIX, MeasurableCandidate, measurement_key
 from .measurement import measure_candidates
-from .runner import LocalRunner, MeasurementError, MeasureSettings, RPCRunner, Runner, RunResult
+from .runner import (LocalRunner, MeasurementError, MeasureSettings, ModelRun, RPCRunner, Runner, RunResult,
+                     make_runner)
+from .session import MeasurementSession
 from .store import MeasurementStore, Record
 
 __all__ = [
-    "BuildResult", "Builder", "Candidate", "Conversion", "LocalRunner", "MeasureSettings", "MeasurementError",
-    "MeasurementStore", "RPCRunner", "Record", "RunResult", "Runner", "measure_candidates",
+    "BuildOutput", "BuildResult", "Builder", "CONVERSION_PREFIX", "LocalRunner", "MeasurableCandidate",
+    "MeasureSettings", "MeasurementError", "MeasurementSession", "MeasurementStore", "ModelRun", "RPCRunner",
+    "Record", "RunResult", "Runner", "make_runner", "measure_candidates", "measurement_key",
+    "register_build_function",
 ]

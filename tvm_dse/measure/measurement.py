@@ -7,9 +7,9 @@ import threading
 from typing import Sequence
 
 from ..progress import Progress
-from ..target import TargetLike, parse_target
+from ..target import DseTarget
 from .builder import Builder, BuildResult
-from .candidate import Candidate, Conversion
+from .candidate import MeasurableCandidate
 from .runner import RunResult, Runner
 from .store import MeasurementStore, Record
 
@@ -26,20 +26,20 @@ def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Recor
     return Record(**common, status="ok", latency=run.timing.to_dict(), board=run.board)
 
 
-def measure_candidates(candidates: Sequence[Candidate | Conversion], target: TargetLike, runner: Runner,
+def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTarget, runner: Runner,
                        store: MeasurementStore | None = None, builder: Builder | None = None,
                        retry_failed: bool = False, show_progress: bool = True) -> list[Record]:
-    """Measure ``candidates`` (kernels or layout conversions) on ``target``; one record per candidate, in order.
+    """Measure ``candidates`` (of any kind with a registered build function) on the parsed ``target``; one
+    record per candidate, in order.
 
     Candidates whose key the store already holds are not measured again (failed ones neither, unless
     ``retry_failed``). All builds finish before the first run, so host measurements never share the
     CPU with the compiler.
     """
-    target = parse_target(target)
     resolved = [candidate.resolved(target) for candidate in candidates]
     known = store.latest() if store is not None else {}
     records: dict[str, Record] = {}
-    missing: dict[str, Candidate | Conversion] = {}
+    missing: dict[str, MeasurableCandidate] = {}
     for candidate in resolved:
         key = candidate.key(target)
         if key in known and (known[key].ok or not retry_failed):

@@ -1,11 +1,12 @@
-"""Runners: time built candidates where the target is, behind one interface.
+"""Runners: time built candidates, and run and time whole built modules, where the target is, behind one
+interface.
 
 :class:`LocalRunner` measures on this machine, one candidate at a time. :class:`RPCRunner` measures on
 boards reached through a TVM RPC tracker (every free board of the key, in parallel) or directly at
 host:port. A board that stops answering within the session time-out is reported as a time-out naming
 the board and the candidate; the candidate is retried on another board a bounded number of times and
 then recorded as failed. Nothing here knows about stores: results go to the ``on_result`` callback as
-they arrive.
+they arrive. :func:`make_runner` picks the runner a user's ``rpc`` option names.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import TvmDseError
+from ..target import DseTarget
 from ..timing import Timing
 from .builder import BuildResult
 
@@ -45,6 +47,16 @@ class MeasureSettings:
     warmup: int = 1
     cooldown_ms: int = 0
     flush_cache: bool = False
+
+
+@dataclass
+class ModelRun:
+    """A whole module run where the target is: its outputs, its timing and the board ("local" on this
+    machine, else the board's host:port)."""
+
+    outputs: list[np.ndarray]
+    timing: Timing
+    board: str
 
 
 @dataclass
@@ -97,6 +109,11 @@ class Runner(ABC):
         be recorded. Builds that failed are not given to runners.
         """
 
+    @abstractmethod
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
+        """Run ``built`` (a :class:`tvm_dse.build.BuiltModel`: ``run``, ``time``, ``upload``) once on ``feed``
+        and time ``repeat`` runs of it where the target is; ``workdir`` holds what has to be exported."""
+
 
 class LocalRunner(Runner):
     """Measures on this machine, one candidate at a time (parallel runs would disturb each other)."""
@@ -118,6 +135,9 @@ class LocalRunner(Runner):
             if on_result is not None:
                 on_result(result)
         return results
+
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
+        return ModelRun(built.run(feed), built.time(feed, repeat=repeat), "local")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -227,6 +247,12 @@ class RPCRunner(Runner):
             raise outcome["error"]
         return outcome["session"], outcome["board"]
 
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
+        session, board = self.session()
+        remote = built.upload(session, workdir)
+        # the run before the timing warms the module up
+        return ModelRun(remote.run(feed), remote.time(feed, repeat=repeat, warmup=0), board)
+
     def _measure_on(self, session: object, build: BuildResult) -> Timing:
         session.upload(build.library)
         module = session.load_module(Path(build.library).name)
@@ -311,3 +337,22 @@ class RPCRunner(Runner):
             except queue.Empty:
                 return
             finish(index, RunResult(build, status="run_error", error=f"{build.candidate.describe()}: {reason}"))
+
+
+def make_runner(target: DseTarget, rpc: str | Mapping[str, str] | None, settings: MeasureSettings) -> Runner:
+    """A local runner for host targets, or an RPC runner from ``rpc``: ``"tracker=HOST:PORT,key=KEY"``,
+    ``{"tracker": "HOST:PORT", "key": KEY}``, or a direct ``"HOST:PORT"``."""
+    if rpc is None:
+        if not target.runs_on_host:
+            raise TvmDseError(f"target {target.key} does not run on this machine: give rpc= a tracker and key "
+                              "(or a direct host:port) of a board")
+        return LocalRunner(settings)
+    if isinstance(rpc, str):
+        if "=" in rpc:
+            rpc = dict(part.split("=", 1) for part in rpc.split(","))
+        else:
+            return RPCRunner(direct=rpc, settings=settings)
+    unknown = set(rpc) - {"tracker", "key", "direct"}
+    if unknown:
+        raise TvmDseError(f"unknown rpc settings {sorted(unknown)}; accepted: tracker, key, direct")
+    return RPCRunner(tracker=rpc.get("tracker"), key=rpc.get("key"), direct=rpc.get("direct"), settings=settings)

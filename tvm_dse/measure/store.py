@@ -21,7 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import tvm
 
@@ -64,13 +64,11 @@ class Record:
         """A layout conversion's measurement, not a kernel's."""
         return self.strategy.startswith(CONVERSION_PREFIX)
 
-    @property
-    def schedule_is_current(self) -> bool:
-        """Whether a registered strategy of the record's schedule version builds this kernel today (a
-        record of an older schedule version prices a kernel that no longer exists)."""
-        from ..strategies import all_strategies
-
-        return any(s.name == self.strategy and s.schedule_version == self.schedule_version for s in all_strategies())
+    def schedule_is_current(self, schedule_versions: Mapping[str, int]) -> bool:
+        """Whether a strategy of the record's schedule version builds this kernel today, given the schedule
+        version of every strategy that does (a record of an older schedule version prices a kernel that no
+        longer exists)."""
+        return schedule_versions.get(self.strategy) == self.schedule_version
 
     @property
     def key(self) -> str:
@@ -182,19 +180,20 @@ class MeasurementStore:
         for record in records:
             self.append(record)
 
-    def best(self, target_key: str) -> dict[tuple[str, str], Record]:
+    def best(self, target_key: str, schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
         """:func:`fastest_records` of the store's latest records."""
-        return fastest_records(self.latest().values(), target_key)
+        return fastest_records(self.latest().values(), target_key, schedule_versions)
 
 
-def fastest_records(records: Iterable[Record], target_key: str) -> dict[tuple[str, str], Record]:
+def fastest_records(records: Iterable[Record], target_key: str,
+                    schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
     """The fastest successful record of every (workload key, strategy) on ``target_key``, measured with the
-    strategy's current schedule version under the running TVM: default and tuned decisions alike
-    (layout conversions and unknown strategies left out)."""
+    strategy's current schedule version (``schedule_versions``: strategy name -> version) under the running
+    TVM: default and tuned decisions alike (layout conversions and unknown strategies left out)."""
     best: dict[tuple[str, str], Record] = {}
     for record in records:
         if (not record.ok or record.target != target_key or record.tvm_version != tvm.__version__
-                or not record.schedule_is_current):
+                or not record.schedule_is_current(schedule_versions)):
             continue
         pair = (record.workload_key, record.strategy)
         if pair not in best or record.median_ms < best[pair].median_ms:

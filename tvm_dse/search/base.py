@@ -286,6 +286,9 @@ class Searcher(abc.ABC):
     """
 
     name: ClassVar[str]
+    # The limits this searcher does not look at, among "memory", "accuracy" and "conversions": by design it
+    # may end without a plan meeting them (as a fixed plan does), which the shipped contract checks allow.
+    ignores: ClassVar[frozenset[str]] = frozenset()
 
     def search(self, space: DesignSpace, budget: Budget | None = None, memory_limit_bytes: float | None = None,
                seed: int | None = None, show_progress: bool = False,

@@ -113,6 +113,7 @@ class GreedySearcher(Searcher):
     """
 
     name = "greedy"
+    ignores = frozenset({"memory", "accuracy", "conversions"})
 
     def default_budget(self, space: DesignSpace) -> Budget:
         return Budget(max_evaluations=1)
@@ -130,6 +131,7 @@ class UniformSearcher(Searcher):
     """
 
     name = "uniform"
+    ignores = frozenset({"memory", "accuracy", "conversions"})
 
     def default_budget(self, space: DesignSpace) -> Budget:
         return Budget(max_evaluations=len(uniform_assignments(space)))
@@ -147,6 +149,7 @@ class RandomSearcher(Searcher):
     """Uniformly random plans until the budget is spent; the best one (within the memory limit) wins."""
 
     name = "random"
+    ignores = frozenset({"memory", "conversions"})
 
     def explore(self, space: DesignSpace, evaluator: Evaluator, rng: np.random.Generator) -> dict[str, Any]:
         sizes = np.array(space.sizes)

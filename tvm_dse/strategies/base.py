@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 from tvm import s_tir, te, tirx
 
 from ..layouts import Layout
+from ..quant.scheme import ActivationQuant
+from ..schedule_blocks import has_block, parallel_vectorized
 from ..target import DseTarget
 from ..workload import Workload
 
@@ -199,26 +201,12 @@ def output_stage(sch: s_tir.Schedule, main: s_tir.SBlockRV) -> s_tir.SBlockRV:
     return last
 
 
-def parallel_vectorized(sch: s_tir.Schedule, block: s_tir.SBlockRV, outer: int, max_vector: int = 64) -> None:
-    """Parallelize the first ``outer`` loops of an elementwise block, vectorize its innermost loop."""
-    loops = sch.get_loops(block)
-    if len(loops) > outer:
-        inner = loops[-1]
-        if int(sch.get(inner).extent) <= max_vector:
-            sch.vectorize(inner)
-        loops = loops[:outer]
-    if len(loops) > 1:
-        sch.parallel(sch.fuse(*loops))
-    elif loops:
-        sch.parallel(loops[0])
-
-
-def pad_input(data: te.Tensor, padding: Sequence[int], spatial_axes: tuple[int, int]) -> te.Tensor:
-    """Zero-pad ``data`` on its two spatial axes: padding is (top, left, bottom, right)."""
+def pad_input(data: te.Tensor, padding: Sequence[int], layout: str) -> te.Tensor:
+    """Zero-pad ``data`` (in ``layout``) on its two spatial axes: padding is (top, left, bottom, right)."""
     top, left, bottom, right = padding
     if not any(padding):
         return data
-    h_axis, w_axis = spatial_axes
+    h_axis, w_axis = Layout.parse(layout).spatial_axes
     shape = list(data.shape)
     height, width = int(shape[h_axis]), int(shape[w_axis])
     shape[h_axis] = height + top + bottom
@@ -246,15 +234,6 @@ def padded_input_bytes(workload: Workload, extra_rows: int = 0, extra_columns: i
     return 4 * workload.batch * workload.in_channels * height * width
 
 
-def has_pad_block(sch: s_tir.Schedule) -> bool:
-    """Whether the scheduled compute has a padding stage (:func:`pad_input` made one)."""
-    try:
-        sch.get_sblock(PAD_BLOCK)
-    except Exception:  # s_tir raises a plain error when no block has that name
-        return False
-    return True
-
-
 def finish_register_tiled(sch: s_tir.Schedule, conv: s_tir.SBlockRV, out: s_tir.SBlockRV,
                           write_at: s_tir.LoopRV, parallel: Sequence[s_tir.LoopRV], init_before: s_tir.LoopRV,
                           pad_outer: int) -> None:
@@ -266,7 +245,7 @@ def finish_register_tiled(sch: s_tir.Schedule, conv: s_tir.SBlockRV, out: s_tir.
     sch.vectorize(sch.get_loops(out)[-1])
     sch.parallel(sch.fuse(*parallel))
     sch.decompose_reduction(conv, init_before)
-    if has_pad_block(sch):
+    if has_block(sch, PAD_BLOCK):
         parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=pad_outer)
 
 
@@ -278,12 +257,20 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
-    precision: ClassVar[str] = "fp32"
+    precision: ClassVar[str] = "fp32"  # one of PRECISIONS: a name for reports and for choosing strategies
+    # The input arrives as 8-bit activation codes (a ``_u8`` data layout): :meth:`compute` needs its
+    # ActivationQuant, and a plan must carry the node's calibrated one.
+    takes_input_quant: ClassVar[bool] = False
     op: ClassVar[str] = "conv2d"
     ungrouped_only: ClassVar[bool] = False  # declines grouped and depthwise convolutions
     # Raised whenever a change to the compute or schedule makes the same decisions build another kernel,
     # so stored measurements of the old kernel are not reused for the new one.
     schedule_version: ClassVar[int] = 1
+
+    @property
+    def reduced_precision(self) -> bool:
+        """Whether this strategy computes in another precision than fp32 (so it may lose accuracy)."""
+        return self.precision != "fp32"
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         """Whether this strategy computes ``workload`` correctly on ``target`` (with the reason when not).
@@ -312,10 +299,14 @@ class Strategy(ABC):
         """
 
     @abstractmethod
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         """TE compute of the operator: ``data`` in ``layouts().data``, ``weight`` as :meth:`transform_weight`
         makes it; returns the output in ``layouts().output``. The reduction block is named MAIN_BLOCK.
-        Quantized strategies also take ``quant``, their input's :class:`~tvm_dse.quant.ActivationQuant`."""
+
+        ``quant`` is the input's :class:`~tvm_dse.quant.ActivationQuant`, passed to every strategy: one
+        with :attr:`takes_input_quant` reads codes with it (None: a placeholder one, which builds a kernel
+        of the same speed), every other one ignores it."""
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         """Scratch memory beyond input, output and weights (padded input, im2col matrix, transformed tiles)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te
 
+from ..quant.scheme import ActivationQuant
 from ..target import DseTarget
 from ..workload import Workload
 from .base import MAIN_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, largest_divisor_at_most, output_stage
@@ -31,7 +32,8 @@ class DensePacked(Strategy):
         return te.compute((workload.out_channels // block, workload.in_channels, block),
                           lambda ko, c, ki: weight[c, ko * block + ki], name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         block = self._block(workload, target)
         c = te.reduce_axis((0, workload.in_channels), "c")
         return te.compute((workload.batch, workload.out_channels),

@@ -19,11 +19,12 @@ from typing import Callable
 from tvm import s_tir, te, tirx, topi
 
 from ..layouts import Layout
+from ..quant.scheme import ActivationQuant
+from ..schedule_blocks import has_block
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   has_pad_block, largest_divisor_at_most, max_accumulators, output_stage, pad_input,
-                   padded_input_bytes)
+                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
 from .registry import register
 
 # Bytes of padded input one band may take. A stride-1 band of B rows pads B + 2 input rows, so small
@@ -145,7 +146,7 @@ def _finish_banded(sch: s_tir.Schedule, workload: Workload, conv: s_tir.SBlockRV
     channel's band of rows; None: in a pass of its own), parallelize, split the init."""
     sch.reverse_compute_at(out, tile, preserve_unit_loops=True)  # the same loops whatever the tile: tunable
     _vectorize_innermost(sch, out, tile)
-    if has_pad_block(sch):
+    if has_block(sch, PAD_BLOCK):
         _place_padding(sch, workload, band, width_axis)
     sch.parallel(sch.fuse(*parallel))
     sch.decompose_reduction(conv, reduction)
@@ -170,12 +171,12 @@ def _nchw_source(data: te.Tensor, workload: Workload) -> Callable[..., tirx.Prim
     """
     (_, sw), (_, dw) = workload.stride, workload.dilation
     if sw == 1:
-        padded = pad_input(data, workload.padding, (2, 3))
+        padded = pad_input(data, workload.padding, "NCHW")
         return lambda n, c, row, column: padded[n, c, row, column]
     phase_width = workload.out_width + (workload.kernel[1] - 1) * dw // sw
     top, left, bottom, right = workload.padding
     right += max(0, sw * phase_width - _padded_width(workload))
-    padded = pad_input(data, (top, left, bottom, right), (2, 3))
+    padded = pad_input(data, (top, left, bottom, right), "NCHW")
     batch, channels, rows, _ = padded.shape
     phases = te.compute((batch, channels, rows, sw, phase_width), lambda n, c, h, p, w: padded[n, c, h, w * sw + p],
                         name=_PHASE_BLOCK)
@@ -215,7 +216,8 @@ class DepthwiseNCHW(_DepthwiseBase):
         k, _, r, s = workload.weight_shape
         return topi.reshape(weight, (k, r, s))
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         multiplier = _multiplier(workload)
         source = _nchw_source(data, workload)
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
@@ -265,9 +267,10 @@ class DepthwiseNHWC(_DepthwiseBase):
         k, _, r, s = workload.weight_shape
         return te.compute((r, s, k), lambda y, x, o: weight[o, 0, y, x], name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         multiplier = _multiplier(workload)
-        padded = pad_input(data, workload.padding, (1, 2))
+        padded = pad_input(data, workload.padding, "NHWC")
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         ry = te.reduce_axis((0, workload.kernel[0]), "ry")
         rx = te.reduce_axis((0, workload.kernel[1]), "rx")
@@ -333,10 +336,11 @@ class DepthwiseNCHWc(_DepthwiseBase):
         return te.compute((k // lanes, r, s, lanes), lambda ko, y, x, ki: weight[ko * lanes + ki, 0, y, x],
                           name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         lanes = target.fp32_lanes
         multiplier = _multiplier(workload)
-        padded = pad_input(data, workload.padding, (2, 3))
+        padded = pad_input(data, workload.padding, self.layouts(workload, target).data)
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         ry = te.reduce_axis((0, workload.kernel[0]), "ry")
         rx = te.reduce_axis((0, workload.kernel[1]), "rx")
@@ -392,7 +396,8 @@ class GroupedNCHW(Strategy):
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
         return topi.identity(weight)
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         source = _nchw_source(data, workload)
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         group_in = workload.in_channels // workload.groups
@@ -431,5 +436,5 @@ class GroupedNCHW(Strategy):
         # Each input element feeds a whole group's output channels: padding in passes of its own is cheap.
         if workload.stride[1] > 1:
             _place_phases(sch, None)
-        if has_pad_block(sch):
+        if has_block(sch, PAD_BLOCK):
             _place_padding(sch, workload, None, width_axis=3)

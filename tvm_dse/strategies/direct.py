@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te, topi
 
+from ..quant.scheme import ActivationQuant
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, Decider, Strategy, StrategyLayouts, finish_register_tiled, largest_divisor_at_most,
@@ -32,8 +33,9 @@ class DirectNCHW(_DirectBase):
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
         return topi.identity(weight)
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        padded = pad_input(data, workload.padding, (2, 3))
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
+        padded = pad_input(data, workload.padding, "NCHW")
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         rc = te.reduce_axis((0, workload.in_channels), "rc")
         ry = te.reduce_axis((0, workload.kernel[0]), "ry")
@@ -77,8 +79,9 @@ class DirectNHWC(_DirectBase):
     def transform_weight(self, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
         return topi.transpose(weight, (2, 3, 1, 0))
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        padded = pad_input(data, workload.padding, (1, 2))
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
+        padded = pad_input(data, workload.padding, "NHWC")
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         n, _, _, _ = workload.input_shape
         ry = te.reduce_axis((0, workload.kernel[0]), "ry")

@@ -25,11 +25,12 @@ from typing import Callable
 
 from tvm import s_tir, te
 
+from ..quant.scheme import ActivationQuant
+from ..schedule_blocks import has_block, parallel_vectorized
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   has_pad_block, largest_divisor_at_most, max_accumulators, output_stage, pad_input,
-                   padded_input_bytes, parallel_vectorized)
+                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
 from .registry import register
 
 IM2COL_BLOCK = "im2col"
@@ -154,9 +155,10 @@ class Im2colNCHW(_GemmBase):
         return te.compute((k // block, c, r, s, block),
                           lambda ko, i, y, x, ki: weight[ko * block + ki, i, y, x], name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         block = _weight_block(workload, target)
-        padded = pad_input(data, workload.padding, (2, 3))
+        padded = pad_input(data, workload.padding, "NCHW")
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
         n, c, _, _ = workload.input_shape
         cols = te.compute((n, c, *workload.kernel, workload.out_height, workload.out_width),
@@ -194,7 +196,7 @@ class Im2colNCHW(_GemmBase):
 
         _schedule_gemm(sch, workload, target, decider, bool(channels_in_lanes), nchw=True,
                        place_columns=place_columns)
-        if has_pad_block(sch):
+        if has_block(sch, PAD_BLOCK):
             parallel_vectorized(sch, sch.get_sblock(PAD_BLOCK), outer=2)
 
 
@@ -223,7 +225,8 @@ class Gemm1x1NHWC(_GemmBase):
         return te.compute((k // block, c, block), lambda ko, i, ki: weight[ko * block + ki, i, 0, 0],
                           name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         block = _weight_block(workload, target)
         sh, sw = workload.stride
         rc = te.reduce_axis((0, workload.in_channels), "rc")

@@ -16,9 +16,10 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
+from ..export import export_library
 from ..layouts import Layout
 from ..quant.scheme import UNCALIBRATED, ActivationQuant
-from ..target import DseTarget, TargetLike, parse_target
+from ..target import DseTarget
 from ..timing import Timing
 from ..workload import Workload
 from .base import Decider, Decisions, Epilogue, Strategy, apply_epilogue
@@ -77,8 +78,6 @@ class BuiltKernel:
 
     def export(self, path: str | Path) -> Path:
         """Write the kernel as a shared library for its target (cross-compiled for aarch64)."""
-        from ..build import export_library
-
         return export_library(self.kernel, self.target, path)
 
     def time(self, arguments: list[tvm.runtime.Tensor], number: int = 10, repeat: int = 5,
@@ -111,12 +110,10 @@ def packed_weight_bytes(strategy: Strategy, workload: Workload, target: DseTarge
 
 def strategy_compute(strategy: Strategy, data: te.Tensor, weight: Sequence[te.Tensor], workload: Workload,
                      target: DseTarget, quant: ActivationQuant | None = None) -> te.Tensor:
-    """``strategy.compute`` on pre-transformed weights (as :func:`transformed_weights` lists them); int8
-    strategies get the input's quantization (a placeholder one where ``quant`` is None: same speed)."""
+    """``strategy.compute`` on pre-transformed weights (as :func:`transformed_weights` lists them), with the
+    input's quantization ``quant`` (used where the strategy :attr:`~Strategy.takes_input_quant`)."""
     weights = weight[0] if len(weight) == 1 else tuple(weight)
-    if strategy.precision != "int8":
-        return strategy.compute(data, weights, workload, target)
-    return strategy.compute(data, weights, workload, target, quant=quant or UNCALIBRATED)
+    return strategy.compute(data, weights, workload, target, quant)
 
 
 def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
@@ -136,7 +133,7 @@ def kernel_prim_func(strategy: Strategy, workload: Workload, target: DseTarget,
     return te.create_prim_func(inputs + [result])
 
 
-def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLike = "host",
+def build_kernel(strategy: Strategy | str, workload: Workload, target: DseTarget,
                  epilogue: Epilogue = Epilogue(), decisions: Mapping[str, Any] | None = None,
                  sample_seed: int | None = None, quant: ActivationQuant | None = None) -> BuiltKernel:
     """Build ``strategy`` for ``workload`` with its default schedule, or with ``decisions`` where given.
@@ -148,7 +145,6 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     Raises ValueError when the strategy does not apply (with its reason) or a decision does not fit.
     """
     strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    target = parse_target(target)
     applicability = strategy.applies(workload, target)
     if not applicability:
         raise ValueError(f"{strategy.name} does not apply to {workload.describe()}: {applicability.reason}")
@@ -167,7 +163,7 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: TargetLik
     weight_transform = tvm.compile(te.create_prim_func([raw_weight, *packed]), target=tvm.target.Target({"kind": "llvm"}))
     return BuiltKernel(strategy, workload, target, epilogue, decider.chosen, kernel, weight_transform,
                        tuple((tuple(int(d) for d in t.shape), str(t.dtype)) for t in packed),
-                       (quant or UNCALIBRATED) if strategy.precision == "int8" else None)
+                       (quant or UNCALIBRATED) if strategy.takes_input_quant else None)
 
 
 @dataclass(frozen=True)
@@ -184,7 +180,7 @@ class KernelMeasurement:
         return self.latency.gflops(self.workload.flops)
 
 
-def measure_strategy(strategy: Strategy | str, workload: Workload, target: TargetLike = "host",
+def measure_strategy(strategy: Strategy | str, workload: Workload, target: DseTarget,
                      decisions: Mapping[str, Any] | None = None, number: int = 10, repeat: int = 5,
                      min_repeat_ms: int = 0, seed: int = 0) -> KernelMeasurement:
     """Build and time one strategy on the host (warm-up, ``repeat`` measurements, median)."""

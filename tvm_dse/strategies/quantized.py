@@ -17,10 +17,11 @@ from tvm import s_tir, te, tirx
 from ..layouts import Layout, codes_layout
 from ..quant.intrinsics import DotIntrinsic, dot_intrinsic
 from ..quant.scheme import UNCALIBRATED, ActivationQuant, quantize_weight, weight_scales
+from ..schedule_blocks import parallel_vectorized
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, finish_register_tiled,
-                   max_accumulators, output_stage, parallel_vectorized)
+                   max_accumulators, output_stage)
 from .registry import register
 from .spatial_pack import SpatialPackNCHWc, channel_blocks, default_ic_chunks, default_tile
 
@@ -28,10 +29,11 @@ DOT_DEPTH = 4  # input channels one dot-product instruction reduces per output l
 
 
 class QuantizedStrategy(Strategy):
-    """An int8 strategy: ``compute`` takes the input's :class:`ActivationQuant`; the weight pre-transform
-    makes (int8 codes, per-channel terms (2, K): weight scale and sum of codes)."""
+    """An int8 strategy: ``compute`` reads codes with the input's :class:`ActivationQuant`; the weight
+    pre-transform makes (int8 codes, per-channel terms (2, K): weight scale and sum of codes)."""
 
     precision = "int8"
+    takes_input_quant = True
     ungrouped_only = True
     schedule_version = 2  # 2: reads codes; quantizing moved out of the kernel into the conversion before it
 
@@ -134,7 +136,8 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
         return packed, self.channel_terms(codes, scales)
 
     def compute(self, data: te.Tensor, weight: tuple[te.Tensor, te.Tensor], workload: Workload, target: DseTarget,
-                quant: ActivationQuant = UNCALIBRATED) -> te.Tensor:
+                quant: ActivationQuant | None = None) -> te.Tensor:
+        quant = UNCALIBRATED if quant is None else quant
         packed, terms = weight
         intrinsic = self.intrinsic(target)
         in_block, out_block = self._blocks(workload, target)
@@ -232,7 +235,8 @@ class Im2colInt8(QuantizedStrategy):
                 self.channel_terms(codes, scales))
 
     def compute(self, data: te.Tensor, weight: tuple[te.Tensor, te.Tensor], workload: Workload, target: DseTarget,
-                quant: ActivationQuant = UNCALIBRATED) -> te.Tensor:
+                quant: ActivationQuant | None = None) -> te.Tensor:
+        quant = UNCALIBRATED if quant is None else quant
         packed, terms = weight
         intrinsic = self.intrinsic(target)
         lanes = intrinsic.lanes
@@ -308,8 +312,9 @@ class SpatialPackNCHWcFP16(SpatialPackNCHWc):
         packed = super().transform_weight(weight, workload, target)
         return te.compute(packed.shape, lambda *i: packed(*i).astype("float16"), name="weight_fp16")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
-        out = super().compute(data, weight, workload, target)
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
+        out = super().compute(data, weight, workload, target, quant)
         if out.dtype == "float32":
             return out
         return te.compute(out.shape, lambda *i: out(*i).astype("float32"), name="widen")

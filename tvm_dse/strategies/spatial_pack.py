@@ -16,11 +16,13 @@ from typing import Any
 from tvm import s_tir, te, tirx
 
 from ..layouts import Layout
+from ..quant.scheme import ActivationQuant
+from ..schedule_blocks import parallel_vectorized
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors, finish_register_tiled,
                    inline_epilogue, largest_divisor_at_most, max_accumulators, output_stage, pad_input,
-                   padded_input_bytes, parallel_vectorized, vector_registers)
+                   padded_input_bytes, vector_registers)
 from .registry import register
 
 
@@ -173,7 +175,8 @@ class SpatialPackNCHWc(Strategy):
                           lambda ko, co, y, x, ci, ki: weight[ko * out_block + ki, co * in_block + ci, y, x],
                           name="weight_pack")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         in_block, out_block = channel_blocks(workload, target, self.lanes(target))
         tiling = pixel_tiling(workload, target, out_block)
         (sh, sw), (dh, dw) = workload.stride, workload.dilation
@@ -187,7 +190,7 @@ class SpatialPackNCHWc(Strategy):
         elif not tiling.flat:
             read_columns = (tiling.extent - 1) * sw + (s - 1) * dw + 1
             right += max(0, read_columns - (workload.width + left + right))
-        padded = pad_input(data, (top, left, bottom, right), (2, 3))
+        padded = pad_input(data, (top, left, bottom, right), self.layouts(workload, target).data)
         ico = te.reduce_axis((0, workload.in_channels // in_block), "ico")
         ici = te.reduce_axis((0, in_block), "ici")
         ry = te.reduce_axis((0, r), "ry")

@@ -21,10 +21,12 @@ from tvm import s_tir, te, tirx
 from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
 from ..layouts import Layout
+from ..quant.scheme import ActivationQuant
+from ..schedule_blocks import has_block
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   has_pad_block, max_accumulators, output_stage, pad_input)
+                   max_accumulators, output_stage, pad_input)
 from .registry import register
 from .spatial_pack import channel_blocks
 
@@ -115,7 +117,8 @@ class _Winograd(Strategy):
                               g_matrix.T, nu, lambda s: rows[ko * out_block + ki, i, eps, s]),
                           name="winograd_weight")
 
-    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget) -> te.Tensor:
+    def compute(self, data: te.Tensor, weight: te.Tensor, workload: Workload, target: DseTarget,
+                quant: ActivationQuant | None = None) -> te.Tensor:
         m, alpha = self.m, self.alpha
         a_matrix, b_matrix, _ = winograd_matrices(m)
         in_block, out_block = channel_blocks(workload, target)
@@ -125,7 +128,7 @@ class _Winograd(Strategy):
         top, left, bottom, right = workload.padding
         # Pad bottom and right up to whole tiles; the inverse transform crops the extra outputs.
         padded = pad_input(data, (top, left, bottom + tile_rows * m - workload.out_height,
-                                  right + tile_cols * m - workload.out_width), (2, 3))
+                                  right + tile_cols * m - workload.out_width), self.layouts(workload, target).data)
 
         # Tiles are numbered p = (n * tile_rows + ty) * tile_cols + tx. The row transform keeps the row of
         # tiles (n, ty) apart from tx so the padded rows one row of tiles reads form an exact region.
@@ -217,7 +220,7 @@ class _Winograd(Strategy):
         sch.compute_at(rows, tx)
         sch.set_scope(rows, 0, "local")
         _unroll_vectorize(sch, rows, 2)
-        if has_pad_block(sch):
+        if has_block(sch, PAD_BLOCK):
             pad = sch.get_sblock(PAD_BLOCK)
             sch.compute_at(pad, row)
             sch.vectorize(sch.get_loops(pad)[-1])

@@ -1,38 +1,26 @@
-"""Testing helpers for tvm_dse and for projects built on it: the digits task, the onnxruntime reference,
-and, handed on from the product, the model zoo (:mod:`tvm_dse.zoo`) and the error measure every numerical
-check uses (:mod:`tvm_dse.validation`)."""
+"""Testing helpers for tvm_dse and for projects built on it: the contract checks every strategy and searcher
+must pass (:mod:`.checks`), the digits task, single-convolution models, and, handed on from the product, the
+model zoo (:mod:`tvm_dse.zoo`), the onnxruntime reference and the error measure every numerical check uses
+(:mod:`tvm_dse.validation`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from ..validation import relative_error
+from ..validation import onnxruntime_outputs, onnxruntime_session, relative_error
 from ..zoo import MODEL_NAMES, REFERENCE_GFLOP, build_model, conv_flops
+from .checks import SEARCHER_CHECKS, STRATEGY_CHECKS, check_searcher, check_strategy, parametrize_with_checks
 from .digits import DigitsTask, digits_task
 
 if TYPE_CHECKING:
     from ..workload import Workload
 
-__all__ = ["DigitsTask", "MODEL_NAMES", "REFERENCE_GFLOP", "build_model", "conv_flops", "digits_task",
-           "onnxruntime_outputs", "onnxruntime_session", "relative_error", "single_conv_model"]
-
-
-def onnxruntime_session(model: onnx.ModelProto, threads: int | None = None):
-    """An onnxruntime CPU session for ``model`` with all graph optimizations and ``threads`` intra-op threads."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    """Run ``model`` in onnxruntime on the CPU (all graph optimizations) and return its outputs."""
-    return onnxruntime_session(model, threads).run(None, dict(feed))
+__all__ = ["DigitsTask", "MODEL_NAMES", "REFERENCE_GFLOP", "SEARCHER_CHECKS", "STRATEGY_CHECKS", "build_model",
+           "check_searcher", "check_strategy", "conv_flops", "digits_task", "onnxruntime_outputs",
+           "onnxruntime_session", "parametrize_with_checks", "relative_error", "single_conv_model"]
 
 
 def single_conv_model(workload: "Workload", seed: int = 0) -> onnx.ModelProto:

@@ -17,8 +17,8 @@ from ..quant.scheme import ActivationQuant, quantize_weights_reference
 from ..strategies.base import Epilogue, Strategy
 from ..strategies.kernel import build_kernel, model_shapes
 from ..target import DseTarget
+from ..validation import relative_error
 from ..workload import Workload
-from . import relative_error
 
 FP32_BOUND = 1e-4
 # fp16 sums: every partial sum rounds to 11 bits (2^-11 relative); a few hundred terms stay well inside this
@@ -118,8 +118,9 @@ def _reference_epilogue(out: np.ndarray, bias: np.ndarray | None, residual: np.n
 
 
 def input_quant(strategy: Strategy, data: np.ndarray) -> ActivationQuant | None:
-    """The input quantization an int8 strategy gets in the suite (the data's own range); None for fp32."""
-    return ActivationQuant.from_range(data.min(), data.max()) if strategy.precision == "int8" else None
+    """The input quantization a strategy reading 8-bit codes (int8) gets in the suite (the data's own
+    range); None for the others."""
+    return ActivationQuant.from_range(data.min(), data.max()) if strategy.takes_input_quant else None
 
 
 def strategy_reference(strategy: Strategy, target: DseTarget, data: np.ndarray, weight: np.ndarray,
@@ -158,8 +159,8 @@ def bound(strategy: Strategy, target: DseTarget) -> float:
     return FP16_COMPUTE_BOUND if strategy.precision == "fp16" and target.has_fp16 else FP32_BOUND
 
 
-def check_strategy(strategy: Strategy, case: Case, target: DseTarget, decisions: dict | None = None,
-                   seed: int = 0) -> float | str:
+def case_error(strategy: Strategy, case: Case, target: DseTarget, decisions: dict | None = None,
+               seed: int = 0) -> float | str:
     """The relative error of ``strategy`` on ``case`` (built with ``decisions`` or its defaults), or the
     reason it declines the workload."""
     applicability = strategy.applies(case.workload, target)

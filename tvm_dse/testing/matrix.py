@@ -142,7 +142,7 @@ def random_plan(model: Model, graph: DseGraph, target: DseTarget, seed: int,
             join_layouts[vertex.name] = rng.choice([layout for layout in candidates if vertex.holds(layout)])
             produced[vertex.id] = join_layouts[vertex.name]
     plan = Plan.create(model, target, choices, join_layouts, random_seed=seed)
-    if any(get_strategy(choice).precision == "int8" for choice in choices.values()):
+    if any(get_strategy(choice).takes_input_quant for choice in choices.values()):
         plan.calibrate(calibration or random_calibration(model))
     return plan
 
@@ -219,7 +219,7 @@ def assembly_rules(plan: Plan, graph: DseGraph, target: DseTarget) -> list[Assem
     would fault on a CPU of that family (the emulated board runs them all)."""
     strategies = {vertex.name: (get_strategy(plan.nodes[vertex.name].strategy), vertex) for vertex in graph.nodes}
     precisions = {strategy.precision for strategy, _ in strategies.values()}
-    full_width = any(strategy.precision == "fp32" and
+    full_width = any(not strategy.reduced_precision and
                      Layout.parse(strategy.layouts(vertex.workload, target).output).block == target.fp32_lanes
                      for strategy, vertex in strategies.values())
     intrinsic = dot_intrinsic(target)
@@ -275,7 +275,7 @@ def plan_failures(model: Model, graph: DseGraph, target: DseTarget, plans: Mappi
         built = build_plan(model, plan, target, graph)
         failures += [f"{name}: {problem}" for problem in assembly_problems(built.assembly(), plan, graph, target)]
         if run is not None:
-            quantized = any(get_strategy(c.strategy).precision == "int8" for c in plan.nodes.values())
+            quantized = any(get_strategy(c.strategy).takes_input_quant for c in plan.nodes.values())
             reference = onnxruntime_outputs(quantized_reference_model(model, plan, target), feed) if quantized \
                 else fp32_reference
             error = max(relative_error(o, r) for o, r in zip(run(built, name, feed), reference))

@@ -34,7 +34,7 @@ def quantized_reference_model(model: Model, plan: Plan, target: TargetLike) -> o
     reference.CopyFrom(model.onnx_model)
     graph = reference.graph
     initializers = {init.name: init for init in graph.initializer}
-    int8 = {name: choice for name, choice in plan.nodes.items() if get_strategy(choice.strategy).precision == "int8"}
+    int8 = {name: choice for name, choice in plan.nodes.items() if get_strategy(choice.strategy).takes_input_quant}
     nodes = []
     for node in graph.node:
         choice = int8.pop(node.name, None)

@@ -4,13 +4,15 @@ The spaces look like measured ones: convolutions of plausible shapes whose strat
 layouts, transformed-weight size and workspace; layout conversions that cost milliseconds per MiB moved;
 joins (residual adds) whose options are the layouts their inputs meet in. Every generator is
 deterministic in its seed. Every tunable node has the ``direct_nchw`` strategy, so the all-NCHW plan is
-always feasible even where some conversions are made impossible.
+always feasible even where some conversions are made impossible. :data:`SMALL_SPACES` are spaces small enough
+to enumerate, on which the searcher checks (:mod:`tvm_dse.testing.checks`) compare results with brute force.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -234,3 +236,40 @@ def brute_force_optimum(space: DesignSpace, memory_limit_bytes: float | None = N
         costs = np.where(memories <= memory_limit_bytes, costs, math.inf)
     best = int(np.argmin(costs))
     return float(costs[best]), [int(choice) for choice in plans[best]]
+
+
+# small enough to enumerate (at most ~1e5 plans), with and without impossible conversions
+SMALL_SPACES: dict[str, Callable[[], DesignSpace]] = {
+    "chain7": lambda: chain_space(7, seed=1, options=(4, 5)),
+    "chain7_infeasible": lambda: chain_space(7, seed=3, options=(4, 5), infeasible=0.5),
+    "residual11": lambda: residual_space((1, 1), seed=0, options=(3, 4), join_layouts=LAYOUTS[:3]),
+    "residual11_infeasible": lambda: residual_space((1, 1), seed=2, options=(2, 3), infeasible=0.5),
+    "residual2_noclassifier": lambda: residual_space((2,), seed=5, options=(3, 4), classifier=False),
+}
+
+
+def memory_limits(space: DesignSpace, quantiles: Sequence[float] = (0.1, 0.5)) -> list[float]:
+    """Memory bounds at ``quantiles`` of the peak memories of every plan of a small space, between the
+    leanest plan's and the largest one's, so they bind."""
+    _, _, memories = enumerate_plans(space)
+    return [float(np.quantile(memories, q)) for q in quantiles]
+
+
+def with_accuracy_losses(space: DesignSpace, seed: int = 0) -> DesignSpace:
+    """A copy of ``space`` where about half the tunable options lose some accuracy (as int8 ones would)."""
+    space = copy.deepcopy(space)
+    rng = np.random.default_rng(seed)
+    for node in space.nodes:
+        if node.is_tunable:
+            for option in node.options:
+                option.accuracy_loss = float(rng.uniform(0, 0.01)) if rng.random() < 0.5 else 0.0
+    return space
+
+
+def plan_losses(space: DesignSpace) -> tuple[np.ndarray, np.ndarray]:
+    """The cost and the accuracy loss of every plan of a small space, in :func:`enumerate_plans`' order."""
+    plans, costs, _ = enumerate_plans(space)
+    losses = np.zeros(len(plans))
+    for index, node in enumerate(space.nodes):
+        losses += np.array([o.accuracy_loss for o in node.options])[plans[:, index]]
+    return costs, losses

@@ -18,6 +18,7 @@ import tvm
 
 from ..errors import TvmDseError
 from ..measure import MeasurementStore, Record
+from ..strategies import schedule_versions
 from ..target import DseTarget
 
 STORE_PREFIX = "tvm-"
@@ -168,11 +169,13 @@ class TuningLogs:
         """Keep one record per key (a success over a failure, else the newer), and drop the records of
         schedule versions no strategy builds any more and unreadable lines (each named in a warning);
         returns (records before, after) per store."""
+        versions = schedule_versions()
+
         def keep(records: list[Record]) -> list[Record]:
             latest: dict[str, Record] = {}
             for record in records:
                 if record.key not in latest or _preferred(record, latest[record.key]):
                     latest[record.key] = record
-            return [r for r in latest.values() if r.is_conversion or r.schedule_is_current]
+            return [r for r in latest.values() if r.is_conversion or r.schedule_is_current(versions)]
 
         return {store.path: store.rewrite(keep) for store in self.stores()}

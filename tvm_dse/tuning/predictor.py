@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import TvmDseError
 from ..measure import Record
 from ..measure.store import fastest_records
-from ..strategies import all_strategies
+from ..strategies import all_strategies, schedule_versions
 from ..strategies.base import PRECISIONS
 from ..target import DseTarget
 from ..workload import Workload
@@ -63,7 +63,7 @@ def samples_from(records: Iterable[Record], target: DseTarget) -> list[Sample]:
     """The fastest successful record of every (workload, strategy) among ``records`` on ``target`` (see
     :func:`tvm_dse.measure.store.fastest_records`)."""
     return [Sample(Workload.from_dict(r.workload), r.strategy, r.median_ms)
-            for r in fastest_records(records, target.key).values()]
+            for r in fastest_records(records, target.key, schedule_versions()).values()]
 
 
 class LatencyPredictor:

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import TvmDseError
-from ..measure import Builder, Candidate, MeasurementStore, Record, Runner, measure_candidates
-from ..measure.candidate import default_decisions
-from ..progress import Progress
-from ..strategies import get_strategy
+from ..measure import MeasurementSession, MeasurementStore, Record
+from ..strategies import Candidate, default_decisions, get_strategy, schedule_versions
 from ..strategies.base import Decider, Strategy
 from ..strategies.kernel import kernel_prim_func
-from ..target import DseTarget, TargetLike, parse_target
+from ..target import DseTarget
 from ..workload import Workload
 
 DEFAULT_TRIALS = 32
@@ -78,11 +76,11 @@ def kernel_records(store: MeasurementStore, target: DseTarget, workload: Workloa
     strategy's current schedule version."""
     import tvm
 
-    workload_key = workload.key()
+    workload_key, versions = workload.key(), schedule_versions()
     return [record for record in store.latest().values()
             if record.target == target.key and record.workload_key == workload_key
             and record.strategy == strategy.name and record.tvm_version == tvm.__version__
-            and record.schedule_is_current]
+            and record.schedule_is_current(versions)]
 
 
 def _tune_context(mod: Any, target: DseTarget, space: Any, search: Any, seed: int, threads: int) -> Any:
@@ -156,25 +154,32 @@ def _runner_result(record: Record) -> Any:
                                   error_msg=None if record.ok else record.error or record.status)
 
 
-def tune_kernel(workload: Workload, strategy: Strategy | str, target: TargetLike, runner: Runner,
-                store: MeasurementStore, trials: int = DEFAULT_TRIALS, trials_per_round: int = TRIALS_PER_ROUND,
-                builder: Builder | None = None, seed: int = 0, show_progress: bool = True) -> TuneResult:
-    """Tune one (workload, strategy) kernel on ``target`` until the store holds ``trials`` distinct decisions
-    of it (the default decisions count as one), measuring ``trials_per_round`` candidates per round.
+def _store(session: MeasurementSession) -> MeasurementStore:
+    if session.store is None:
+        raise ValueError("tuning needs a measurement session with a store: it resumes from the decisions "
+                         "measured before")
+    return session.store
+
+
+def tune_kernel(workload: Workload, strategy: Strategy | str, session: MeasurementSession,
+                trials: int = DEFAULT_TRIALS, trials_per_round: int = TRIALS_PER_ROUND, seed: int = 0) -> TuneResult:
+    """Tune one (workload, strategy) kernel on the session's target until its store holds ``trials``
+    distinct decisions of it (the default decisions count as one), measuring ``trials_per_round``
+    candidates per round.
 
     Returns the fastest record of the kernel, tuned or default. Raises ValueError when the strategy does
-    not apply to the workload on the target.
+    not apply to the workload on the target or the session has no store (tuning resumes from it).
     """
     from tvm.s_tir import meta_schedule as ms
 
     strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    target = parse_target(target)
+    target, store = session.target, _store(session)
     applicability = strategy.applies(workload, target)
     if not applicability:
         raise ValueError(f"{strategy.name} does not apply to {workload.describe()}: {applicability.reason}")
     label = f"tuning {strategy.name} on {workload.describe()}"
     default_candidate = Candidate(workload, strategy.name, default_decisions(strategy.name, workload, target))
-    default = measure_candidates([default_candidate], target, runner, store, builder, show_progress=False)[0]
+    default = session.measure([default_candidate], show_progress=False)[0]
     known = {record.key: record for record in kernel_records(store, target, workload, strategy)}
     measured = 0
     history: list[float] = []
@@ -209,7 +214,7 @@ def tune_kernel(workload: Workload, strategy: Strategy | str, target: TargetLike
         # room, the loop below stops at ``remaining`` new measurements
         context.pre_tuning(max_trials=SEARCH_ROOM * remaining, num_trials_per_iter=trials_per_round,
                            design_spaces=design_spaces, database=database, cost_model=cost_model)
-        progress = Progress(remaining, label) if show_progress else None
+        progress = session.progress(remaining, label)
         stale_rounds = 0
         try:
             while measured < remaining:
@@ -226,7 +231,7 @@ def tune_kernel(workload: Workload, strategy: Strategy | str, target: TargetLike
                     break  # the search has nothing new to propose
                 proposed = list(proposed)[:remaining - measured]
                 candidates = [Candidate(workload, strategy.name, space.decisions(p.sch.trace)) for p in proposed]
-                records = measure_candidates(candidates, target, runner, store, builder, show_progress=False)
+                records = session.measure(candidates, show_progress=False)
                 context.search_strategy.notify_runner_results(proposed, [_runner_result(r) for r in records])
                 # what was measured, rebuilt by the strategy; a candidate that failed to build, as proposed
                 learn([space.schedule(c.decisions) if r.ok else p.sch
@@ -262,15 +267,14 @@ def plan_kernels(space: Any, assignment: Sequence[int], graph: Any) -> list[tupl
     return sorted((tuple(entry) for entry in totals.values()), key=lambda entry: -entry[2])
 
 
-def tune_plan_kernels(space: Any, assignment: Sequence[int], graph: Any, target: TargetLike, runner: Runner,
-                      store: MeasurementStore, trials: int, trials_per_kernel: int = DEFAULT_TRIALS,
-                      builder: Builder | None = None, seed: int = 0, show_progress: bool = True) -> list[TuneResult]:
-    """Tune the kernels of a plan, slowest first, each up to ``trials_per_kernel`` decisions, until they hold
-    ``trials`` tuned decisions (beyond their defaults) in all. Decisions measured by earlier runs count, so
-    a rerun with the same store and budget tunes nothing."""
-    target = parse_target(target)
+def tune_plan_kernels(space: Any, assignment: Sequence[int], graph: Any, session: MeasurementSession, trials: int,
+                      trials_per_kernel: int = DEFAULT_TRIALS, seed: int = 0) -> list[TuneResult]:
+    """Tune the kernels of a plan in ``session``, slowest first, each up to ``trials_per_kernel`` decisions,
+    until they hold ``trials`` tuned decisions (beyond their defaults) in all. Decisions measured by earlier
+    runs count, so a rerun with the same store and budget tunes nothing."""
     kernels = [(workload, get_strategy(name)) for workload, name, _ in plan_kernels(space, assignment, graph)]
-    held = [len(kernel_records(store, target, workload, strategy)) for workload, strategy in kernels]
+    store = _store(session)
+    held = [len(kernel_records(store, session.target, workload, strategy)) for workload, strategy in kernels]
     remaining = trials - sum(max(count - 1, 0) for count in held)
     results = []
     for (workload, strategy), count in zip(kernels, held):
@@ -278,9 +282,8 @@ def tune_plan_kernels(space: Any, assignment: Sequence[int], graph: Any, target:
             break
         if count >= trials_per_kernel:
             continue
-        result = tune_kernel(workload, strategy, target, runner, store,
-                             trials=min(trials_per_kernel, max(count, 1) + remaining), builder=builder, seed=seed,
-                             show_progress=show_progress)
+        result = tune_kernel(workload, strategy, session, trials=min(trials_per_kernel, max(count, 1) + remaining),
+                             seed=seed)
         remaining -= result.measured
         results.append(result)
     return results

@@ -1,0 +1,256 @@
+"""The stages of :func:`tvm_dse.optimize`, each a function from the run's context to plain data:
+
+import and session (:func:`start`) -> calibration -> design space (measured) -> [sensitivity] -> search ->
+[tune, search again] -> plan -> build -> [accuracy loop] -> validate -> report.
+
+A stage reads the :class:`RunContext` (model, graph, parsed target, measurement session, options) and
+what earlier stages returned; it records its wall time in the context. A new stage (a verification, a cost
+model in place of measurement) is a new function here and a line in ``optimize``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .accuracy.calibration import Calibration, calibrate, calibration_feeds
+from .accuracy.sensitivity import Sensitivity, measure_sensitivity
+from .build import BuiltModel, build_baseline
+from .errors import TvmDseError
+from .frontend import Model, ModelLike, load_model
+from .graph import DseGraph, build_graph
+from .lower import build_plan
+from .measure import Builder, MeasurementSession, make_runner
+from .measure.runner import ModelRun
+from .options import OptimizeOptions
+from .plan import Plan
+from .pricing import measure_space, plan_from_assignment
+from .report import build_report
+from .search import SearchResult, compare, get_searcher
+from .space import DesignSpace
+from .strategies import get_strategy
+from .target import DseTarget
+from .tuning import shipped_target_keys, tune_plan_kernels
+from .tuning.predictor import promising_strategies
+from .validation import QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, relative_error
+
+
+@dataclass
+class RunContext:
+    """What every stage of one optimization reads: the imported model, its graph, the parsed target, the
+    measurement session, the options, the working directory and the stages' wall times."""
+
+    model: Model
+    graph: DseGraph
+    target: DseTarget
+    session: MeasurementSession
+    options: OptimizeOptions
+    workdir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the wall time of the ``with`` body to ``timings[name]``."""
+        clock = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - clock
+
+
+@dataclass
+class Calibrated:
+    """The model's calibration (None without calibration data) and the inputs it was taken on."""
+
+    calibration: Calibration | None = None
+    inputs: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class Choice:
+    """A searched design space, the search's result on it and the searcher's accuracy-loss limit."""
+
+    space: DesignSpace
+    search: SearchResult
+    accuracy_limit: float | None = None
+
+
+@dataclass
+class Validation:
+    """The optimized module checked against TVM's default build, and its whole-model timing."""
+
+    error: float
+    run: ModelRun
+
+
+def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
+    """Import the model, check the options against the target, and open the measurement session (the
+    tuning logs' store of the target, with the shipped records added where asked)."""
+    runner = make_runner(target, options.measurement.rpc, options.measurement.settings)
+    if options.precision.accuracy is not None and not target.runs_on_host:
+        raise TvmDseError(f"accuracy is measured by running plans on this machine; {target.key} does not run here")
+    imported = load_model(model, options.input_shapes)
+    logs = options.measurement.tuning_logs()
+    if options.measurement.shipped_logs:
+        logs.add_shipped(target)
+        shipped = shipped_target_keys()
+        if options.show_progress and target.key not in shipped:
+            print(f"no tuning log shipped with tvm_dse is for {target.key} (shipped: "
+                  f"{', '.join(shipped) or 'none'}): starting from this machine's own logs", file=sys.stderr,
+                  flush=True)
+    workdir = Path(options.out_dir) if options.out_dir else Path(tempfile.mkdtemp(prefix="tvm_dse_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    session = MeasurementSession(target, runner, logs.store(target), Builder(directory=workdir / "kernels"),
+                                 options.show_progress)
+    return RunContext(imported, build_graph(imported), target, session, options, workdir)
+
+
+def calibrate_model(context: RunContext) -> Calibrated:
+    """The activation ranges of the calibration data, where int8 may be used."""
+    precision = context.options.precision
+    if precision.calibration_data is None:
+        return Calibrated()
+    with context.timed("measure_s"):
+        inputs = calibration_feeds(context.model, precision.calibration_data)  # an iterator is read once
+        return Calibrated(calibrate(context.model, inputs, precision.calibration_method), inputs)
+
+
+def measure(context: RunContext) -> DesignSpace:
+    """The design space, every option priced by measurement on the target (the store's records first);
+    with ``top_k``, only the strategies a predictor trained on the target's log ranks fastest."""
+    options = context.options
+    with context.timed("measure_s"):
+        strategies = None
+        if options.measurement.top_k is not None:
+            strategies = promising_strategies([v.workload for v in context.graph.nodes], context.target,
+                                              context.session.store.records(), options.measurement.top_k,
+                                              seed=options.seed, precisions=options.precision.precisions)
+        return measure_space(context.model, context.graph, context.session, strategies,
+                             options.precision.precisions)
+
+
+def measure_sensitivity_of(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> Sensitivity | None:
+    """With an accuracy bound: each quantizable node's accuracy loss alone, set on ``space``'s options."""
+    accuracy = context.options.precision.accuracy
+    if accuracy is None:
+        return None
+    with context.timed("sensitivity_s"):
+        sensitivity = measure_sensitivity(context.model, context.graph, space, context.target,
+                                          calibrated.calibration, accuracy, context.options.show_progress)
+        sensitivity.apply(space)
+        return sensitivity
+
+
+def search(context: RunContext, space: DesignSpace, accuracy_limit: float | None) -> Choice:
+    """The configured searcher's plan on ``space`` (within the memory and accuracy limits)."""
+    options = context.options
+    with context.timed("search_s"):
+        result = get_searcher(options.search.searcher).search(
+            space, options.search.budget, memory_limit_bytes=options.search.memory_limit_bytes, seed=options.seed,
+            show_progress=options.show_progress, accuracy_loss_limit=accuracy_limit)
+        return Choice(space, result, accuracy_limit)
+
+
+def tune(context: RunContext, choice: Choice, sensitivity: Sensitivity | None) -> tuple[Choice, list[Any]]:
+    """With tuning trials: tune the chosen plan's kernels, measure the space again (now with the tuned
+    kernels; everything else comes from the store) and search it again."""
+    trials = context.options.tuning.trials
+    if trials == 0:
+        return choice, []
+    with context.timed("tune_s"):
+        tuned = tune_plan_kernels(choice.space, choice.search.assignment, context.graph, context.session, trials,
+                                  seed=context.options.seed)
+    space = measure(context)
+    if sensitivity is not None:
+        sensitivity.apply(space)
+    return search(context, space, choice.accuracy_limit), tuned
+
+
+def make_plan(context: RunContext, choice: Choice, calibrated: Calibrated) -> Plan:
+    """The plan the search chose, calibrated where it has int8 nodes."""
+    budget = context.options.search.budget
+    plan = plan_from_assignment(choice.space, choice.search.assignment, context.model, context.target,
+                                searcher=context.options.search.searcher,
+                                budget=budget.to_dict() if budget is not None else "default")
+    if calibrated.calibration is not None:
+        plan.calibrate(calibrated.calibration)
+        plan.provenance["calibration"] = calibrated.calibration.to_dict()
+    return plan
+
+
+def build(context: RunContext, plan: Plan) -> BuiltModel:
+    """The plan lowered and compiled for the target."""
+    with context.timed("build_s"):
+        return build_plan(context.model, plan, context.target, context.graph)
+
+
+def keep_accuracy(context: RunContext, choice: Choice, calibrated: Calibrated, sensitivity: Sensitivity | None,
+                  plan: Plan, built: BuiltModel) -> tuple[Choice, Plan, BuiltModel, dict[str, Any] | None]:
+    """With an accuracy bound: score the built plan, and while it loses more than the bound (the per-layer
+    losses, summed, underestimated it), search again under a tighter bound; the accuracy report."""
+    accuracy = context.options.precision.accuracy
+    if accuracy is None or sensitivity is None:
+        return choice, plan, built, None
+    score = accuracy.score(context.model, built.run)
+    tried = [{"quantized_nodes": plan.reduced_precision_nodes(), "score": score}]
+    while sensitivity.fp32_score - score > accuracy.max_loss and plan.reduced_precision_nodes():
+        estimated = choice.space.accuracy_loss(choice.search.assignment)
+        if estimated > 0:
+            choice = search(context, choice.space, estimated / 2)
+        else:  # its quantized nodes each lose nothing alone, only together: no quantization left
+            choice = search(context, choice.space.restricted(
+                lambda node, option: not get_strategy(option.name).reduced_precision), choice.accuracy_limit)
+        plan = make_plan(context, choice, calibrated)
+        built = build(context, plan)
+        score = accuracy.score(context.model, built.run)
+        tried.append({"quantized_nodes": plan.reduced_precision_nodes(), "score": score})
+    report = {"metric": accuracy.metric_name, "max_loss": accuracy.max_loss, "fp32_score": sensitivity.fp32_score,
+              "plan_score": score, "loss": sensitivity.fp32_score - score,
+              "estimated_loss": choice.space.accuracy_loss(choice.search.assignment), "searches": len(tried),
+              "plans_tried": tried, "quantized_nodes": plan.reduced_precision_nodes(),
+              "sensitivity": sensitivity.to_dict()}
+    plan.metrics.update(accuracy_loss=report["loss"], accuracy_metric=accuracy.metric_name)
+    return choice, plan, built, report
+
+
+def compare_searchers(context: RunContext, choice: Choice) -> list[Any]:
+    """The other searchers on the same space at the same budget, for the report."""
+    options = context.options.search
+    if not options.compare_searchers:
+        return []
+    names = [options.searcher, *[s for s in options.compare_searchers if s != options.searcher]]
+    return compare(choice.space, names, options.budget, seed=context.options.seed,
+                   memory_limit_bytes=options.memory_limit_bytes, accuracy_loss_limit=choice.accuracy_limit)
+
+
+def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Calibrated) -> Validation:
+    """Run the built module where the target is, compare its outputs with TVM's default build of the model
+    on this machine, and time it there. Raises :class:`~tvm_dse.validation.ValidationError`."""
+    bound, feed = VALIDATION_BOUND, context.model.random_feed(seed=context.options.seed)
+    if plan.reduced_precision_nodes():
+        # reduced-precision nodes are checked against a looser bound, on data in the calibrated range
+        bound = QUANTIZED_VALIDATION_BOUND
+        feed = calibrated.inputs[0] if calibrated.inputs else feed
+    expected = build_baseline(context.model, "host").run(feed)
+    run = context.session.run_model(built, feed, context.options.measurement.repeat, context.workdir)
+    error = max(relative_error(o, r) for o, r in zip(run.outputs, expected))
+    if not error <= bound:
+        raise ValidationError(f"the optimized {context.model.name} differs from TVM's default build: relative "
+                              f"error {error:.2e} > {bound:g}; plan: {plan.to_dict()['nodes']}")
+    plan.metrics.update(measured_ms=run.timing.median_ms, measured_on=run.board)
+    return Validation(error, run)
+
+
+def report(context: RunContext, plan: Plan, choice: Choice, comparison: list[Any], validation: Validation,
+           tuned: list[Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+    """The report of the run, as plain data."""
+    return build_report(context.model, context.graph, context.target, plan, choice.space, choice.search, comparison,
+                        validation.run.timing, validation.error, context.timings, tuned,
+                        context.options.measurement.top_k, accuracy)
