@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmark scripts: thread settings, machine description, onnxruntime timing,
-writing a table with its JSON twin."""
+"""Shared pieces of the benchmark scripts: thread settings, machine description, whole-model rounds timed
+as tvm_dse times them, writing a table with its JSON twin."""
 
 from __future__ import annotations
 
@@ -64,9 +64,14 @@ def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int
 
 
 def time_model_round(name: str, run: Callable[[], object]) -> float:
-    """One round of a whole model, in ms: the mean of ten runs, or of one for TVM's default build, which
-    takes seconds per run."""
-    return time_callable(run, number=1 if name == DEFAULT_BUILD else 10, warmup=1) * 1e3
+    """One round of a whole model, in ms: the median of tvm_dse's steady-state timing (the one ``optimize``
+    reports; warm-up, runs batched to 25 ms, a disturbed attempt taken again) with 5 samples, or a single
+    run after one for TVM's default build, which takes seconds per run."""
+    from tvm_dse.timing import SteadyState, callable_sampler, steady_state  # after set_threads
+
+    settings = (SteadyState(repeats=1, warmup_ms=0, max_warmup_ms=0, min_repeat_ms=0, attempts=1)
+                if name == DEFAULT_BUILD else SteadyState(repeats=5))
+    return steady_state(callable_sampler(run), settings).median_ms
 
 
 def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:

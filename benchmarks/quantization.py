@@ -21,7 +21,6 @@ from pathlib import Path
 from common import interleaved_medians, machine, set_threads, time_model_round, write_results
 
 CALIBRATION_FEEDS = 8
-DIGITS_RUNS = 200  # per measurement of the digits model (a few tens of microseconds each)
 
 
 def ort_qdq_session(onnx_model, feeds, threads: int, directory: Path):
@@ -94,6 +93,7 @@ def main() -> int:
     from tvm_dse.accuracy import calibrate
     from tvm_dse.accuracy.sensitivity import int8_plan
     from tvm_dse.target import parse_target
+    from tvm_dse.timing import SteadyState
 
     graph = build_graph(digits)
     every = int8_plan(digits, graph, parse_target("host"), calibrate(digits, task.calibration))
@@ -103,9 +103,9 @@ def main() -> int:
     plans = {"fp32 plan": fp32_plan.built, "every int8-capable node int8": build_plan(digits, every, "host", graph),
              "accuracy-bounded plan (0.5 pt)": bounded.built}
     image = {"image": task.images[:1]}
-    # The digits model runs in microseconds: time the module itself (TVM's time_evaluator), not the Python
-    # call around it (making the input tensor and reading the outputs cost 10-20x the model here).
-    latency = interleaved_medians({k: (lambda b=b: b.time(image, number=DIGITS_RUNS, repeat=3).median_ms)
+    # The digits model runs in microseconds: time the module itself (TVM's time_evaluator, in steady state),
+    # not the Python call around it (making the input tensor and reading the outputs cost 10-20x the model).
+    latency = interleaved_medians({k: (lambda b=b: b.time(image, SteadyState(repeats=5)).median_ms)
                                    for k, b in plans.items()}, args.rounds, lambda name, timed: timed())
     chosen = {"fp32 plan": fp32_plan.plan, "every int8-capable node int8": every,
               "accuracy-bounded plan (0.5 pt)": bounded.plan}

@@ -8,6 +8,7 @@ from tvm import relax
 
 from tvm_dse import TvmDseError, build_baseline, load_model
 from tvm_dse.testing import MODEL_NAMES, onnxruntime_outputs, relative_error
+from tvm_dse.timing import SteadyState
 
 FP32_BOUND = 1e-4
 
@@ -42,7 +43,7 @@ def test_run_time_and_export(zoo, tmp_path):
     model = load_model(zoo("squeezenet1_1"))
     built = build_baseline(model)
     feed = model.random_feed()
-    timing = built.time(feed, repeat=3)
+    timing = built.time(feed, SteadyState(repeats=3))
     assert timing.repeats == 3 and 0 < timing.min_ms <= timing.median_ms <= timing.max_ms
     path = built.export(tmp_path / "squeezenet.so")
     reloaded = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())

@@ -204,15 +204,15 @@ def test_a_kind_without_an_importable_build_function_is_refused_before_building(
 def test_a_session_runs_a_whole_model_through_its_runner(tmp_path):
     import numpy as np
 
-    from tvm_dse.timing import Timing
+    from tvm_dse.timing import SteadyState, Timing
 
     class Built:  # what the local runner asks of a BuiltModel
         def run(self, feed):
             return [feed["x"] * 2]
 
-        def time(self, feed, repeat):
-            return Timing.from_seconds([1e-3] * repeat)
+        def time(self, feed, settings):
+            return Timing.from_seconds([1e-3] * settings.repeats)
 
     run = MeasurementSession(HOST, LocalRunner(FAST), show_progress=False).run_model(
-        Built(), {"x": np.ones(3)}, repeat=4, workdir=tmp_path)
+        Built(), {"x": np.ones(3)}, SteadyState(repeats=4), workdir=tmp_path)
     assert run.board == "local" and run.timing.repeats == 4 and run.outputs[0].tolist() == [2.0, 2.0, 2.0]

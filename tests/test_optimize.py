@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from tvm_dse import optimize
 from tvm_dse.cli import main
 from tvm_dse.plan import Plan
+from tvm_dse.timing import Timing
 from tvm_dse.testing import onnxruntime_outputs, relative_error
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
@@ -42,15 +44,31 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     assert rows["qlearning"]["cost_ms"] <= rows["random"]["cost_ms"]
     assert rows["greedy"]["cost_ms"] >= rows["exact"]["cost_ms"]
     assert len(report["nodes"]) == 21 and report["pareto_front"]
+    # the best plans were timed end to end and none measured clearly faster than the one chosen
+    verified = report["verified_plans"]
+    assert len(verified) >= 2 and verified[0]["plan"] == "search" and sum(row["chosen"] for row in verified) == 1
+    chosen = next(row for row in verified if row["chosen"])
+    assert not any(Timing(**row["measured"]).clearly_faster_than(Timing(**chosen["measured"])) for row in verified)
+    assert chosen["measured"] == report["latency"] and chosen["predicted_ms"] == report["predicted_ms"]
+    assert plan.provenance["verified"] == {"plans_timed": len(verified), "chosen": chosen["plan"]}
+    # in steady state: warmed up, short runs batched, every run counted
+    latency = report["latency"]
+    assert latency["number"] * latency["median_ms"] >= 25 * 0.5
+    assert latency["runs"] > latency["repeats"] * latency["number"]
+    # onnxruntime on the same model and machine, timed the same way
+    reference = report["reference"]
+    assert reference["runtime"].startswith("onnxruntime") and reference["latency"]["median_ms"] > 0
+    assert reference["plan_over_reference"] == pytest.approx(latency["median_ms"] / reference["latency"]["median_ms"])
 
 
 def test_memory_bound_is_respected(logs, tmp_path):
     free = optimize("zoo:squeezenet1_1-small", searcher="exact", logs=logs, show_progress=False,
-                    compare_searchers=())
+                    compare_searchers=(), verify=1, reference=False)
+    assert free.report["reference"] == {"omitted": "not asked for (reference=False, --no-reference)"}
     smallest = min(p["peak_memory_mb"] for p in free.report["pareto_front"])
     limit = (smallest + free.report["peak_memory_mb"]) / 2
     bounded = optimize("zoo:squeezenet1_1-small", searcher="exact", memory_limit=limit, logs=logs,
-                       show_progress=False, compare_searchers=())
+                       show_progress=False, compare_searchers=(), verify=1)
     assert bounded.report["peak_memory_mb"] <= limit
     assert bounded.report["predicted_ms"] >= free.report["predicted_ms"] - 1e-9
 
@@ -97,21 +115,25 @@ def test_options_by_name_land_in_their_stage_groups(tmp_path):
         optimize("zoo:resnet18-small", "host", OptimizeOptions(search=SearchOptions("exact")), seed=1)
 
 
-def test_the_optimize_command(logs, tmp_path, capsys):
+def test_the_optimize_command(logs, tmp_path, capfd):
     from tvm_dse.target import parse_target
     from tvm_dse.tuning import shipped_target_keys
 
     assert main(["optimize", "zoo:vgg16-small", "--out", str(tmp_path), "--logs", str(logs),
                  "--searcher", "exact"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # what the process wrote, TVM's runtime logging to its file descriptor included
     assert "outputs match TVM's default build" in captured.out and "exact" in captured.out
+    assert not [line for line in (captured.out + captured.err).splitlines()
+                if re.match(r"\[[0-9:]+\] \S+: Warning", line)]
+    assert re.search(r"plan: [0-9.]+ ms measured \(median of 10 x [0-9]+ runs, spread [0-9.]+%.*\), [0-9.]+ ms "
+                     r"predicted; onnxruntime [0-9.]+: [0-9.]+ ms, the plan takes [0-9.]+x its time", captured.out)
     # said once, in one line, where no shipped log is for this machine's target (so it starts cold)
     notices = [line for line in captured.err.splitlines() if line.startswith("no tuning log shipped")]
     assert len(notices) == (parse_target("host").key not in shipped_target_keys())
     assert all(parse_target("host").key in line for line in notices)
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "pareto.png").is_file()
     assert main(["optimize", "zoo:vgg16-small", "--tracker", "127.0.0.1:1"]) == 2
-    assert "--tracker needs --key" in capsys.readouterr().err
+    assert "--tracker needs --key" in capfd.readouterr().err
 
 
 def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
@@ -121,13 +143,15 @@ def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
 
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)  # warm from the module's measurements, tuned records its own
-    first = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, compare_searchers=())
+    first = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
+                     compare_searchers=())
     tuned = first.report["tuning"]
     assert tuned and sum(row["measured"] for row in tuned) == 6
     assert all(row["best_ms"] <= row["default_ms"] for row in tuned)
     assert "tune_s" in first.report["timings"] and "## Kernels tuned" in markdown(first.report)
     lines = own.store(first.target).path.read_text().splitlines()
-    again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, compare_searchers=())
+    again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
+                     compare_searchers=())
     assert again.report["tuning"] == [] and own.store(first.target).path.read_text().splitlines() == lines
     # every node is built with the fastest decisions the log holds for its strategy
     best = own.store(first.target).best(first.target.key, schedule_versions())
@@ -143,10 +167,11 @@ def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
 
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)
-    store = own.store(optimize("zoo:squeezenet1_1-small", logs=own, show_progress=False,
+    store = own.store(optimize("zoo:squeezenet1_1-small", logs=own, show_progress=False, verify=1, reference=False,
                                compare_searchers=()).target)
     known = {record.workload_key for record in store.records()}
-    result = optimize("zoo:mobilenet_v1-small", logs=own, top_k=1, show_progress=False, compare_searchers=())
+    result = optimize("zoo:mobilenet_v1-small", logs=own, top_k=1, show_progress=False, verify=1, reference=False,
+                      compare_searchers=())
     assert result.report["top_k"] == 1
     fresh = {v.workload.key(): v.workload for v in result.graph.nodes if v.workload.key() not in known}
     assert fresh  # the test means something only with workloads the log has not seen
@@ -226,6 +251,7 @@ def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
     assert plan["metrics"]["measured_on"].startswith("127.0.0.1:")  # validated and timed on a board
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["validation"]["relative_error_vs_tvm_default"] <= 1e-4
+    assert "not timed on boards" in report["reference"]["omitted"]
     library = tmp_path / "squeezenet1_1-small.aarch64.so"
     assert int.from_bytes(library.read_bytes()[18:20], "little") == 183  # an aarch64 ELF
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from tvm_dse.search import (Budget, BudgetExhausted, Evaluator, ExactSearcher, NoFeasiblePlan, QLearningSearcher,
-                            Searcher, compare, complete_plan, default_budget, get_searcher, greedy_assignment,
-                            pareto_front, register_searcher, searcher_names, uniform_assignments, uniform_plans)
+                            Searcher, best_plans, compare, complete_plan, default_budget, get_searcher,
+                            greedy_assignment, pareto_front, register_searcher, searcher_names, uniform_assignments,
+                            uniform_plans)
+from tvm_dse.search.base import RUNNERS_UP
 from tvm_dse.space import DesignSpace, Edge, Option, SpaceNode
 from tvm_dse.testing import parametrize_with_checks
 from tvm_dse.testing.spaces import (SMALL_SPACES, brute_force_optimum, chain_space, enumerate_plans, memory_limits,
@@ -434,3 +436,18 @@ def test_bad_names_parameters_and_search_arguments_are_clear_errors():
         searcher.search(space, memory_limit_bytes=0)
     with pytest.raises(ValueError, match="seed"):
         searcher.search(space, seed=-1)
+
+
+@pytest.mark.parametrize("searcher", ["qlearning", "exact"])
+def test_the_best_plans_of_a_search_are_distinct_within_the_limits_and_cheapest_first(searcher):
+    space = chain_space(5, seed=3)
+    limit = memory_limits(space)[1]
+    result = get_searcher(searcher).search(space, memory_limit_bytes=limit, seed=0)
+    assert result.assignment not in result.runners_up and len(result.runners_up) <= RUNNERS_UP
+    runner_costs = [space.cost(plan) for plan in result.runners_up]
+    assert runner_costs == sorted(runner_costs) and all(cost >= result.cost_ms for cost in runner_costs)
+    plans = best_plans(space, result, 4, memory_limit_bytes=limit)
+    costs = [space.cost(plan) for plan in plans]
+    assert len(plans) == 4 and len({tuple(plan) for plan in plans}) == 4 and result.assignment in plans
+    assert costs == sorted(costs) and costs[0] <= result.cost_ms and max(costs) < math.inf
+    assert all(space.peak_memory(plan) <= limit for plan in plans)

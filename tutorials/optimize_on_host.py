@@ -14,13 +14,16 @@ import tvm
 from tvm import relax
 
 import tvm_dse
+from tvm_dse.export import load_library
+from tvm_dse.report import latency_line
 
 model = sys.argv[1] if len(sys.argv) > 1 else "zoo:resnet18"
 out_dir = sys.argv[2] if len(sys.argv) > 2 else "tutorial_host"
 
-# 1. Optimize: measure, search (Q-learning by default), build, validate, measure the whole model.
+# 1. Optimize: measure, search (Q-learning by default), build and time the best plans end to end, validate,
+#    and time onnxruntime on the same model for comparison.
 result = tvm_dse.optimize(model, target="host", out_dir=out_dir)
-print(f"{result.model.name}: {result.report['latency']['median_ms']:.3f} ms on this CPU")
+print(f"{result.model.name}: {latency_line(result.report)}")
 
 # 2. The plan is plain JSON: one strategy (and its schedule decisions) per node.
 for name, choice in list(result.plan.nodes.items())[:5]:
@@ -30,9 +33,10 @@ for name, choice in list(result.plan.nodes.items())[:5]:
 feed = result.model.random_feed(seed=1)
 outputs = result.run(feed)
 
-# 4. ...or load the exported library elsewhere with nothing but the TVM runtime.
+# 4. ...or load the exported library elsewhere with nothing but the TVM runtime: tvm.runtime.load_module(library)
+#    (load_library is that call without the dozens of empty "Scope Loaded:" warnings TVM's runtime prints).
 library = f"{out_dir}/{result.model.name}.{result.target.arch}.so"
-vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+vm = relax.VirtualMachine(load_library(library), tvm.cpu())
 reloaded = vm["main"](tvm.runtime.tensor(feed[result.model.inputs[0].name])).numpy()
 assert np.array_equal(reloaded, outputs[0])
 print(f"the exported library gives the same outputs; report: {out_dir}/report.md")

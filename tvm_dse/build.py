@@ -16,7 +16,7 @@ from tvm import relax
 
 from .frontend import Model, ModelInput
 from .target import DseTarget, TargetLike, parse_target
-from .timing import Timing
+from .timing import SteadyState, Timing, steady_state, tvm_sampler
 from .errors import TvmDseError
 from .export import export_library
 
@@ -44,11 +44,10 @@ class BuiltModel:
         result = self._host_vm()["main"](*_arguments(self.inputs, feed, tvm.cpu()))
         return _flatten_outputs(result)
 
-    def time(self, feed: Mapping[str, np.ndarray], number: int = 1, repeat: int = 10,
-             min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
-        """Median and spread of ``repeat`` host measurements, each the mean of ``number`` runs."""
-        return _time(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()), tvm.cpu(), number, repeat,
-                     min_repeat_ms, warmup)
+    def time(self, feed: Mapping[str, np.ndarray], settings: SteadyState = SteadyState()) -> Timing:
+        """Steady-state latency on the host (see :func:`tvm_dse.timing.steady_state`)."""
+        return steady_state(tvm_sampler(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()), tvm.cpu()),
+                            settings)
 
     def export(self, path: str | Path) -> Path:
         """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""
@@ -78,11 +77,9 @@ class RemoteModel:
         """Run on the board; returns the model outputs in order."""
         return _flatten_outputs(self.vm["main"](*_arguments(self.inputs, feed, self.device)))
 
-    def time(self, feed: Mapping[str, np.ndarray], number: int = 1, repeat: int = 10,
-             min_repeat_ms: int = 0, warmup: int = 1) -> Timing:
-        """Median and spread of ``repeat`` measurements on the board, each the mean of ``number`` runs."""
-        return _time(self.vm, _arguments(self.inputs, feed, self.device), self.device, number, repeat,
-                     min_repeat_ms, warmup)
+    def time(self, feed: Mapping[str, np.ndarray], settings: SteadyState = SteadyState()) -> Timing:
+        """Steady-state latency on the board (see :func:`tvm_dse.timing.steady_state`)."""
+        return steady_state(tvm_sampler(self.vm, _arguments(self.inputs, feed, self.device), self.device), settings)
 
 
 def _arguments(inputs: Sequence[ModelInput], feed: Mapping[str, np.ndarray], device: object) -> list:
@@ -100,14 +97,6 @@ def _arguments(inputs: Sequence[ModelInput], feed: Mapping[str, np.ndarray], dev
                               f"the model was built for {model_input.shape}")
         arguments.append(tvm.runtime.tensor(array, device))
     return arguments
-
-
-def _time(vm: relax.VirtualMachine, arguments: list, device: object, number: int, repeat: int, min_repeat_ms: int,
-          warmup: int) -> Timing:
-    for _ in range(warmup):
-        vm["main"](*arguments)
-    evaluator = vm.time_evaluator("main", device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-    return Timing.from_seconds(list(evaluator(*arguments).results))
 
 
 def _flatten_outputs(result: object) -> list[np.ndarray]:

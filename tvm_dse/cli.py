@@ -48,6 +48,7 @@ def _check_and_time(model: Model, graph: DseGraph, built: BuiltModel, name: str,
                     report: dict) -> int:
     """Run ``built`` on a random feed, compare with onnxruntime and time it; fills ``report``, returns the
     exit status (1 on a numerical mismatch)."""
+    from .timing import SteadyState
     from .validation import onnxruntime_outputs, relative_error
 
     feed = model.random_feed(seed=0)
@@ -65,8 +66,8 @@ def _check_and_time(model: Model, graph: DseGraph, built: BuiltModel, name: str,
                   f"bound {FP32_TOLERANCE:g})")
             report["relative_error_vs_onnxruntime"] = error
             status = 0 if ok else 1
-    with _step(f"timing ({repeat} runs)"):
-        timing = built.time(feed, repeat=repeat)
+    with _step(f"timing in steady state ({repeat} samples after a warm-up)"):
+        timing = built.time(feed, SteadyState(repeats=repeat))
     print(f"{name} latency: {timing} = {timing.gflops(graph.flops):.2f} GFLOP/s")
     report["latency"] = timing.to_dict()
     return status
@@ -121,6 +122,7 @@ def _command_build(args: argparse.Namespace) -> int:
 def _command_optimize(args: argparse.Namespace) -> int:
     from .measure import MeasureSettings
     from .optimize import optimize
+    from .report import latency_line
 
     if args.tracker and not args.key:
         raise TvmDseError("--tracker needs --key: the key the boards registered under")
@@ -143,10 +145,14 @@ def _command_optimize(args: argparse.Namespace) -> int:
                       logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
                       calibration_data=args.calibration_data, calibration_method=args.calibration_method,
                       accuracy=accuracy, precisions=args.precisions.split(",") if args.precisions else None,
-                      settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed)
+                      settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed, repeat=args.repeat,
+                      verify=args.verify, reference=not args.no_reference)
     report = result.report
-    print(f"plan: {report['latency']['median_ms']:.3f} ms measured ({report['predicted_ms']:.3f} predicted), "
-          f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
+    print(f"plan: {latency_line(report)}")
+    for row in report["verified_plans"]:
+        print(f"  {row['plan']:20s} {row['predicted_ms']:9.3f} ms predicted {row['measured']['median_ms']:9.3f} ms "
+              f"measured{'  <- chosen' if row['chosen'] else ''}")
+    print(f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
           f"(relative error {report['validation']['relative_error_vs_tvm_default']:.1e})")
     if report.get("accuracy"):
         accuracy_row = report["accuracy"]
@@ -314,7 +320,8 @@ def make_parser() -> argparse.ArgumentParser:
                           help=f"ONNX file or zoo:NAME[-small] (default: {DEMO_MODEL})")
     baseline.add_argument("--target", default="host", help="preset or TVM target string (default: host)")
     baseline.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
-    baseline.add_argument("--repeat", type=int, default=5, help="timed runs (default: 5)")
+    baseline.add_argument("--repeat", type=int, default=10,
+                          help="timed samples after a warm-up, each batching runs up to 25 ms (default: 10)")
     baseline.add_argument("--out", help="folder for the exported library of a remote target")
     baseline.add_argument("--json", help="write the results as JSON to this file")
     baseline.set_defaults(handler=_command_baseline)
@@ -356,6 +363,13 @@ def make_parser() -> argparse.ArgumentParser:
                           help="largest top-1 loss of a plan with int8 nodes (default: 0.005, half a point)")
     optimize.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
     optimize.add_argument("--kernel-repeat", type=int, default=5, help="timed repeats per kernel (default: 5)")
+    optimize.add_argument("--repeat", type=int, default=10,
+                          help="timed samples of each whole plan, after a warm-up (default: 10)")
+    optimize.add_argument("--verify", type=int, default=3, metavar="K",
+                          help="build and time the K best plans of the search (and the best uniform one) end to "
+                               "end; the fastest measured wins (default: 3; 1 builds the search's best alone)")
+    optimize.add_argument("--no-reference", action="store_true",
+                          help="do not time onnxruntime on the same model for the report (host targets)")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.set_defaults(handler=_command_optimize)
 
@@ -366,7 +380,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--target", help="target (default: the plan's own); must have the plan's target key")
     build.add_argument("--shape", action="append", metavar="NAME=D,D,...", help="static shape of an input")
     build.add_argument("-o", "--output", help="library to write (default: MODEL.ARCH.so here)")
-    build.add_argument("--repeat", type=int, default=5, help="timed runs on a host target (default: 5)")
+    build.add_argument("--repeat", type=int, default=10,
+                       help="timed samples on a host target, after a warm-up (default: 10)")
     build.set_defaults(handler=_command_build)
 
     graph = commands.add_parser("graph", help="print the DSE graph of a model")

@@ -1,5 +1,5 @@
-"""Exporting a compiled module as a shared library for its target: built in place for the host, through
-the aarch64 cross compiler for a board.
+"""Exporting a compiled module as a shared library for its target (built in place for the host, through
+the aarch64 cross compiler for a board), and loading one back on this machine.
 
 A leaf module (it needs only the target), so the measurement builder's workers and the model builds
 export the same way without importing each other.
@@ -7,8 +7,14 @@ export the same way without importing each other.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import tvm
 
@@ -16,6 +22,29 @@ from .errors import TvmDseError
 from .target import DseTarget
 
 AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+# A line TVM's runtime logs with a title and nothing after it ("[03:53:03] .../executable.cc:276: Warning:
+# Scope Saving:"), dozens per exported Relax executable: it says nothing a user can act on.
+_EMPTY_RUNTIME_WARNING = re.compile(rb"^\[[0-9:]+\] \S+:[0-9]+: Warning: [^:\n]*:\s*$")
+
+
+@contextmanager
+def runtime_warnings_without_message_dropped() -> Iterator[None]:
+    """Hold back what is written to the process's standard error (file descriptor 2, where TVM's C++ runtime
+    logs) in the ``with`` body, then write it through except the runtime's warnings that carry no message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if not _EMPTY_RUNTIME_WARNING.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:
@@ -23,7 +52,8 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if target.runs_on_host or not target.is_aarch64:
-        executable.export_library(str(path))
+        with runtime_warnings_without_message_dropped():
+            executable.export_library(str(path))
         return path
     if shutil.which(AARCH64_CROSS_COMPILER) is None:
         raise TvmDseError(f"exporting for {target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
@@ -31,5 +61,12 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
                           "(scripts/setup_board.sh does)")
     from tvm.support import cc
 
-    executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
+    with runtime_warnings_without_message_dropped():
+        executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
     return path
+
+
+def load_library(path: str | Path) -> tvm.runtime.Module:
+    """Load a library written by :func:`export_library` on this machine (for ``relax.VirtualMachine``)."""
+    with runtime_warnings_without_message_dropped():
+        return tvm.runtime.load_module(str(path))

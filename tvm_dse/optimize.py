@@ -79,10 +79,14 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     :class:`Model`; ``target`` a preset (``"host"``, ``"rpi4"``, ...), a TVM target string, dict or
     ``tvm.target.Target``. The options come as an :class:`~tvm_dse.options.OptimizeOptions` or by their flat
     names (see :meth:`~tvm_dse.options.OptimizeOptions.from_keywords`): ``rpc``, ``settings``, ``logs``,
-    ``shipped_logs``, ``top_k``, ``repeat`` (measurement); ``searcher``, ``budget``, ``memory_limit``,
-    ``compare_searchers`` (search); ``precisions``, ``calibration_data``, ``calibration_method``,
-    ``accuracy`` (precision); ``tune_trials``; ``out_dir``, ``input_shapes``, ``seed``, ``show_progress``.
-    Every option is checked before any work starts.
+    ``shipped_logs``, ``top_k``, ``repeat``, ``reference`` (measurement); ``searcher``, ``budget``,
+    ``memory_limit``, ``compare_searchers``, ``verify`` (search); ``precisions``, ``calibration_data``,
+    ``calibration_method``, ``accuracy`` (precision); ``tune_trials``; ``out_dir``, ``input_shapes``, ``seed``,
+    ``show_progress``. Every option is checked before any work starts.
+
+    The best plans the search finds are built and timed as whole models in steady state (see
+    :class:`~tvm_dse.timing.SteadyState`); the fastest measured is the plan. On a host target onnxruntime is
+    timed the same way after it, for the report's ratio.
 
     Raises
     ------
@@ -103,10 +107,13 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     plan = stages.make_plan(context, choice, calibrated)
     built = stages.build(context, plan)
     choice, plan, built, accuracy = stages.keep_accuracy(context, choice, calibrated, sensitivity, plan, built)
+    verification = stages.verify(context, choice, calibrated, plan, built, accuracy)
+    choice, plan, built = verification.choice, verification.plan, verification.built
     comparison = stages.compare_searchers(context, choice)
-    validation = stages.validate(context, plan, built, calibrated)
+    validation = stages.validate(context, plan, built, calibrated, verification.run)
+    onnxruntime = stages.reference(context, calibrated, plan)
     context.timings["total_s"] = time.perf_counter() - started
-    report = stages.report(context, plan, choice, comparison, validation, tuned, accuracy)
+    report = stages.report(context, plan, choice, comparison, validation, tuned, accuracy, verification, onnxruntime)
     result = OptimizeResult(context.model, context.graph, context.target, plan, built, choice.space, choice.search,
                             report)
     if options.out_dir is not None:

@@ -20,6 +20,7 @@ from .frontend import InputShapes
 from .measure import MeasureSettings
 from .search import Budget, get_searcher
 from .strategies.base import PRECISIONS
+from .timing import SteadyState
 from .tuning import TuningLogs
 
 
@@ -46,7 +47,11 @@ class MeasurementOptions:
         tuning log ranks fastest (plus those the log has measured already); None measures every
         applicable strategy.
     repeat
-        Timed runs of the whole optimized model.
+        Timed samples of the whole optimized model, each batching runs up to 25 ms, after a warm-up (see
+        :class:`tvm_dse.timing.SteadyState`).
+    reference
+        Also time onnxruntime on the same model and machine (host targets, ONNX models), in a phase of its
+        own after tvm_dse's timings, for the report's ratio.
     """
 
     rpc: str | Mapping[str, str] | None = None
@@ -55,12 +60,18 @@ class MeasurementOptions:
     shipped_logs: bool = True
     top_k: int | None = None
     repeat: int = 10
+    reference: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
             raise TvmDseError(f"top_k must be at least 1 (strategies measured per node); got {self.top_k}")
         if self.repeat < 1:
-            raise TvmDseError(f"repeat must be at least 1 (timed runs of the whole model); got {self.repeat}")
+            raise TvmDseError(f"repeat must be at least 1 (timed samples of the whole model); got {self.repeat}")
+
+    @property
+    def steady_state(self) -> SteadyState:
+        """How whole models are timed."""
+        return SteadyState(repeats=self.repeat)
 
     def tuning_logs(self) -> TuningLogs:
         """The tuning logs these options name."""
@@ -82,12 +93,17 @@ class SearchOptions:
         Peak memory bound of the plan in MB (weights, workspace and live activations), or None.
     compare_searchers
         Searchers also run on the same space at the same budget, for the report's comparison.
+    verify
+        The best distinct plans of the search (by predicted latency) built and timed as whole models, the
+        best uniform plan with them when more than one: the fastest measured is the plan. 1 builds the
+        search's best alone.
     """
 
     searcher: str = "qlearning"
     budget: Budget | int | None = None
     memory_limit: float | None = None
     compare_searchers: Sequence[str] = ("exact", "greedy", "random", "uniform")
+    verify: int = 3
 
     def __post_init__(self) -> None:
         for name in (self.searcher, *self.compare_searchers):
@@ -100,6 +116,8 @@ class SearchOptions:
         if self.memory_limit is not None and not self.memory_limit > 0:
             raise TvmDseError(f"memory_limit must be a positive number of MB; got {self.memory_limit}")
         object.__setattr__(self, "compare_searchers", tuple(self.compare_searchers))
+        if not (isinstance(self.verify, int) and self.verify >= 1):
+            raise TvmDseError(f"verify must be a whole number of plans, at least 1; got {self.verify!r}")
 
     @property
     def memory_limit_bytes(self) -> int | None:

@@ -1,11 +1,12 @@
 """The stages of :func:`tvm_dse.optimize`, each a function from the run's context to plain data:
 
 import and session (:func:`start`) -> calibration -> design space (measured) -> [sensitivity] -> search ->
-[tune, search again] -> plan -> build -> [accuracy loop] -> validate -> report.
+[tune, search again] -> plan -> build -> [accuracy loop] -> verify (the best plans timed end to end) ->
+validate -> reference (onnxruntime) -> report.
 
 A stage reads the :class:`RunContext` (model, graph, parsed target, measurement session, options) and
-what earlier stages returned; it records its wall time in the context. A new stage (a verification, a cost
-model in place of measurement) is a new function here and a line in ``optimize``.
+what earlier stages returned; it records its wall time in the context. A new stage (a cost model in place
+of measurement) is a new function here and a line in ``optimize``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,13 +34,14 @@ from .options import OptimizeOptions
 from .plan import Plan
 from .pricing import measure_space, plan_from_assignment
 from .report import build_report
-from .search import SearchResult, compare, get_searcher
+from .search import SearchResult, best_plans, compare, fits_limits, get_searcher, uniform_plans
 from .space import DesignSpace
 from .strategies import get_strategy
-from .target import DseTarget
+from .target import DseTarget, physical_cores
 from .tuning import shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
-from .validation import QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, relative_error
+from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, onnxruntime_timing,
+                         relative_error)
 
 
 @dataclass
@@ -88,6 +90,18 @@ class Validation:
 
     error: float
     run: ModelRun
+
+
+@dataclass
+class Verification:
+    """The best plans of the search built and timed as whole models: the fastest one's choice, plan, module
+    and run, and a row per plan timed (what it is, predicted and measured latency, whether it won)."""
+
+    choice: Choice
+    plan: Plan
+    built: BuiltModel
+    run: ModelRun
+    rows: list[dict[str, Any]]
 
 
 def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
@@ -230,16 +244,83 @@ def compare_searchers(context: RunContext, choice: Choice) -> list[Any]:
                    memory_limit_bytes=options.memory_limit_bytes, accuracy_loss_limit=choice.accuracy_limit)
 
 
-def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Calibrated) -> Validation:
-    """Run the built module where the target is, compare its outputs with TVM's default build of the model
-    on this machine, and time it there. Raises :class:`~tvm_dse.validation.ValidationError`."""
-    bound, feed = VALIDATION_BOUND, context.model.random_feed(seed=context.options.seed)
+def _validation_feed(context: RunContext, plan: Plan, calibrated: Calibrated) -> tuple[dict[str, np.ndarray], float]:
+    """The input a plan is validated on, and the error bound it must keep."""
+    feed = context.model.random_feed(seed=context.options.seed)
     if plan.reduced_precision_nodes():
         # reduced-precision nodes are checked against a looser bound, on data in the calibrated range
-        bound = QUANTIZED_VALIDATION_BOUND
-        feed = calibrated.inputs[0] if calibrated.inputs else feed
+        return (calibrated.inputs[0] if calibrated.inputs else feed), QUANTIZED_VALIDATION_BOUND
+    return feed, VALIDATION_BOUND
+
+
+def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Plan, built: BuiltModel,
+           accuracy: dict[str, Any] | None) -> Verification:
+    """Build the best distinct plans of the search (``verify`` of them, and the best uniform plan) and time
+    each as a whole model where the target is: the fastest measured becomes the plan, as QS-DNN rewards
+    plans by their measured latency; one measuring within the noise of the search's plan does not displace
+    it, so reruns on the same records keep their plan. With an accuracy bound, only plans that reduce the
+    precision of the same nodes as the checked plan are timed, so its accuracy holds for the one chosen."""
+    count, space = context.options.search.verify, choice.space
+    limits = dict(memory_limit_bytes=context.options.search.memory_limit_bytes,
+                  accuracy_loss_limit=choice.accuracy_limit)
+
+    def reduced(assignment: list[int]) -> set[str]:
+        return {node.name for node, option in zip(space.nodes, assignment)
+                if node.is_tunable and get_strategy(node.options[option].name).reduced_precision}
+
+    def admissible(assignment: list[int]) -> bool:
+        return accuracy is None or reduced(assignment) == reduced(choice.search.assignment)
+
+    plans = [("search", choice.search.assignment)]
+    if count > 1:
+        others = [p for p in best_plans(space, choice.search, 4 * count, **limits)
+                  if p != choice.search.assignment and admissible(p)]
+        plans += [(f"runner-up {rank}", assignment) for rank, assignment in enumerate(others[:count - 1], 1)]
+        uniform = next((u for u in uniform_plans(space) if u.cost_ms < float("inf") and admissible(u.assignment)
+                        and fits_limits(space, u.assignment, **limits)), None)
+        if uniform is not None and all(uniform.assignment != assignment for _, assignment in plans):
+            plans.append((f"uniform {uniform.name}", uniform.assignment))
+    progress = context.session.progress(len(plans), "timing the best plans end to end")
+    timed = []
+    with context.timed("verify_s"):
+        for label, assignment in plans:
+            if assignment == choice.search.assignment:
+                candidate, candidate_plan, candidate_built = choice, plan, built
+            else:
+                candidate = Choice(space, replace(choice.search, assignment=list(assignment),
+                                                  cost_ms=space.cost(assignment),
+                                                  peak_memory_bytes=space.peak_memory(assignment)),
+                                   choice.accuracy_limit)
+                candidate_plan = make_plan(context, candidate, calibrated)
+                candidate_built = build(context, candidate_plan)
+            feed, _ = _validation_feed(context, candidate_plan, calibrated)
+            run = context.session.run_model(candidate_built, feed, context.options.measurement.steady_state,
+                                            context.workdir)
+            timed.append((label, candidate, candidate_plan, candidate_built, run))
+            if progress is not None:
+                progress.advance(note=f"{label}: {run.timing.median_ms:.3f} ms")
+    if progress is not None:
+        progress.close()
+    winner = timed[0]  # the search's plan: another wins by measuring clearly faster
+    for entry in timed[1:]:
+        if entry[4].timing.clearly_faster_than(winner[4].timing):
+            winner = entry
+    rows = [{"plan": label, "predicted_ms": candidate.search.cost_ms, "measured": run.timing.to_dict(),
+             "chosen": label == winner[0]} for label, candidate, _, _, run in timed]
+    label, choice, plan, built, run = winner
+    plan.provenance["verified"] = {"plans_timed": len(timed), "chosen": label}
+    return Verification(choice, plan, built, run, rows)
+
+
+def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Calibrated,
+             run: ModelRun | None = None) -> Validation:
+    """Compare the built module's outputs where the target is with TVM's default build of the model on this
+    machine, the module run and timed there (or ``run``, its run on the validation input, when already
+    done). Raises :class:`~tvm_dse.validation.ValidationError`."""
+    feed, bound = _validation_feed(context, plan, calibrated)
     expected = build_baseline(context.model, "host").run(feed)
-    run = context.session.run_model(built, feed, context.options.measurement.repeat, context.workdir)
+    if run is None:
+        run = context.session.run_model(built, feed, context.options.measurement.steady_state, context.workdir)
     error = max(relative_error(o, r) for o, r in zip(run.outputs, expected))
     if not error <= bound:
         raise ValidationError(f"the optimized {context.model.name} differs from TVM's default build: relative "
@@ -248,9 +329,32 @@ def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Cal
     return Validation(error, run)
 
 
+def reference(context: RunContext, calibrated: Calibrated, plan: Plan) -> dict[str, Any]:
+    """onnxruntime's latency on the same model, input and machine, timed as the plan was, after it (its
+    threads spin after each run and would slow the plan's runs); or why there is none."""
+    model, target = context.model, context.target
+    if not context.options.measurement.reference:
+        return {"omitted": "not asked for (reference=False, --no-reference)"}
+    if not target.runs_on_host:
+        return {"omitted": f"onnxruntime is not timed on boards: {target.key} has no onnxruntime to call"}
+    if model.onnx_model is None:
+        return {"omitted": "the model was not given as ONNX"}
+    try:
+        import onnxruntime
+    except ImportError:
+        return {"omitted": "onnxruntime is not installed (pip install onnxruntime)"}
+    feed, _ = _validation_feed(context, plan, calibrated)
+    with context.timed("reference_s"):
+        timing = onnxruntime_timing(model.onnx_model, feed, physical_cores(),
+                                    context.options.measurement.steady_state)
+    return {"runtime": f"onnxruntime {onnxruntime.__version__}", "threads": physical_cores(),
+            "latency": timing.to_dict()}
+
+
 def report(context: RunContext, plan: Plan, choice: Choice, comparison: list[Any], validation: Validation,
-           tuned: list[Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+           tuned: list[Any], accuracy: dict[str, Any] | None, verification: Verification,
+           onnxruntime: dict[str, Any]) -> dict[str, Any]:
     """The report of the run, as plain data."""
     return build_report(context.model, context.graph, context.target, plan, choice.space, choice.search, comparison,
                         validation.run.timing, validation.error, context.timings, tuned,
-                        context.options.measurement.top_k, accuracy)
+                        context.options.measurement.top_k, accuracy, verification.rows, onnxruntime)

@@ -20,10 +20,13 @@ MB = 2**20
 def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, space: DesignSpace, search: Any,
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
                  timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None,
-                 accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+                 accuracy: dict[str, Any] | None = None, verified: Sequence[dict[str, Any]] = (),
+                 reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
-    chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity."""
+    chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity, ``verified``
+    the plans timed end to end (predicted and measured), ``reference`` onnxruntime's latency (or why it
+    was not timed); ``latency`` is the chosen plan's steady-state timing."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -51,16 +54,38 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
                     "best_ms": t.best.median_ms if t.best else None} for t in tuned],
         "top_k": top_k,
         "accuracy": accuracy,
+        "verified_plans": list(verified),
+        "reference": _with_ratio(reference, latency),
     }
+
+
+def _with_ratio(reference: dict[str, Any] | None, latency: Timing) -> dict[str, Any] | None:
+    if reference is None or "latency" not in reference:
+        return reference
+    return {**reference, "plan_over_reference": latency.median_ms / reference["latency"]["median_ms"]}
+
+
+def latency_line(report: dict[str, Any]) -> str:
+    """The plan's measured latency, its prediction and onnxruntime's beside it, in one line."""
+    latency = report["latency"]
+    line = (f"{latency['median_ms']:.3f} ms measured (median of {latency['repeats']} x {latency['number']} runs, "
+            f"spread {100 * latency['spread']:.1f}%{', the machine was DISTURBED' if latency['disturbed'] else ''}"
+            f"), {report['predicted_ms']:.3f} ms predicted")
+    reference = report.get("reference")
+    if reference and "latency" in reference:
+        line += (f"; {reference['runtime']}: {reference['latency']['median_ms']:.3f} ms, the plan takes "
+                 f"{reference['plan_over_reference']:.2f}x its time")
+    elif reference:
+        line += f"; onnxruntime not timed: {reference['omitted']}"
+    return line
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
-    latency = report["latency"]
     lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
-             f"- Latency (median of {latency['repeats']}): **{latency['median_ms']:.3f} ms** "
-             f"({report['gflops']:.1f} GFLOP/s, {report['gflop']:.3f} GFLOP); predicted "
-             f"{report['predicted_ms']:.3f} ms, of which {report['conversion_ms']:.3f} ms layout conversions",
+             f"- Latency: {latency_line(report)}",
+             f"- {report['gflops']:.1f} GFLOP/s ({report['gflop']:.3f} GFLOP); of the prediction "
+             f"{report['conversion_ms']:.3f} ms are layout conversions",
              f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
@@ -73,6 +98,14 @@ def markdown(report: dict[str, Any]) -> str:
         gap = row.get("gap_percent")
         lines.append(f"| {row['searcher']} | {row['cost_ms']:.3f} | {'-' if gap is None else f'{gap:.2f}%'} | "
                      f"{row['evaluations']} | {row['seconds']:.2f} |")
+    if report.get("verified_plans"):
+        lines += ["", "## The best plans, timed end to end", "",
+                  "| plan | predicted ms | measured ms (median) | spread | chosen |", "|---|---|---|---|---|"]
+        for row in report["verified_plans"]:
+            measured = row["measured"]
+            lines.append(f"| {row['plan']} | {row['predicted_ms']:.3f} | {measured['median_ms']:.3f}"
+                         f"{' (disturbed)' if measured['disturbed'] else ''} | {100 * measured['spread']:.1f}% | "
+                         f"{'yes' if row['chosen'] else ''} |")
     lines += ["", "## Latency / memory Pareto front", "", "| latency ms | peak memory MB |", "|---|---|"]
     lines += [f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} |" for p in report["pareto_front"]]
     if report.get("tuning"):

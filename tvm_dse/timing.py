@@ -1,16 +1,35 @@
-"""Timing results: the median and spread of repeated measurements, in milliseconds."""
+"""Timing results (the median and spread of repeated measurements, in milliseconds) and the one way a whole
+model is timed: in steady state, as a user running it continuously sees it.
+
+:func:`steady_state` drives a *sampler*, ``sample(number, repeat)``: ``repeat`` samples, each the mean
+seconds per run of ``number`` back-to-back runs. TVM's ``time_evaluator`` is one (on this machine or on a
+board over RPC: :func:`tvm_sampler`); any Python callable becomes one with :func:`callable_sampler`
+(onnxruntime, the benchmarks' peers), so every contender is timed by the same rule.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .errors import TvmDseError
+
+# sample(number, repeat) -> ``repeat`` mean seconds per run, each over ``number`` back-to-back runs
+Sampler = Callable[[int, int], Sequence[float]]
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Statistics of repeated measurements of one thing, in milliseconds."""
+    """Statistics of repeated measurements of one thing, in milliseconds.
+
+    ``repeats`` samples, each the mean of ``number`` runs; ``spread`` is their interquartile range over
+    their median; ``runs`` counts every run made, warm-up and discarded attempts included; ``disturbed``
+    says the spread stayed above the steady-state bound on every attempt (the machine was busy).
+    """
 
     median_ms: float
     mean_ms: float
@@ -18,14 +37,26 @@ class Timing:
     min_ms: float
     max_ms: float
     repeats: int
+    number: int = 1
+    spread: float = 0.0
+    runs: int = 0
+    disturbed: bool = False
 
     @classmethod
-    def from_seconds(cls, samples: Sequence[float]) -> "Timing":
+    def from_seconds(cls, samples: Sequence[float], number: int = 1) -> "Timing":
         ms = np.asarray(samples, dtype=np.float64) * 1e3
         if ms.size == 0:
             raise ValueError("no timing samples")
-        return cls(float(np.median(ms)), float(ms.mean()), float(ms.std()), float(ms.min()), float(ms.max()),
-                   int(ms.size))
+        median = float(np.median(ms))
+        q25, q75 = np.percentile(ms, [25, 75])
+        return cls(median, float(ms.mean()), float(ms.std()), float(ms.min()), float(ms.max()), int(ms.size),
+                   number, float((q75 - q25) / median) if median > 0 else 0.0, int(ms.size) * number)
+
+    def clearly_faster_than(self, other: "Timing") -> bool:
+        """Whether this median is below ``other``'s by more than the noise of either: half the larger
+        spread, and at least 2%."""
+        margin = max(0.02, max(self.spread, other.spread) / 2)
+        return self.median_ms < other.median_ms * (1 - margin)
 
     def gflops(self, flops: int) -> float:
         """Throughput for a computation of ``flops`` floating-point operations, at the median."""
@@ -35,4 +66,91 @@ class Timing:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.median_ms:.3f} ms (min {self.min_ms:.3f}, max {self.max_ms:.3f}, n={self.repeats})"
+        runs = f"{self.repeats} x {self.number} runs" if self.number > 1 else f"n={self.repeats}"
+        return (f"{self.median_ms:.3f} ms (min {self.min_ms:.3f}, max {self.max_ms:.3f}, spread "
+                f"{100 * self.spread:.1f}%, {runs}{', DISTURBED' if self.disturbed else ''})")
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """How a whole model is timed.
+
+    Warm-up runs until ``warmup_ms`` have passed and two successive warm-up batches agree within
+    ``settled`` (at most ``max_warmup_ms``): the first runs of a loaded module are slower (page faults,
+    the thread pool starting, caches, the clock ramping up). Then ``repeats`` samples, each batching runs
+    up to ``min_repeat_ms``, so that a short model is not timed at the clock's resolution. When their
+    spread (interquartile range / median) exceeds ``max_spread`` something else ran on the machine: the
+    samples are taken again, at most ``attempts`` times in all, and the least spread attempt is kept,
+    flagged as disturbed if it is still above the bound.
+    """
+
+    repeats: int = 10
+    min_repeat_ms: float = 25.0
+    warmup_ms: float = 300.0
+    max_warmup_ms: float = 3000.0
+    settled: float = 0.05
+    max_spread: float = 0.10
+    attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.attempts < 1:
+            raise TvmDseError(f"timed samples (repeat) and attempts must be at least 1; got {self.repeats} and "
+                              f"{self.attempts}")
+        if not (0 <= self.warmup_ms <= self.max_warmup_ms and self.min_repeat_ms >= 0):
+            raise TvmDseError("warmup_ms must lie in [0, max_warmup_ms] and min_repeat_ms must be >= 0")
+
+
+def steady_state(sample: Sampler, settings: SteadyState = SteadyState()) -> Timing:
+    """Time in steady state through ``sample``: warm up, batch short runs, re-measure a disturbed attempt.
+
+    The warm-up is counted in the sampler's own time (what the runs took), in batches of 3 samples that
+    each last about as long as all the warm-up before them: a slow start fading over time T shows as a
+    change between batches until the warm-up has lasted a few T, whatever the length of one run."""
+    runs, number, previous, warmed_ms = 0, 1, math.inf, 0.0
+    while True:
+        batch = sample(number, 3)
+        per_run = float(np.median(batch))
+        runs += 3 * number
+        warmed_ms += float(np.sum(batch)) * number * 1e3
+        settled = abs(per_run - previous) <= settings.settled * previous
+        if warmed_ms >= settings.max_warmup_ms or (warmed_ms >= settings.warmup_ms and settled):
+            break
+        previous = per_run
+        if per_run > 0:
+            number = max(number, math.ceil(warmed_ms / 1e3 / (3 * per_run)))
+    number = max(1, math.ceil(settings.min_repeat_ms / 1e3 / per_run)) if per_run > 0 else number
+    best: Timing | None = None
+    for _ in range(settings.attempts):
+        timing = Timing.from_seconds(sample(number, settings.repeats), number)
+        runs += timing.runs
+        if best is None or timing.spread < best.spread:
+            best = timing
+        if timing.spread <= settings.max_spread:
+            break
+    return replace(best, runs=runs, disturbed=best.spread > settings.max_spread)
+
+
+def callable_sampler(run: Callable[[], object]) -> Sampler:
+    """A sampler timing Python calls of ``run`` with the wall clock."""
+
+    def sample(number: int, repeat: int) -> list[float]:
+        samples = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            for _ in range(number):
+                run()
+            samples.append((time.perf_counter() - began) / number)
+        return samples
+
+    return sample
+
+
+def tvm_sampler(module: Any, arguments: Sequence[Any], device: Any, function: str = "main") -> Sampler:
+    """A sampler running ``module[function](*arguments)`` through TVM's ``time_evaluator`` where ``device``
+    is (on this machine, or on a board over RPC: the runs are timed there, one round trip per call)."""
+
+    def sample(number: int, repeat: int) -> list[float]:
+        evaluator = module.time_evaluator(function, device, number=number, repeat=repeat)
+        return list(evaluator(*arguments).results)
+
+    return sample

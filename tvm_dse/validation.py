@@ -1,5 +1,6 @@
 """Validation: an optimized module is checked against TVM's default build of the same model (and a built
-ONNX model against onnxruntime), by the error measure every numerical check of tvm_dse uses."""
+ONNX model against onnxruntime), by the error measure every numerical check of tvm_dse uses; onnxruntime is
+also the reference latency a plan is reported against."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import onnx
 
 from .errors import TvmDseError
+from .timing import SteadyState, Timing, callable_sampler, steady_state
 
 # fp32 outputs of two correct implementations differ by rounding only
 VALIDATION_BOUND = 1e-4
@@ -47,3 +49,13 @@ def onnxruntime_session(model: onnx.ModelProto, threads: int | None = None):
 def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
     """Run ``model`` in onnxruntime on the CPU (all graph optimizations) and return its outputs."""
     return onnxruntime_session(model, threads).run(None, dict(feed))
+
+
+def onnxruntime_timing(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int,
+                       settings: SteadyState = SteadyState()) -> Timing:
+    """onnxruntime's steady-state latency on ``feed`` with ``threads`` intra-op threads, timed as tvm_dse's
+    modules are. Its worker threads spin after each run and would slow whatever runs next on the same
+    cores: time it in a phase of its own, never call by call between another runtime's runs."""
+    session = onnxruntime_session(model, threads)
+    feed = dict(feed)
+    return steady_state(callable_sampler(lambda: session.run(None, feed)), settings)

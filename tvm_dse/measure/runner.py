@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import TvmDseError
 from ..target import DseTarget
-from ..timing import Timing
+from ..timing import SteadyState, Timing
 from .builder import BuildResult
 
 # TVM's time evaluator hook that flushes the CPU caches before each repeat (all arguments but the output).
@@ -110,9 +110,10 @@ class Runner(ABC):
         """
 
     @abstractmethod
-    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
+                  workdir: str | Path) -> ModelRun:
         """Run ``built`` (a :class:`tvm_dse.build.BuiltModel`: ``run``, ``time``, ``upload``) once on ``feed``
-        and time ``repeat`` runs of it where the target is; ``workdir`` holds what has to be exported."""
+        and time it in steady state where the target is; ``workdir`` holds what has to be exported."""
 
 
 class LocalRunner(Runner):
@@ -136,8 +137,9 @@ class LocalRunner(Runner):
                 on_result(result)
         return results
 
-    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
-        return ModelRun(built.run(feed), built.time(feed, repeat=repeat), "local")
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
+                  workdir: str | Path) -> ModelRun:
+        return ModelRun(built.run(feed), built.time(feed, timing), "local")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -247,11 +249,11 @@ class RPCRunner(Runner):
             raise outcome["error"]
         return outcome["session"], outcome["board"]
 
-    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
+                  workdir: str | Path) -> ModelRun:
         session, board = self.session()
         remote = built.upload(session, workdir)
-        # the run before the timing warms the module up
-        return ModelRun(remote.run(feed), remote.time(feed, repeat=repeat, warmup=0), board)
+        return ModelRun(remote.run(feed), remote.time(feed, timing), board)
 
     def _measure_on(self, session: object, build: BuildResult) -> Timing:
         session.upload(build.library)

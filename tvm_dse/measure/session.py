@@ -12,6 +12,7 @@ import numpy as np
 
 from ..progress import Progress
 from ..target import DseTarget
+from ..timing import SteadyState
 from .builder import Builder
 from .candidate import MeasurableCandidate
 from .measurement import measure_candidates
@@ -54,6 +55,8 @@ class MeasurementSession:
         return measure_candidates(candidates, self.target, self.runner, self.store, self.builder, retry_failed,
                                   self.show_progress if show_progress is None else show_progress)
 
-    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], repeat: int, workdir: str | Path) -> ModelRun:
-        """Outputs and timing of a whole built model where the target is (see :meth:`Runner.run_model`)."""
-        return self.runner.run_model(built, feed, repeat, workdir)
+    def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
+                  workdir: str | Path) -> ModelRun:
+        """Outputs and steady-state timing of a whole built model where the target is (see
+        :meth:`Runner.run_model`)."""
+        return self.runner.run_model(built, feed, timing, workdir)

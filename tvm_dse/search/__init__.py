@@ -25,7 +25,8 @@ import math
 from typing import Any, Sequence
 
 from ..space import DesignSpace
-from .base import Budget, BudgetExhausted, Evaluator, NoFeasiblePlan, SearchResult, Searcher, default_budget
+from .base import (Budget, BudgetExhausted, Evaluator, NoFeasiblePlan, SearchResult, Searcher, best_plans,
+                   default_budget, fits_limits)
 from .baselines import (GreedySearcher, RandomSearcher, UniformPlan, UniformSearcher, complete_plan,
                         greedy_assignment, uniform_assignments, uniform_plans)
 from .exact import ExactSearcher, ParetoPoint, pareto_front
@@ -34,8 +35,8 @@ from .qlearning import QLearningSearcher
 __all__ = [
     "Budget", "BudgetExhausted", "Evaluator", "ExactSearcher", "GreedySearcher", "NoFeasiblePlan", "ParetoPoint",
     "QLearningSearcher", "RandomSearcher", "SearchResult", "Searcher", "UniformPlan", "UniformSearcher",
-    "compare", "complete_plan", "default_budget", "get_searcher", "greedy_assignment", "pareto_front",
-    "register_searcher", "searcher_names", "uniform_assignments", "uniform_plans",
+    "best_plans", "compare", "complete_plan", "default_budget", "fits_limits", "get_searcher", "greedy_assignment",
+    "pareto_front", "register_searcher", "searcher_names", "uniform_assignments", "uniform_plans",
 ]
 
 _SEARCHERS: dict[str, type[Searcher]] = {}

@@ -25,6 +25,8 @@ from ..space import DesignSpace
 
 # Without a limit of its own, no search runs longer than this: a run that forgot its budget ends.
 DEFAULT_MAX_SECONDS = 60.0
+# The cheapest distinct plans a search keeps beside its best, for measuring them end to end.
+RUNNERS_UP = 8
 
 
 class BudgetExhausted(RuntimeError):
@@ -130,6 +132,9 @@ class SearchResult:
         the convergence curve.
     info
         Searcher-specific details (episodes run, solver status, the cost of every uniform plan, ...).
+    runners_up
+        The next cheapest distinct plans within the limits the search priced (at most
+        :data:`RUNNERS_UP`), cheapest first.
     """
 
     searcher: str
@@ -140,13 +145,14 @@ class SearchResult:
     seconds: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    runners_up: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return {"searcher": self.searcher, "assignment": list(self.assignment), "cost_ms": self.cost_ms,
                 "peak_memory_bytes": self.peak_memory_bytes, "evaluations": self.evaluations,
                 "seconds": self.seconds, "history": [list(point) for point in self.history],
-                "info": dict(self.info)}
+                "info": dict(self.info), "runners_up": [list(a) for a in self.runners_up]}
 
 
 class Evaluator:
@@ -180,6 +186,7 @@ class Evaluator:
         self.best_cost = math.inf
         self.best_assignment: list[int] | None = None
         self.history: list[tuple[int, float, float]] = []
+        self._cheapest: dict[tuple[int, ...], float] = {}  # the best and its runners-up
         self._start = time.perf_counter()
 
     @property
@@ -220,9 +227,7 @@ class Evaluator:
     def fits(self, assignment: Sequence[int]) -> bool:
         """Whether the plan's peak memory and accuracy loss are within their limits (always, without
         them); not an evaluation."""
-        if self.memory_limit_bytes is not None and self.space.peak_memory(assignment) > self.memory_limit_bytes:
-            return False
-        return self.accuracy_loss_limit is None or self.space.accuracy_loss(assignment) <= self.accuracy_loss_limit
+        return fits_limits(self.space, assignment, self.memory_limit_bytes, self.accuracy_loss_limit)
 
     def evaluate(self, assignment: Sequence[int]) -> float:
         """Price one full plan: ``space.cost(assignment)``, or ``inf`` if it breaks a limit.
@@ -233,6 +238,8 @@ class Evaluator:
             raise BudgetExhausted(f"the budget allows {self.budget.max_evaluations} evaluations, all spent")
         self.evaluations += 1
         cost = self.space.cost(assignment) if self.fits(assignment) else math.inf
+        if cost < math.inf:
+            self._keep_cheapest(tuple(int(choice) for choice in assignment), cost)
         if cost < self.best_cost:
             self.best_cost = cost
             self.best_assignment = [int(choice) for choice in assignment]
@@ -242,6 +249,15 @@ class Evaluator:
             if percent > self._progress.done:
                 self._progress.advance(percent - self._progress.done, note=f"best {self.best_cost:.3f} ms")
         return cost
+
+    def _keep_cheapest(self, plan: tuple[int, ...], cost: float) -> None:
+        if plan in self._cheapest or len(self._cheapest) <= RUNNERS_UP:
+            self._cheapest[plan] = cost
+            return
+        dearest = max(self._cheapest, key=self._cheapest.__getitem__)
+        if cost < self._cheapest[dearest]:
+            del self._cheapest[dearest]
+            self._cheapest[plan] = cost
 
     def no_plan(self, searcher: str, reason: str) -> NoFeasiblePlan:
         """The error of a search that found no feasible plan, saying why and what it spent."""
@@ -263,8 +279,37 @@ class Evaluator:
         seconds = self.seconds
         if history[-1][0] != self.evaluations:
             history.append((self.evaluations, seconds, self.best_cost))
+        runners_up = [list(plan) for plan in sorted(self._cheapest, key=self._cheapest.__getitem__)
+                      if list(plan) != self.best_assignment]
         return SearchResult(searcher, self.best_assignment, self.best_cost,
-                            self.space.peak_memory(self.best_assignment), self.evaluations, seconds, history, info)
+                            self.space.peak_memory(self.best_assignment), self.evaluations, seconds, history, info,
+                            runners_up[:RUNNERS_UP])
+
+
+def fits_limits(space: DesignSpace, assignment: Sequence[int], memory_limit_bytes: float | None = None,
+                accuracy_loss_limit: float | None = None) -> bool:
+    """Whether a plan's peak memory and accuracy loss are within the limits (always, without them)."""
+    if memory_limit_bytes is not None and space.peak_memory(assignment) > memory_limit_bytes:
+        return False
+    return accuracy_loss_limit is None or space.accuracy_loss(assignment) <= accuracy_loss_limit
+
+
+def best_plans(space: DesignSpace, result: SearchResult, count: int, memory_limit_bytes: float | None = None,
+               accuracy_loss_limit: float | None = None) -> list[list[int]]:
+    """The ``count`` cheapest distinct plans within the limits among a search's best, its runners-up and,
+    where those are too few (an exact solver prices one plan), the best plan with one node's option changed;
+    cheapest first by predicted latency."""
+    costs = {tuple(plan): space.cost(plan) for plan in [result.assignment, *result.runners_up]}
+    if len(costs) < count:
+        for index, node in enumerate(space.nodes):
+            for option in range(len(node.options)):
+                neighbour = list(result.assignment)
+                neighbour[index] = option
+                if tuple(neighbour) not in costs and fits_limits(space, neighbour, memory_limit_bytes,
+                                                                 accuracy_loss_limit):
+                    costs[tuple(neighbour)] = space.cost(neighbour)
+    ranked = sorted((plan for plan, cost in costs.items() if cost < math.inf), key=costs.__getitem__)
+    return [list(plan) for plan in ranked[:count]]
 
 
 def default_budget(space: DesignSpace) -> Budget:

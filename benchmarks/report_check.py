@@ -1,0 +1,164 @@
+"""Does the report tell the truth? For each model, ``tvm_dse.optimize`` with its defaults on the host, then
+an independent timing of what it wrote: the exported library and onnxruntime, each in a worker process of
+its own, rounds alternating between them, each round a plain wall-clock loop after a warm-up (not
+tvm_dse's timing code). Compared: the report's prediction, its measured latency and its onnxruntime figure
+against the independent ones.
+
+    python benchmarks/report_check.py [--models resnet18,mobilenet_v2,squeezenet1_1,resnet50] [--logs DIR]
+                                      [--rounds 5]
+
+Writes report_check.md and report_check.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, set_threads, write_results
+
+MODELS = ["resnet18", "mobilenet_v2", "squeezenet1_1", "resnet50"]
+WARMUP_S = 2.0
+ROUND_S = 1.0
+
+
+def _worker(kind: str, path: str, inputs: str, threads: int) -> None:
+    """Serve rounds on stdin: each line asks for one round; the answer is the median ms per run."""
+    import numpy as np
+
+    feed = dict(np.load(inputs))
+    if kind == "tvm":
+        import tvm
+        from tvm import relax
+
+        from tvm_dse.export import load_library
+
+        vm = relax.VirtualMachine(load_library(path), tvm.cpu())
+        arguments = [tvm.runtime.tensor(array) for array in feed.values()]
+
+        def run() -> None:
+            vm["main"](*arguments)
+    else:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        def run() -> None:
+            session.run(None, feed)
+
+    began = time.perf_counter()
+    while time.perf_counter() - began < WARMUP_S:
+        run()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        samples, began = [], time.perf_counter()
+        while time.perf_counter() - began < ROUND_S:
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+        print(f"{statistics.median(samples) * 1e3:.6f}", flush=True)
+
+
+def _independent(library: Path, onnx_path: Path, inputs: Path, threads: int, rounds: int) -> dict[str, float]:
+    """The median over rounds of each worker's round medians, rounds alternating tvm, onnxruntime."""
+    environment = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    workers = {kind: subprocess.Popen([sys.executable, __file__, "--worker", kind, str(path), str(inputs),
+                                       str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      env=environment)
+               for kind, path in (("tvm", library), ("onnxruntime", onnx_path))}
+    samples: dict[str, list[float]] = {kind: [] for kind in workers}
+    try:
+        for worker in workers.values():
+            assert worker.stdout.readline().strip() == "ready"
+        for _ in range(rounds):
+            for kind, worker in workers.items():
+                time.sleep(0.5)  # the other runtime's threads stop spinning
+                worker.stdin.write("round\n")
+                worker.stdin.flush()
+                samples[kind].append(float(worker.stdout.readline()))
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait(timeout=60)
+    return {kind: statistics.median(values) for kind, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--logs", help="tuning-log directory (default: tvm_dse's own)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "INPUTS", "THREADS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, path, inputs, threads = args.worker
+        _worker(kind, path, inputs, int(threads))
+        return
+
+    from tvm_dse.target import physical_cores
+
+    threads = physical_cores()
+    set_threads(threads)
+    import numpy as np
+    import onnx
+
+    import tvm_dse
+
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="report_check_"))
+    for name in args.models.split(","):
+        out = work / name
+        began = time.perf_counter()
+        result = tvm_dse.optimize(f"zoo:{name}", "host", out_dir=out, logs=args.logs, show_progress=False)
+        seconds = time.perf_counter() - began
+        report = result.report
+        inputs = out / "input.npz"
+        np.savez(inputs, **result.model.random_feed(seed=0))
+        onnx_path = out / "model.onnx"
+        onnx.save(result.model.onnx_model, onnx_path)
+        independent = _independent(out / f"{result.model.name}.{result.target.arch}.so", onnx_path, inputs, threads,
+                                   args.rounds)
+        measured, reference = report["latency"], report["reference"]["latency"]
+        rows.append({
+            "model": name, "optimize_s": seconds, "predicted_ms": report["predicted_ms"],
+            "report_ms": measured["median_ms"], "report_spread": measured["spread"],
+            "report_disturbed": measured["disturbed"], "independent_ms": independent["tvm"],
+            "report_onnxruntime_ms": reference["median_ms"], "independent_onnxruntime_ms": independent["onnxruntime"],
+            "prediction_error": (report["predicted_ms"] - independent["tvm"]) / independent["tvm"],
+            "report_error": (measured["median_ms"] - independent["tvm"]) / independent["tvm"],
+            "onnxruntime_error": (reference["median_ms"] - independent["onnxruntime"]) / independent["onnxruntime"],
+            "verified_plans": report["verified_plans"],
+        })
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "verified_plans"}), flush=True)
+
+    facts = machine()
+    lines = [f"# Does the report tell the truth? ({facts['cpu']}, {facts['nproc']} cores, {threads} threads, "
+             f"{facts['date']}, commit {facts['commit']})", "",
+             "`optimize` defaults on the host; independent: the exported library and onnxruntime each in a "
+             f"worker process of its own, {args.rounds} rounds alternating, each a plain {ROUND_S:.0f} s loop after "
+             f"a {WARMUP_S:.0f} s warm-up, median of round medians. Errors relative to the independent figure.", "",
+             "| model | predicted ms | report ms (spread) | independent ms | prediction error | report error | "
+             "report onnxruntime ms | independent onnxruntime ms | onnxruntime error | plans timed (chosen) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        chosen = next(r["plan"] for r in row["verified_plans"] if r["chosen"])
+        lines.append(
+            f"| {row['model']} | {row['predicted_ms']:.3f} | {row['report_ms']:.3f} ({100 * row['report_spread']:.1f}%"
+            f"{', disturbed' if row['report_disturbed'] else ''}) | {row['independent_ms']:.3f} | "
+            f"{100 * row['prediction_error']:+.1f}% | {100 * row['report_error']:+.1f}% | "
+            f"{row['report_onnxruntime_ms']:.3f} | {row['independent_onnxruntime_ms']:.3f} | "
+            f"{100 * row['onnxruntime_error']:+.1f}% | {len(row['verified_plans'])} ({chosen}) |")
+    write_results("report_check", "\n".join(lines) + "\n", {"machine": facts, "threads": threads, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
