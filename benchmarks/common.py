@@ -67,11 +67,11 @@ def time_model_round(name: str, run: Callable[[], object]) -> float:
     """One round of a whole model, in ms: the median of tvm_dse's steady-state timing (the one ``optimize``
     reports; warm-up, runs batched to 25 ms, a disturbed attempt taken again) with 5 samples, or a single
     run after one for TVM's default build, which takes seconds per run."""
-    from tvm_dse.timing import SteadyState, callable_sampler, steady_state  # after set_threads
+    from tvm_dse.timing import SteadyState, callable_sampler, steady_state, watch_this_machine  # after set_threads
 
     settings = (SteadyState(repeats=1, warmup_ms=0, max_warmup_ms=0, min_repeat_ms=0, attempts=1)
                 if name == DEFAULT_BUILD else SteadyState(repeats=5))
-    return steady_state(callable_sampler(run), settings).median_ms
+    return steady_state(callable_sampler(run), settings, watch_this_machine).median_ms
 
 
 def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:

@@ -2,7 +2,9 @@
 and flagged when it stays disturbed; the runtime's empty warnings dropped where modules are saved."""
 
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import tvm
 
 from tvm_dse import TvmDseError, build_baseline, load_model
 from tvm_dse.export import load_library, runtime_warnings_without_message_dropped
-from tvm_dse.timing import SteadyState, Timing, callable_sampler, steady_state
+from tvm_dse.timing import SteadyState, Timing, callable_sampler, steady_state, watch_this_machine
 
 QUICK = SteadyState(repeats=8, warmup_ms=0, min_repeat_ms=0)
 
@@ -62,6 +64,25 @@ def test_a_machine_that_stays_busy_is_flagged_disturbed():
     assert timing.disturbed and timing.spread > QUICK.max_spread
     assert sum(1 for number, repeat in machine.batches if repeat == QUICK.repeats) == QUICK.attempts
     assert "DISTURBED" in str(timing)
+
+
+def test_another_process_busy_on_the_machine_is_seen_and_flagged():
+    model = load_model("zoo:squeezenet1_1-small")
+    built = build_baseline(model)
+    feed = model.random_feed()
+    settings = SteadyState(repeats=6, warmup_ms=50, min_repeat_ms=10)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)
+        others = watch_this_machine()
+        time.sleep(0.5)
+        assert others() > 0.5  # the busy loops, not this process, held the cores
+        timing = built.time(feed, settings)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert timing.disturbed and timing.runs > settings.attempts * settings.repeats * timing.number
 
 
 def test_bad_settings_are_refused():

@@ -16,7 +16,7 @@ from tvm import relax
 
 from .frontend import Model, ModelInput
 from .target import DseTarget, TargetLike, parse_target
-from .timing import SteadyState, Timing, steady_state, tvm_sampler
+from .timing import SteadyState, Timing, steady_state, tvm_sampler, watch_this_machine
 from .errors import TvmDseError
 from .export import export_library
 
@@ -47,7 +47,7 @@ class BuiltModel:
     def time(self, feed: Mapping[str, np.ndarray], settings: SteadyState = SteadyState()) -> Timing:
         """Steady-state latency on the host (see :func:`tvm_dse.timing.steady_state`)."""
         return steady_state(tvm_sampler(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()), tvm.cpu()),
-                            settings)
+                            settings, watch_this_machine)
 
     def export(self, path: str | Path) -> Path:
         """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""

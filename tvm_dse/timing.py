@@ -10,8 +10,10 @@ board over RPC: :func:`tvm_sampler`); any Python callable becomes one with :func
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,6 +22,9 @@ from .errors import TvmDseError
 
 # sample(number, repeat) -> ``repeat`` mean seconds per run, each over ``number`` back-to-back runs
 Sampler = Callable[[int, int], Sequence[float]]
+# watch() starts watching the machine; calling what it returns gives the share of the machine's CPU time
+# that went to something else meanwhile
+Watch = Callable[[], Callable[[], float]]
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class Timing:
 
     ``repeats`` samples, each the mean of ``number`` runs; ``spread`` is their interquartile range over
     their median; ``runs`` counts every run made, warm-up and discarded attempts included; ``disturbed``
-    says the spread stayed above the steady-state bound on every attempt (the machine was busy).
+    says every attempt was spread beyond the steady-state bound or shared the machine with other work.
     """
 
     median_ms: float
@@ -79,9 +84,10 @@ class SteadyState:
     ``settled`` (at most ``max_warmup_ms``): the first runs of a loaded module are slower (page faults,
     the thread pool starting, caches, the clock ramping up). Then ``repeats`` samples, each batching runs
     up to ``min_repeat_ms``, so that a short model is not timed at the clock's resolution. When their
-    spread (interquartile range / median) exceeds ``max_spread`` something else ran on the machine: the
-    samples are taken again, at most ``attempts`` times in all, and the least spread attempt is kept,
-    flagged as disturbed if it is still above the bound.
+    spread (interquartile range / median) exceeds ``max_spread``, or (timing on this machine) other
+    processes or the hypervisor took more than ``max_others`` of the machine's CPU time meanwhile, the
+    samples are taken again, at most ``attempts`` times in all; the best attempt is kept (quiet before
+    busy, then least spread), flagged as disturbed if it is still either.
     """
 
     repeats: int = 10
@@ -90,6 +96,7 @@ class SteadyState:
     max_warmup_ms: float = 3000.0
     settled: float = 0.05
     max_spread: float = 0.10
+    max_others: float = 0.10
     attempts: int = 3
 
     def __post_init__(self) -> None:
@@ -100,8 +107,9 @@ class SteadyState:
             raise TvmDseError("warmup_ms must lie in [0, max_warmup_ms] and min_repeat_ms must be >= 0")
 
 
-def steady_state(sample: Sampler, settings: SteadyState = SteadyState()) -> Timing:
-    """Time in steady state through ``sample``: warm up, batch short runs, re-measure a disturbed attempt.
+def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: Watch | None = None) -> Timing:
+    """Time in steady state through ``sample``: warm up, batch short runs, re-measure a disturbed attempt;
+    ``watch`` (:func:`watch_this_machine` where the runs are on this machine) sees other work on it.
 
     The warm-up is counted in the sampler's own time (what the runs took), in batches of 3 samples that
     each last about as long as all the warm-up before them: a slow start fading over time T shows as a
@@ -119,15 +127,46 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState()) -> Timi
         if per_run > 0:
             number = max(number, math.ceil(warmed_ms / 1e3 / (3 * per_run)))
     number = max(1, math.ceil(settings.min_repeat_ms / 1e3 / per_run)) if per_run > 0 else number
-    best: Timing | None = None
+    best: tuple[bool, float, Timing] | None = None
     for _ in range(settings.attempts):
+        others = watch() if watch is not None else None
         timing = Timing.from_seconds(sample(number, settings.repeats), number)
+        busy = others is not None and others() > settings.max_others
         runs += timing.runs
-        if best is None or timing.spread < best.spread:
-            best = timing
-        if timing.spread <= settings.max_spread:
+        if best is None or (busy, timing.spread) < best[:2]:
+            best = (busy, timing.spread, timing)
+        if not busy and timing.spread <= settings.max_spread:
             break
-    return replace(best, runs=runs, disturbed=best.spread > settings.max_spread)
+    busy, spread, timing = best
+    return replace(timing, runs=runs, disturbed=busy or spread > settings.max_spread)
+
+
+def watch_this_machine() -> Callable[[], float]:
+    """Start watching this machine: the returned function gives the share of all its cores' time since the
+    start that went to other processes or to the hypervisor (steal), from ``/proc/stat`` less this
+    process's own CPU time; 0 where ``/proc/stat`` is not there."""
+
+    def now() -> tuple[float, float, float, float] | None:
+        try:
+            fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _, _, irq, softirq, steal = fields
+        ticks = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return ((user + nice + system + irq + softirq) / ticks, steal / ticks, own.user + own.system,
+                time.perf_counter())
+
+    start = now()
+
+    def others() -> float:
+        end = now()
+        if start is None or end is None or end[3] <= start[3]:
+            return 0.0
+        busy, steal, own, wall = (b - a for a, b in zip(start, end))
+        return max(0.0, busy - own + steal) / (wall * (os.cpu_count() or 1))
+
+    return others
 
 
 def callable_sampler(run: Callable[[], object]) -> Sampler:

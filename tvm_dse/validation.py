@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from .errors import TvmDseError
-from .timing import SteadyState, Timing, callable_sampler, steady_state
+from .timing import SteadyState, Timing, callable_sampler, steady_state, watch_this_machine
 
 # fp32 outputs of two correct implementations differ by rounding only
 VALIDATION_BOUND = 1e-4
@@ -58,4 +58,4 @@ def onnxruntime_timing(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], t
     cores: time it in a phase of its own, never call by call between another runtime's runs."""
     session = onnxruntime_session(model, threads)
     feed = dict(feed)
-    return steady_state(callable_sampler(lambda: session.run(None, feed)), settings)
+    return steady_state(callable_sampler(lambda: session.run(None, feed)), settings, watch_this_machine)
