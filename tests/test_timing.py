@@ -51,6 +51,15 @@ def test_short_runs_are_batched_up_to_min_repeat_ms():
     assert timing.median_ms == pytest.approx(0.01) and timing.spread == 0.0
 
 
+def test_a_warm_up_that_ends_slow_does_not_leave_the_samples_too_short():
+    # the warm-up is cut off at max_warmup_ms while the runs are 10x slow; then they run at full speed
+    machine = Machine(lambda run: 1e-3 if run < 60 else 1e-4)
+    settings = SteadyState(repeats=5, min_repeat_ms=25, warmup_ms=20, max_warmup_ms=50)
+    timing = steady_state(machine, settings)
+    assert timing.median_ms == pytest.approx(0.1) and timing.number * timing.median_ms >= settings.min_repeat_ms
+    assert machine.batches[-1] == (250, 5) and timing.runs == machine.runs
+
+
 def test_a_disturbed_attempt_is_measured_again_and_the_quiet_one_kept():
     machine = Machine(lambda run: 1e-3, scatter=[1.0, 0.0])
     timing = steady_state(machine, QUICK)

@@ -126,19 +126,28 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: 
         previous = per_run
         if per_run > 0:
             number = max(number, math.ceil(warmed_ms / 1e3 / (3 * per_run)))
-    number = max(1, math.ceil(settings.min_repeat_ms / 1e3 / per_run)) if per_run > 0 else number
-    best: tuple[bool, float, Timing] | None = None
+    best: tuple[bool, bool, float, Timing] | None = None
     for _ in range(settings.attempts):
+        number = batch_size(per_run, settings.min_repeat_ms, number)
         others = watch() if watch is not None else None
         timing = Timing.from_seconds(sample(number, settings.repeats), number)
         busy = others is not None and others() > settings.max_others
         runs += timing.runs
-        if best is None or (busy, timing.spread) < best[:2]:
-            best = (busy, timing.spread, timing)
-        if not busy and timing.spread <= settings.max_spread:
+        # a warm-up that ended slow (disturbed, or cut off at max_warmup_ms) batches too few runs: the
+        # attempt is taken again, batched by its own median
+        per_run = timing.median_ms / 1e3
+        short = number < batch_size(per_run, settings.min_repeat_ms / 2, 1)
+        if best is None or (short, busy, timing.spread) < best[:3]:
+            best = (short, busy, timing.spread, timing)
+        if not short and not busy and timing.spread <= settings.max_spread:
             break
-    busy, spread, timing = best
+    _, busy, spread, timing = best
     return replace(timing, runs=runs, disturbed=busy or spread > settings.max_spread)
+
+
+def batch_size(per_run_s: float, min_repeat_ms: float, fallback: int) -> int:
+    """Runs per sample so that one sample lasts at least ``min_repeat_ms`` at ``per_run_s`` seconds a run."""
+    return max(1, math.ceil(min_repeat_ms / 1e3 / per_run_s)) if per_run_s > 0 else fallback
 
 
 def watch_this_machine() -> Callable[[], float]:
