@@ -19,6 +19,6 @@ def test_the_fp32_plan_keeps_the_model_s_top1(tmp_path):
     session = onnxruntime_session(task.model)
     reference = task.top1(lambda feed: session.run(None, feed)[0])
     result = optimize(task.model, logs=tmp_path, shipped_logs=False, show_progress=False, verify=1, reference=False,
-                      compare_searchers=())
+                      profile=False, compare_searchers=())
     assert result.report["nodes"]  # its convolutions and classifier went through the search
     assert task.top1(lambda feed: result.run(feed)[0]) == reference

@@ -82,7 +82,7 @@ def test_an_exported_network_imports_and_its_optimized_plan_matches_onnxruntime(
     path = exported(name)
     source_ops = Counter(node.op_type for node in onnx.load(path).graph.node)
     result = optimize(path, "host", input_shapes=_shapes(name), logs=logs, budget=200, verify=1, reference=False,
-                      repeat=3, compare_searchers=(), show_progress=False)
+                      profile=False, repeat=3, compare_searchers=(), show_progress=False)
     imported_ops = Counter(node.op_type for node in result.model.onnx_model.graph.node)
     assert not FOLDED_OPS & set(imported_ops), imported_ops
     assert imported_ops["Conv"] == source_ops["Conv"]

@@ -1,4 +1,5 @@
-"""optimize() end to end on the host and on the emulated board, the optimize command, the tutorials."""
+"""optimize() end to end on the host (kernels priced as the modules run them) and on the emulated board, the
+optimize command, the tutorials."""
 
 import json
 import os
@@ -11,8 +12,12 @@ import pytest
 
 from tvm_dse import optimize
 from tvm_dse.cli import main
+from tvm_dse.layouts import native_layout
+from tvm_dse.ops import conversion_folds
 from tvm_dse.plan import Plan
-from tvm_dse.timing import Timing
+from tvm_dse.profiling import profile_module
+from tvm_dse.space import DesignSpace
+from tvm_dse.timing import SteadyState, Timing
 from tvm_dse.testing import onnxruntime_outputs, relative_error
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
@@ -51,10 +56,39 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     assert not any(Timing(**row["measured"]).clearly_faster_than(Timing(**chosen["measured"])) for row in verified)
     assert chosen["measured"] == report["latency"] and chosen["predicted_ms"] == report["predicted_ms"]
     assert plan.provenance["verified"] == {"plans_timed": len(verified), "chosen": chosen["plan"]}
+    # in rounds alternating between the plans, each plan's median round kept
+    assert all(len(row["rounds_ms"]) == 3 and row["measured"]["median_ms"] == sorted(row["rounds_ms"])[1]
+               for row in verified)
     # in steady state: warmed up, short runs batched, every run counted
     latency = report["latency"]
     assert latency["number"] * latency["median_ms"] >= 25 * 0.5
     assert latency["runs"] > latency["repeats"] * latency["number"]
+    # kernels priced as the uniform plans' modules ran them: every option seen there
+    priced = report["priced_in_model"]
+    assert priced["modules"] >= 2 and priced["options_observed"] == priced["options"] and report["fixed_ms"] > 0
+    assert DesignSpace.load(tmp_path / "space.json").fixed_ms == report["fixed_ms"]
+    # a conversion is priced free exactly where lowering writes it in the kernel before it (ops.py's rule)
+    folds = 0
+    for edge in result.space.edges:
+        consumer = result.graph.vertices[edge.target]
+        shape = consumer.input_shape(edge.source)
+        for p, producer_option in enumerate(result.space.nodes[edge.source].options):
+            for q, consumer_option in enumerate(result.space.nodes[edge.target].options):
+                produced = producer_option.output_layout or native_layout(shape)
+                if produced != consumer_option.input_layout and edge.cost[p][q] < float("inf"):
+                    free = conversion_folds(*consumer.arrival(edge.source), produced, consumer_option.input_layout)
+                    assert (edge.cost[p][q] == 0) == free
+                    folds += free
+    assert folds > 0
+    # the profile of the chosen module: one kernel call per tunable node, of the strategy the plan gives it
+    profile = profile_module(result.built, feed, SteadyState(repeats=3))
+    calls = profile.kernel_calls()
+    assert sum(count for _, _, count in calls) == 21 and all(ms > 0 for _, ms, _ in calls)
+    vertices = {vertex.id: vertex for vertex in result.graph.vertices}
+    for vertex_id, _, _ in calls:
+        strategy = plan.nodes[vertices[vertex_id].name].strategy
+        assert any(f"dse_{vertex_id}_{strategy}" in name for name in profile.functions)
+    assert 0 <= profile.fixed_ms() < profile.total_ms
     # onnxruntime on the same model and machine, timed the same way
     reference = report["reference"]
     assert reference["runtime"].startswith("onnxruntime") and reference["latency"]["median_ms"] > 0
@@ -63,7 +97,7 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
 
 def test_memory_bound_is_respected(logs, tmp_path):
     free = optimize("zoo:squeezenet1_1-small", searcher="exact", logs=logs, show_progress=False,
-                    compare_searchers=(), verify=1, reference=False)
+                    compare_searchers=(), verify=1, reference=False, profile=False)
     assert free.report["reference"] == {"omitted": "not asked for (reference=False, --no-reference)"}
     smallest = min(p["peak_memory_mb"] for p in free.report["pareto_front"])
     limit = (smallest + free.report["peak_memory_mb"]) / 2
@@ -144,14 +178,14 @@ def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)  # warm from the module's measurements, tuned records its own
     first = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
-                     compare_searchers=())
+                     profile=False, compare_searchers=())
     tuned = first.report["tuning"]
     assert tuned and sum(row["measured"] for row in tuned) == 6
     assert all(row["best_ms"] <= row["default_ms"] for row in tuned)
     assert "tune_s" in first.report["timings"] and "## Kernels tuned" in markdown(first.report)
     lines = own.store(first.target).path.read_text().splitlines()
     again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
-                     compare_searchers=())
+                     profile=False, compare_searchers=())
     assert again.report["tuning"] == [] and own.store(first.target).path.read_text().splitlines() == lines
     # every node is built with the fastest decisions the log holds for its strategy
     best = own.store(first.target).best(first.target.key, schedule_versions())
@@ -168,10 +202,10 @@ def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)
     store = own.store(optimize("zoo:squeezenet1_1-small", logs=own, show_progress=False, verify=1, reference=False,
-                               compare_searchers=()).target)
+                               profile=False, compare_searchers=()).target)
     known = {record.workload_key for record in store.records()}
     result = optimize("zoo:mobilenet_v1-small", logs=own, top_k=1, show_progress=False, verify=1, reference=False,
-                      compare_searchers=())
+                      profile=False, compare_searchers=())
     assert result.report["top_k"] == 1
     fresh = {v.workload.key(): v.workload for v in result.graph.nodes if v.workload.key() not in known}
     assert fresh  # the test means something only with workloads the log has not seen
@@ -238,7 +272,7 @@ def test_tutorial_memory_bounded(logs, tmp_path):
 
 def test_tutorial_tune_and_share_logs(logs, tmp_path):
     printed = _run_tutorial(logs, "tune_and_share_logs.py", "zoo:squeezenet1_1-small", tmp_path, 4)
-    assert "tuned " in printed and "nothing measured or tuned again" in printed
+    assert "tuned " in printed and "no kernel measured or tuned again" in printed
 
 
 def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):

@@ -1,6 +1,7 @@
 """Kernels writing into what their consumer makes of their output: every fp32 strategy's scheduled kernel
 writes a slice of a larger tensor and a converted layout exactly; lowered models lose their
-concatenations and the conversions of single-use kernel outputs, and still match onnxruntime."""
+concatenations, and the conversions the pricing rule (ops.conversion_folds) prices free and no others, and
+still match onnxruntime."""
 
 import re
 
@@ -13,6 +14,7 @@ from tvm.s_tir.schedule import ScheduleError
 from tvm_dse import build_graph, load_model
 from tvm_dse.layouts import Layout, transform
 from tvm_dse.lower import build_plan, lower_plan
+from tvm_dse.ops import conversion_folds
 from tvm_dse.output_fusion import concat_axis, rearrangement, write_converted, write_into_slice
 from tvm_dse.plan import NodeChoice, Plan
 from tvm_dse.quant import ActivationQuant
@@ -132,26 +134,43 @@ def test_fire_modules_concatenate_without_a_copy(squeezenet, family):
     assert relative_error(output, reference) <= 1e-4
 
 
-def test_conversions_of_single_use_kernel_outputs_are_written_by_the_kernel(squeezenet):
-    model, graph = squeezenet
-    # NHWC squeeze layers, blocked expand layers: each squeeze output is converted for its two consumers
-    plan = Plan.uniform(model, graph, HOST, "spatial_pack_nchwc")
+def _mixed_plan(model, graph, blocked, other, nodes):
+    """``blocked`` everywhere, ``other`` on the tunable nodes whose name contains one of ``nodes``."""
+    plan = Plan.uniform(model, graph, HOST, blocked)
     for node in graph.nodes:
-        if "squeeze" in node.name:
-            plan.nodes[node.name] = NodeChoice("gemm1x1_nhwc")
+        if any(part in node.name for part in nodes):
+            plan.nodes[node.name] = NodeChoice(other)
+    return plan
+
+
+@pytest.mark.parametrize("name, other, nodes, expected", [
+    # each squeeze read by two expand layers: 8 passes, none written converted
+    ("squeezenet1_1", "gemm1x1_nhwc", ("squeeze",), (0, True)),
+    # a block's conv1 read by its conv2 alone: written converted (8 blocks); a block's output read twice
+    ("resnet18", "direct_nhwc", (".conv1",), (8, True)),
+])
+def test_conversions_are_written_by_their_writer_exactly_where_pricing_prices_them_free(zoo, name, other, nodes,
+                                                                                         expected):
+    model = load_model(zoo(name))
+    graph = build_graph(model)
+    plan = _mixed_plan(model, graph, "spatial_pack_nchwc", other, nodes)
     names = _kernel_names(lower_plan(model, plan, HOST, graph))
-    squeezes = [n for n in names if "gemm1x1_nhwc" in n]
-    # the one layout each squeeze's consumers read (the expand layers', blocked where their channels fill blocks)
-    wanted = {}
-    for node in graph.nodes:
-        if "squeeze" in node.name:
-            (wanted[node.id],) = {get_strategy(plan.nodes[v.name].strategy).layouts(v.workload, HOST).data
-                                  for v in graph.nodes if node.id in v.inputs}
-    assert squeezes, names
-    for kernel in squeezes:  # FuseTIR keeps one of identical kernels, named after the first node, numbered
-        node_id = int(re.search(r"dse_(\d+)_", kernel).group(1))
-        assert re.search(rf"_layout_NHWC_to_{wanted[node_id]}\d*$", kernel), (kernel, wanted[node_id])
-    assert not [n for n in names if n.startswith("layout_NHWC_to_")], names
+    layouts = {node.id: get_strategy(plan.nodes[node.name].strategy).layouts(node.workload, HOST)
+               for node in graph.nodes}
+    folded = passes = 0
+    for consumer in graph.nodes:
+        for source in consumer.inputs:
+            if source not in layouts or layouts[source].output == layouts[consumer.id].data:
+                continue
+            produced, wanted = layouts[source].output, layouts[consumer.id].data
+            if conversion_folds(*consumer.arrival(source), produced, wanted):
+                folded += 1
+                strategy = plan.nodes[graph.vertices[source].name].strategy
+                assert any(re.search(rf"dse_\d+_{strategy}.*_layout_{produced}_to_{wanted}\d*$", n) for n in names)
+            else:
+                passes += 1
+                assert f"layout_{produced}_to_{wanted}" in names, (produced, wanted, names)
+    assert (folded, passes > 0) == expected
     feed = model.random_feed(seed=4)
     (output,) = build_plan(model, plan, HOST, graph).run(feed)
     (reference,) = onnxruntime_outputs(model.onnx_model, feed)

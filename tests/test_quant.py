@@ -132,7 +132,7 @@ def test_the_int8_plan_keeps_the_digits_accuracy(digits):
 def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, digits_logs):
     task, _, _ = digits
     result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, verify=1, reference=False,
-                      compare_searchers=(), calibration_data=task.calibration)
+                      profile=False, compare_searchers=(), calibration_data=task.calibration)
     offered = {o.name for node in result.space.nodes if node.is_tunable for o in node.options}
     assert INT8 in offered
     # Quantizing is priced on every edge into an int8 option, measured like a layout conversion, except
@@ -155,7 +155,7 @@ def test_optimize_with_calibration_data_offers_int8_and_records_it(digits, digit
     session = onnxruntime_session(task.model)
     assert task.top1(lambda feed: result.run(feed)[0]) >= task.top1(lambda feed: session.run(None, feed)[0]) - 0.005
     plain = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, verify=1, reference=False,
-                     compare_searchers=())
+                     profile=False, compare_searchers=())
     assert all(get_strategy(o.name).precision == "fp32" for node in plain.space.nodes if node.is_tunable
                for o in node.options)
 
@@ -164,7 +164,7 @@ def test_an_accuracy_bounded_plan_is_measured_within_its_bound(digits, digits_lo
     task, _, _ = digits
     bound = AccuracyBound(task.images, task.labels, max_loss=0.005)
     result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, verify=1, reference=False,
-                      compare_searchers=("exact",), calibration_data=task.calibration, accuracy=bound)
+                      profile=False, compare_searchers=("exact",), calibration_data=task.calibration, accuracy=bound)
     accuracy = result.report["accuracy"]
     session = onnxruntime_session(task.model)
     assert accuracy["fp32_score"] == task.top1(lambda feed: session.run(None, feed)[0])
@@ -202,6 +202,7 @@ def test_a_plan_losing_more_than_its_estimate_is_searched_again(digits, digits_l
 
     bound = AccuracyBound(task.images[:40], metric=faithful, max_loss=0.5)
     result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, verify=1, reference=False,
+                      profile=False,
                       compare_searchers=(), calibration_data=task.calibration, accuracy=bound, searcher="exact")
     accuracy = result.report["accuracy"]
     assert accuracy["metric"] == "faithful" and accuracy["plan_score"] == 1.0
@@ -274,7 +275,7 @@ def test_the_optimize_command_takes_calibration_and_accuracy_data(digits, tmp_pa
 def test_fp16_options_get_their_own_sensitivity(digits, digits_logs):
     task, _, _ = digits
     result = optimize(task.model, logs=digits_logs, shipped_logs=False, show_progress=False, verify=1, reference=False,
-                      compare_searchers=(), precisions=("fp32", "fp16"),
+                      profile=False, compare_searchers=(), precisions=("fp32", "fp16"),
                       accuracy=AccuracyBound(task.images, task.labels, max_loss=0.005))
     sensitivity = result.report["accuracy"]["sensitivity"]["nodes"]
     # fp16 weights on this CPU (storage only): every conv with 16 or 32 output channels has an fp16 option

@@ -5,6 +5,7 @@ import ast
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,21 @@ def test_design_space_save_load_round_trip(tmp_path):
     assert loaded.to_dict() == space.to_dict()
     plan = greedy_assignment(space)
     assert loaded.cost(plan) == space.cost(plan) and loaded.peak_memory(plan) == space.peak_memory(plan)
+
+
+def test_what_no_choice_changes_adds_to_every_plan_and_survives_saving_and_restriction(tmp_path):
+    space = residual_space((1, 1), seed=2)
+    plan = greedy_assignment(space)
+    fixed = space.repriced(lambda node, option: option, fixed_ms=1.5)
+    assert fixed.cost(plan) == pytest.approx(space.cost(plan) + 1.5)
+    assert DesignSpace.load(fixed.save(tmp_path / "space.json")).cost(plan) == fixed.cost(plan)
+    restricted = fixed.restricted(lambda node, option: True)
+    assert restricted.fixed_ms == 1.5 and restricted.cost(plan) == fixed.cost(plan)
+    # the searchers' choice is the same: a constant moves every plan alike
+    assert ExactSearcher().search(fixed).assignment == ExactSearcher().search(space).assignment
+    doubled = space.repriced(lambda node, option: replace(option, latency_ms=2 * option.latency_ms), fixed_ms=0.0)
+    assert doubled.node_cost(plan) == pytest.approx(2 * space.node_cost(plan))
+    assert doubled.transform_cost(plan) == space.transform_cost(plan)
 
 
 def test_outgoing_and_live_bytes_agree_with_the_space():

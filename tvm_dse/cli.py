@@ -146,7 +146,8 @@ def _command_optimize(args: argparse.Namespace) -> int:
                       calibration_data=args.calibration_data, calibration_method=args.calibration_method,
                       accuracy=accuracy, precisions=args.precisions.split(",") if args.precisions else None,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed, repeat=args.repeat,
-                      verify=args.verify, reference=not args.no_reference)
+                      verify=args.verify, reference=not args.no_reference,
+                      profile=not args.no_profile)
     report = result.report
     print(f"plan: {latency_line(report)}")
     for row in report["verified_plans"]:
@@ -370,6 +371,9 @@ def make_parser() -> argparse.ArgumentParser:
                                "end; the fastest measured wins (default: 3; 1 builds the search's best alone)")
     optimize.add_argument("--no-reference", action="store_true",
                           help="do not time onnxruntime on the same model for the report (host targets)")
+    optimize.add_argument("--no-profile", action="store_true",
+                          help="price kernels by their isolated measurements only, without building and profiling "
+                               "the uniform plans as whole modules (host targets; quicker, predicts low)")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.set_defaults(handler=_command_optimize)
 

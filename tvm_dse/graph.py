@@ -12,7 +12,9 @@ The graph keeps exactly what the search needs to price layouts:
   operators that depend on the layout (reshape, flatten, softmax, ...) and model outputs.
 
 Each vertex lists the vertices whose outputs reach its data input through transparent operators only,
-and the logical shape of what arrives from each (a concatenation's operands are narrower than its result).
+the logical shape of what arrives from each (a concatenation's operands are narrower than its result), and
+what writes that activation and how many operators read it (:func:`tvm_dse.ops.activation_writers`:
+whether a conversion there folds into its writer).
 Vertex ids are positions in a topological order. The graph is plain data: save it, load it, diff it.
 """
 
@@ -28,7 +30,7 @@ from tvm import relax
 
 from .frontend import Model, tunable_op
 from .layouts import holds
-from .ops import JOINING, call_class, passes_layout, tensor_args, tensor_shape
+from .ops import JOINING, Writer, activation_writers, call_class, passes_layout, tensor_args, tensor_shape
 from .workload import Workload
 
 VERTEX_KINDS = ("input", "conv2d", "dense", "join", "fixed", "output")
@@ -50,6 +52,9 @@ class Vertex:
     shape: list[int] | None = None
     # the logical shape arriving from each of ``inputs``, where one differs from ``shape``; else None
     input_shapes: list[list[int] | None] | None = None
+    # per input: what writes the activation arriving from it (a Writer's value) and how often it is read
+    input_writers: list[str] = field(default_factory=list)
+    input_readers: list[int] = field(default_factory=list)
 
     @property
     def is_tunable(self) -> bool:
@@ -60,6 +65,11 @@ class Vertex:
         if self.input_shapes is None:
             return self.shape
         return self.input_shapes[self.inputs.index(source)]
+
+    def arrival(self, source: int) -> tuple[Writer, int]:
+        """What writes the activation arriving from vertex ``source`` and how many operators read it."""
+        index = self.inputs.index(source)
+        return Writer(self.input_writers[index]), self.input_readers[index]
 
     def holds(self, layout: str) -> bool:
         """Whether this vertex may read (and, a join, write) its activations in ``layout``: the layout
@@ -79,6 +89,8 @@ class Vertex:
             data["shape"] = list(self.shape)
         if self.input_shapes is not None:
             data["input_shapes"] = [list(shape) if shape is not None else None for shape in self.input_shapes]
+        if self.inputs:
+            data["input_writers"], data["input_readers"] = list(self.input_writers), list(self.input_readers)
         return data
 
     @classmethod
@@ -86,8 +98,11 @@ class Vertex:
         if data["kind"] not in VERTEX_KINDS:
             raise ValueError(f"unknown vertex kind {data['kind']!r}; accepted: {', '.join(VERTEX_KINDS)}")
         workload = Workload.from_dict(data["workload"]) if "workload" in data else None
-        return cls(data["id"], data["kind"], data["name"], list(data["inputs"]), data.get("op", ""), workload,
-                   data.get("binding"), data.get("shape"), data.get("input_shapes"))
+        inputs = list(data["inputs"])
+        return cls(data["id"], data["kind"], data["name"], inputs, data.get("op", ""), workload,
+                   data.get("binding"), data.get("shape"), data.get("input_shapes"),
+                   list(data.get("input_writers", [Writer.NONE.value] * len(inputs))),
+                   list(data.get("input_readers", [0] * len(inputs))))
 
 
 @dataclass
@@ -172,19 +187,22 @@ class _GraphBuilder:
         self.origins: dict[relax.Var, tuple[int, ...]] = {}
         self.tunable_names = iter(model.node_names)
         self.binding: int | None = None
+        self.writers, self.readers = activation_writers(model.mod["main"])
 
     def add(self, kind: str, name: str, operands: Iterable[relax.Expr], op: str = "",
             workload: Workload | None = None, shape: list[int] | None = None) -> int:
         """A new vertex reading ``operands``: its inputs are their origins, each with its operand's shape."""
-        arriving: dict[int, list[int] | None] = {}
+        arriving: dict[int, tuple[list[int] | None, Writer, int]] = {}
         for operand in operands:
             for origin in self.origins_of(operand):
-                arriving.setdefault(origin, tensor_shape(operand))
+                arriving.setdefault(origin, (tensor_shape(operand), self.writers.get(operand, Writer.NONE),
+                                             self.readers[operand]))
         inputs = sorted(arriving)
-        input_shapes = [arriving[i] for i in inputs]
+        input_shapes = [arriving[i][0] for i in inputs]
         differs = any(s != shape for s in input_shapes)
         vertex = Vertex(len(self.vertices), kind, name, inputs, op, workload, self.binding, shape,
-                        input_shapes if differs else None)
+                        input_shapes if differs else None, [arriving[i][1].value for i in inputs],
+                        [arriving[i][2] for i in inputs])
         self.vertices.append(vertex)
         return vertex.id
 

@@ -40,8 +40,8 @@ from .build import BuiltModel
 from .frontend import Model
 from .graph import DseGraph, build_graph
 from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only, holds, native_layout, transform
-from .ops import OpClass, call_class, passes_layout, tensor_shape
-from .output_fusion import CONVERSION_FUNC_PREFIX, write_outputs_in_place
+from .ops import OpClass, Writer, activation_writers, call_class, conversion_folds, passes_layout, tensor_shape
+from .output_fusion import CONVERSION_FUNC_PREFIX, WRITTEN_BY_PRODUCER, write_outputs_in_place
 from .plan import Plan
 from .quant.scheme import UNCALIBRATED, ActivationQuant
 from .schedule_blocks import has_block, schedule_generic
@@ -51,9 +51,9 @@ from .strategies.kernel import packed_weights, strategy_compute, transformed_wei
 from .target import DseTarget, TargetLike, parse_target
 from .timing import Timing
 
-# Activation conversions that rearrange are kernels of their own: the search prices each one standalone,
-# so they are kept out of fusion (FuseOps would otherwise merge them into a neighbour's PrimFunc). One that
-# only quantizes stays fusable: it joins its producer's output stage, priced so by the search (pricing.py).
+# An activation conversion is kept out of fusion (FuseOps would otherwise merge it into a neighbour's
+# PrimFunc), except one that only changes precision and folds into its writer by ops.conversion_folds (it
+# joins the writer's output stage): the search prices each as that rule says (pricing.py).
 _OPAQUE = 8
 _TUNABLE_NAME = re.compile(r"dse_(\d+)_")
 
@@ -80,6 +80,7 @@ class _PlanRewriter:
         self.builder = relax.BlockBuilder(helpers)
         self.values: dict[relax.Var, tuple[relax.Expr, str]] = {}
         self.conversions: dict[tuple[Any, str, ActivationQuant | None], relax.Expr] = {}
+        self.writers, self.readers = activation_writers(model.mod["main"])
 
     def rewrite(self) -> tvm.IRModule:
         main = self.model.mod["main"]
@@ -113,9 +114,11 @@ class _PlanRewriter:
         if key not in self.conversions:
             call = self.builder.call_te(lambda x: transform(x, current, layout, quant=quant), value,
                                         primfunc_name_hint=f"{CONVERSION_FUNC_PREFIX}{current}_to_{layout}")
-            if not changes_precision_only(current, layout):
+            folds = conversion_folds(self.writers.get(expr, Writer.NONE), self.readers[expr], current, layout)
+            if not (folds and changes_precision_only(current, layout)):
                 function = call.args[0]
-                self.builder.update_func(function, self.builder.get()[function].with_attr("op_pattern", _OPAQUE))
+                func = self.builder.get()[function].with_attr("op_pattern", _OPAQUE)
+                self.builder.update_func(function, func.with_attr(WRITTEN_BY_PRODUCER, True) if folds else func)
             self.conversions[key] = self.builder.emit(call)
         return self.conversions[key]
 

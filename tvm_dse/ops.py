@@ -10,7 +10,10 @@ ones built. Both therefore ask this module, and only this module:
 - :func:`op_class` puts an operator name in one :class:`OpClass`;
 - :func:`passes_layout` says whether one call of a layout-carrying class runs in whatever layout its
   activation arrives in (its attributes and operand shapes allow it);
-- :func:`broadcasts_in_any_layout` is the rule for the operands of elementwise binary operators.
+- :func:`broadcasts_in_any_layout` is the rule for the operands of elementwise binary operators;
+- :func:`activation_writers` says what writes each activation and how many operators read it, and
+  :func:`conversion_folds` whether a conversion of it costs a pass of its own or is written by its
+  writer: the search prices it by that answer, lowering builds it so.
 
 An operator this module does not know is treated as layout-fixed by both: it is priced and lowered in the
 model's own layout, which is always correct and at worst slower.
@@ -19,11 +22,13 @@ model's own layout, which is always correct and at worst slower.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 
 import tvm
 from tvm import relax
 
-from .layouts import NATIVE_LAYOUTS
+from .frontend import tunable_op
+from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only
 
 
 class OpClass(enum.Enum):
@@ -129,3 +134,61 @@ def passes_layout(call: relax.Expr) -> bool:
     if kind is OpClass.CONCAT:
         return int(call.attrs.axis) == 1 and isinstance(call.args[0], relax.Tuple)
     return False
+
+
+class Writer(enum.Enum):
+    """What writes an activation, as far as folding a conversion of it into its writer goes."""
+
+    KERNEL = "kernel"  # a convolution or dense kernel with its epilogue, elementwise operators fused in
+    AVERAGE = "average"  # a spatial mean: its last stage divides the sum, element by element
+    ACCUMULATOR = "accumulator"  # a pool or another spatial reduction: it accumulates in its output
+    CONCAT = "concat"  # a concatenation (its operands' kernels write it in place, output_fusion.py)
+    NONE = "none"  # a model input or a layout-fixed operator: no kernel of tvm_dse's writes it
+
+
+def activation_writers(main: relax.Function) -> tuple[dict[relax.Var, Writer], Counter]:
+    """What writes each variable of an imported model's ``main``, and how many times each is read (by
+    bindings and by the result)."""
+    writers: dict[relax.Var, Writer] = {}
+    readers: Counter = Counter()
+
+    def read(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Var):
+            readers[expr] += 1
+
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            relax.analysis.post_order_visit(value, read)
+            operands = [writers.get(a, Writer.NONE) for a in tensor_args(value) if isinstance(a, relax.Var)]
+            kind = call_class(value)
+            if tunable_op(value) is not None:
+                writers[binding.var] = Writer.KERNEL
+            elif not passes_layout(value):
+                writers[binding.var] = Writer.NONE
+            elif kind in (OpClass.POOL, OpClass.SPATIAL_REDUCTION):
+                writers[binding.var] = Writer.AVERAGE if value.op.name == "relax.mean" else Writer.ACCUMULATOR
+            elif kind is OpClass.CONCAT:
+                writers[binding.var] = Writer.CONCAT
+            else:  # elementwise: fused into the kernel writing an operand, else whatever writes the first
+                writers[binding.var] = Writer.KERNEL if Writer.KERNEL in operands else (
+                    operands[0] if operands else Writer.NONE)
+    relax.analysis.post_order_visit(main.body.body, read)
+    return writers, readers
+
+
+def conversion_folds(writer: Writer, readers: int, source: str, destination: str) -> bool:
+    """Whether converting an activation from layout ``source`` to ``destination`` costs no pass of its
+    own, the activation written by ``writer`` and read ``readers`` times: the one rule by which the search
+    prices a conversion (free, or its measured cost) and lowering builds it (folded, or a pass).
+
+    Only an activation nothing else reads can be written converted. A change of precision alone joins its
+    writer's output stage by fusion (the writer then stores codes); a rearrangement of an activation (same
+    precision) is stored at its converted place by the stage that writes each element once (output_fusion.py):
+    a kernel's output stage or a mean's division, not a pool or reduction accumulating in its output, nor a
+    concatenation (its operands' kernels write it in place instead)."""
+    if readers != 1 or source == destination or writer is Writer.NONE:
+        return False
+    if changes_precision_only(source, destination):
+        return True
+    return writer in (Writer.KERNEL, Writer.AVERAGE) and Layout.parse(source).dtype == Layout.parse(destination).dtype

@@ -79,7 +79,7 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     :class:`Model`; ``target`` a preset (``"host"``, ``"rpi4"``, ...), a TVM target string, dict or
     ``tvm.target.Target``. The options come as an :class:`~tvm_dse.options.OptimizeOptions` or by their flat
     names (see :meth:`~tvm_dse.options.OptimizeOptions.from_keywords`): ``rpc``, ``settings``, ``logs``,
-    ``shipped_logs``, ``top_k``, ``repeat``, ``reference`` (measurement); ``searcher``, ``budget``,
+    ``shipped_logs``, ``top_k``, ``repeat``, ``reference``, ``profile`` (measurement); ``searcher``, ``budget``,
     ``memory_limit``, ``compare_searchers``, ``verify`` (search); ``precisions``, ``calibration_data``,
     ``calibration_method``, ``accuracy`` (precision); ``tune_trials``; ``out_dir``, ``input_shapes``, ``seed``,
     ``show_progress``. Every option is checked before any work starts.
@@ -100,10 +100,10 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     started = time.perf_counter()
     context = stages.start(model, parse_target(target), options)
     calibrated = stages.calibrate_model(context)
-    space = stages.measure(context)
+    space = stages.price_in_modules(context, stages.measure(context), calibrated)
     sensitivity = stages.measure_sensitivity_of(context, space, calibrated)
     choice = stages.search(context, space, options.precision.accuracy.max_loss if sensitivity else None)
-    choice, tuned = stages.tune(context, choice, sensitivity)
+    choice, tuned = stages.tune(context, choice, sensitivity, calibrated)
     plan = stages.make_plan(context, choice, calibrated)
     built = stages.build(context, plan)
     choice, plan, built, accuracy = stages.keep_accuracy(context, choice, calibrated, sensitivity, plan, built)

@@ -52,6 +52,10 @@ class MeasurementOptions:
     reference
         Also time onnxruntime on the same model and machine (host targets, ONNX models), in a phase of its
         own after tvm_dse's timings, for the report's ratio.
+    profile
+        On a target that runs on this machine, price kernels as the modules run them: every uniform plan
+        built and its function calls timed (see :mod:`tvm_dse.profiling`); False prices each kernel by its
+        isolated measurement alone (quicker; predicts the model lower than it runs).
     """
 
     rpc: str | Mapping[str, str] | None = None
@@ -61,6 +65,7 @@ class MeasurementOptions:
     top_k: int | None = None
     repeat: int = 10
     reference: bool = True
+    profile: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:

@@ -6,17 +6,18 @@ one operand of a concatenation, still writes that output to memory, and a second
 rearrange or copy it: a pass over memory that computes nothing (SqueezeNet 1.1's concatenations alone took
 6% of its time on AVX2, its layout conversions 4%). :func:`write_outputs_in_place` removes those passes:
 
-- A conversion of a kernel's output that nothing else reads is inlined into that kernel: the stage that
-  stored each element (a convolution's output stage, its fused epilogue included) stores it at its place
-  in the converted layout.
+- A conversion lowering marked ``WRITTEN_BY_PRODUCER`` (by :func:`tvm_dse.ops.conversion_folds`, the rule
+  the search prices it by), of a kernel's output that nothing else reads, is inlined into that kernel: the
+  stage that stored each element (a convolution's output stage, its fused epilogue included) stores it at
+  its place in the converted layout.
 - A concatenation whose operands are each a kernel's output that nothing else reads disappears: the
   first operand's kernel allocates the whole result and fills its slice, every later one writes its slice
   of that same tensor in place (``call_tir_inplace``).
 
 Each rewritten kernel keeps its schedule: its old output becomes an intermediate, and a stage copying it
 to the new place is inlined into the stage that wrote it (``reverse_compute_inline``). A kernel whose
-writing stage cannot take it (one accumulating in its output, such as a pool) keeps its pass. The search
-still prices every layout conversion as a pass of its own (pricing.py).
+writing stage cannot take it (one accumulating in its output, such as a pool, which the rule excludes)
+keeps its pass.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .schedule_blocks import DATA_PARALLEL, child_blocks
 # The start of the name lowering gives the PrimFunc of each activation conversion it emits (lower.py),
 # by which this module finds them after fusion.
 CONVERSION_FUNC_PREFIX = "layout_"
+# The attribute lowering sets on a conversion PrimFunc to be written by the kernel producing its input
+WRITTEN_BY_PRODUCER = "tvm_dse.written_by_producer"
 # LegalizeOps names relax.concat's PrimFunc after TOPI's compute; fusion leaves a lone one as it is
 _CONCATENATE_PREFIX = "concatenate"
 _PLACED_BLOCK = "place_output"
@@ -197,7 +200,8 @@ class _OutputPlacer:
         uses = self._uses(block, result)
         for index, binding in enumerate(bindings):
             call = binding.value
-            if not (self._kernel_call(call) and call.args[0].name_hint.startswith(CONVERSION_FUNC_PREFIX)):
+            if not (self._kernel_call(call) and call.args[0].name_hint.startswith(CONVERSION_FUNC_PREFIX)
+                    and self._func(call.args[0]).attrs.get(WRITTEN_BY_PRODUCER, False)):
                 continue
             fields = list(call.args[1].fields)
             operand = fields[0] if len(fields) == 1 else None

@@ -1,6 +1,7 @@
 """The stages of :func:`tvm_dse.optimize`, each a function from the run's context to plain data:
 
-import and session (:func:`start`) -> calibration -> design space (measured) -> [sensitivity] -> search ->
+import and session (:func:`start`) -> calibration -> design space (measured, then [priced in the modules])
+-> [sensitivity] -> search ->
 [tune, search again] -> plan -> build -> [accuracy loop] -> verify (the best plans timed end to end) ->
 validate -> reference (onnxruntime) -> report.
 
@@ -33,6 +34,7 @@ from .measure.runner import ModelRun
 from .options import OptimizeOptions
 from .plan import Plan
 from .pricing import measure_space, plan_from_assignment
+from .profiling import ModuleProfile, price_in_model, profile_module
 from .report import build_report
 from .search import SearchResult, best_plans, compare, fits_limits, get_searcher, uniform_plans
 from .space import DesignSpace
@@ -42,6 +44,12 @@ from .tuning import shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
 from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, onnxruntime_timing,
                          relative_error)
+
+
+# Whole-model timings that decide something (the profiles pricing the space, the best plans timed end to
+# end) are taken in rounds alternating between the modules, and the median round kept: this machine's speed
+# may drift for seconds at a time, and a module timed at once would carry its phase into the comparison.
+ROUNDS = 3
 
 
 @dataclass
@@ -56,6 +64,7 @@ class RunContext:
     options: OptimizeOptions
     workdir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    profiles: list[tuple[Plan, ModuleProfile]] = field(default_factory=list)  # the uniform plans', once taken
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -104,6 +113,22 @@ class Verification:
     rows: list[dict[str, Any]]
 
 
+@dataclass
+class _Timed:
+    """A plan timed end to end: its choice, plan and module, and its runs, one per round."""
+
+    label: str
+    choice: Choice
+    plan: Plan
+    built: BuiltModel
+    runs: list[ModelRun] = field(default_factory=list)
+
+    @property
+    def run(self) -> ModelRun:
+        """The median round."""
+        return sorted(self.runs, key=lambda run: run.timing.median_ms)[(len(self.runs) - 1) // 2]
+
+
 def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
     """Import the model, check the options against the target, and open the measurement session (the
     tuning logs' store of the target, with the shipped records added where asked)."""
@@ -150,6 +175,36 @@ def measure(context: RunContext) -> DesignSpace:
                              options.precision.precisions)
 
 
+def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> DesignSpace:
+    """On a target that runs here (unless ``profile`` is off): ``space`` repriced from its uniform plans,
+    each built and its function calls timed in steady state (see :mod:`tvm_dse.profiling`), in
+    ``ROUNDS`` rounds alternating between the modules. They are profiled once per run: the space measured
+    again after tuning is priced from the same profiles."""
+    if not (context.options.measurement.profile and context.target.runs_on_host):
+        return space
+    if context.profiles:
+        return price_in_model(space, context.graph, context.profiles)
+    assignments = {tuple(u.assignment) for u in uniform_plans(space) if u.cost_ms < float("inf")}
+    plans = [_plan(context, space, list(assignment), calibrated) for assignment in sorted(assignments)]
+    progress = context.session.progress(len(plans) * (1 + ROUNDS), "profiling the uniform plans as whole modules")
+    modules = []
+    for plan in plans:
+        modules.append(build(context, plan))
+        if progress is not None:
+            progress.advance(note="built")
+    profiles: list[list[ModuleProfile]] = [[] for _ in plans]
+    with context.timed("profile_s"):
+        for _ in range(ROUNDS):
+            for plan, built, taken in zip(plans, modules, profiles):
+                taken.append(profile_module(built, _validation_feed(context, plan, calibrated)[0]))
+                if progress is not None:
+                    progress.advance(note=f"{taken[-1].total_ms:.3f} ms")
+    if progress is not None:
+        progress.close()
+    context.profiles = [(plan, ModuleProfile.median(taken)) for plan, taken in zip(plans, profiles)]
+    return price_in_model(space, context.graph, context.profiles)
+
+
 def measure_sensitivity_of(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> Sensitivity | None:
     """With an accuracy bound: each quantizable node's accuracy loss alone, set on ``space``'s options."""
     accuracy = context.options.precision.accuracy
@@ -172,16 +227,17 @@ def search(context: RunContext, space: DesignSpace, accuracy_limit: float | None
         return Choice(space, result, accuracy_limit)
 
 
-def tune(context: RunContext, choice: Choice, sensitivity: Sensitivity | None) -> tuple[Choice, list[Any]]:
-    """With tuning trials: tune the chosen plan's kernels, measure the space again (now with the tuned
-    kernels; everything else comes from the store) and search it again."""
+def tune(context: RunContext, choice: Choice, sensitivity: Sensitivity | None,
+         calibrated: Calibrated) -> tuple[Choice, list[Any]]:
+    """With tuning trials: tune the chosen plan's kernels, measure (and price) the space again (now with
+    the tuned kernels; everything else comes from the store) and search it again."""
     trials = context.options.tuning.trials
     if trials == 0:
         return choice, []
     with context.timed("tune_s"):
         tuned = tune_plan_kernels(choice.space, choice.search.assignment, context.graph, context.session, trials,
                                   seed=context.options.seed)
-    space = measure(context)
+    space = price_in_modules(context, measure(context), calibrated)
     if sensitivity is not None:
         sensitivity.apply(space)
     return search(context, space, choice.accuracy_limit), tuned
@@ -190,9 +246,13 @@ def tune(context: RunContext, choice: Choice, sensitivity: Sensitivity | None) -
 def make_plan(context: RunContext, choice: Choice, calibrated: Calibrated) -> Plan:
     """The plan the search chose, calibrated where it has int8 nodes."""
     budget = context.options.search.budget
-    plan = plan_from_assignment(choice.space, choice.search.assignment, context.model, context.target,
-                                searcher=context.options.search.searcher,
-                                budget=budget.to_dict() if budget is not None else "default")
+    return _plan(context, choice.space, choice.search.assignment, calibrated, searcher=context.options.search.searcher,
+                 budget=budget.to_dict() if budget is not None else "default")
+
+
+def _plan(context: RunContext, space: DesignSpace, assignment: list[int], calibrated: Calibrated,
+          **provenance: Any) -> Plan:
+    plan = plan_from_assignment(space, assignment, context.model, context.target, **provenance)
     if calibrated.calibration is not None:
         plan.calibrate(calibrated.calibration)
         plan.provenance["calibration"] = calibrated.calibration.to_dict()
@@ -258,7 +318,8 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
     """Build the best distinct plans of the search (``verify`` of them, and the best uniform plan) and time
     each as a whole model where the target is: the fastest measured becomes the plan, as QS-DNN rewards
     plans by their measured latency; one measuring within the noise of the search's plan does not displace
-    it, so reruns on the same records keep their plan. With an accuracy bound, only plans that reduce the
+    it, so reruns on the same records keep their plan. On this machine the plans are timed in ``ROUNDS``
+    alternating rounds, each plan's median round kept. With an accuracy bound, only plans that reduce the
     precision of the same nodes as the checked plan are timed, so its accuracy holds for the one chosen."""
     count, space = context.options.search.verify, choice.space
     limits = dict(memory_limit_bytes=context.options.search.memory_limit_bytes,
@@ -280,36 +341,36 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
                         and fits_limits(space, u.assignment, **limits)), None)
         if uniform is not None and all(uniform.assignment != assignment for _, assignment in plans):
             plans.append((f"uniform {uniform.name}", uniform.assignment))
-    progress = context.session.progress(len(plans), "timing the best plans end to end")
-    timed = []
+    rounds = ROUNDS if context.target.runs_on_host else 1  # on a board each round uploads every module again
+    progress = context.session.progress(len(plans) * rounds, "timing the best plans end to end")
+    timed: list[_Timed] = []
     with context.timed("verify_s"):
         for label, assignment in plans:
             if assignment == choice.search.assignment:
-                candidate, candidate_plan, candidate_built = choice, plan, built
-            else:
-                candidate = Choice(space, replace(choice.search, assignment=list(assignment),
-                                                  cost_ms=space.cost(assignment),
-                                                  peak_memory_bytes=space.peak_memory(assignment)),
-                                   choice.accuracy_limit)
-                candidate_plan = make_plan(context, candidate, calibrated)
-                candidate_built = build(context, candidate_plan)
-            feed, _ = _validation_feed(context, candidate_plan, calibrated)
-            run = context.session.run_model(candidate_built, feed, context.options.measurement.steady_state,
-                                            context.workdir)
-            timed.append((label, candidate, candidate_plan, candidate_built, run))
-            if progress is not None:
-                progress.advance(note=f"{label}: {run.timing.median_ms:.3f} ms")
+                timed.append(_Timed(label, choice, plan, built))
+                continue
+            searched = replace(choice.search, assignment=list(assignment), cost_ms=space.cost(assignment),
+                               peak_memory_bytes=space.peak_memory(assignment))
+            candidate = Choice(space, searched, choice.accuracy_limit)
+            candidate_plan = make_plan(context, candidate, calibrated)
+            timed.append(_Timed(label, candidate, candidate_plan, build(context, candidate_plan)))
+        for _ in range(rounds):
+            for entry in timed:
+                feed = _validation_feed(context, entry.plan, calibrated)[0]
+                entry.runs.append(context.session.run_model(entry.built, feed,
+                                                            context.options.measurement.steady_state, context.workdir))
+                if progress is not None:
+                    progress.advance(note=f"{entry.label}: {entry.runs[-1].timing.median_ms:.3f} ms")
     if progress is not None:
         progress.close()
     winner = timed[0]  # the search's plan: another wins by measuring clearly faster
     for entry in timed[1:]:
-        if entry[4].timing.clearly_faster_than(winner[4].timing):
+        if entry.run.timing.clearly_faster_than(winner.run.timing):
             winner = entry
-    rows = [{"plan": label, "predicted_ms": candidate.search.cost_ms, "measured": run.timing.to_dict(),
-             "chosen": label == winner[0]} for label, candidate, _, _, run in timed]
-    label, choice, plan, built, run = winner
-    plan.provenance["verified"] = {"plans_timed": len(timed), "chosen": label}
-    return Verification(choice, plan, built, run, rows)
+    rows = [{"plan": entry.label, "predicted_ms": entry.choice.search.cost_ms, "measured": entry.run.timing.to_dict(),
+             "rounds_ms": [run.timing.median_ms for run in entry.runs], "chosen": entry is winner} for entry in timed]
+    winner.plan.provenance["verified"] = {"plans_timed": len(timed), "chosen": winner.label}
+    return Verification(winner.choice, winner.plan, winner.built, winner.run, rows)
 
 
 def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Calibrated,

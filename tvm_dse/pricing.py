@@ -6,7 +6,6 @@ plan.
 
 from __future__ import annotations
 
-from collections import Counter
 from math import prod
 from typing import Any, Mapping, Sequence
 
@@ -14,8 +13,9 @@ from .conversions import Conversion
 from .errors import TvmDseError
 from .frontend import Model
 from .graph import DseGraph, Vertex
-from .layouts import changes_precision_only, holds, native_layout
+from .layouts import holds, native_layout
 from .measure import MeasurementSession
+from .ops import conversion_folds
 from .plan import NodeChoice, Plan
 from .space import INFEASIBLE, DesignSpace, Edge, Option, SpaceNode
 from .strategies import Candidate, applicable_strategies, get_strategy, schedule_versions
@@ -23,9 +23,6 @@ from .strategies.kernel import packed_weight_bytes
 from .target import DseTarget
 
 FP32_BYTES = 4
-# Vertices whose output leaves a kernel that fusion extends with an elementwise stage: convolutions and
-# dense layers (their output stage, after any relu or pooling in between) and joins (residual adds, concats).
-_FUSING_PRODUCERS = frozenset({"conv2d", "dense", "join"})
 
 
 def _produced(option: Option, consumer_shape: Sequence[int]) -> str:
@@ -100,13 +97,9 @@ def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
             layout = native_layout(vertex.shape)
             options.append([Option(layout or "native", 0.0, layout, "")])
 
-    consumers = Counter(source for vertex in graph.vertices for source in vertex.inputs)
-
-    def fused(source: int, produced: str, wanted: str) -> bool:
-        """Whether the conversion joins the producer's kernel (see lower.py): its only consumer reads the
-        same arrangement in codes, so the producer quantizes in its output stage and writes 1/4 the bytes."""
-        return (consumers[source] == 1 and graph.vertices[source].kind in _FUSING_PRODUCERS
-                and changes_precision_only(produced, wanted))
+    def folded(vertex: Vertex, source: int, produced: str, wanted: str) -> bool:
+        """Whether lowering writes the conversion in the kernel writing the activation (ops.py's rule)."""
+        return conversion_folds(*vertex.arrival(source), produced, wanted)
 
     conversions: dict[tuple[tuple[int, ...], str, str], Conversion] = {}
     for vertex in graph.vertices:
@@ -114,7 +107,7 @@ def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
             shape = vertex.input_shape(source)
             for produced in {_produced(o, shape) for o in options[source]}:
                 for wanted in {o.input_layout for o in options[vertex.id]}:
-                    if produced != wanted and not fused(source, produced, wanted) and holds(produced, shape) \
+                    if produced != wanted and not folded(vertex, source, produced, wanted) and holds(produced, shape) \
                             and holds(wanted, shape):
                         conversion = Conversion(tuple(shape), produced, wanted)
                         conversions[(conversion.shape, produced, wanted)] = conversion
@@ -123,10 +116,10 @@ def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
     conversion_ms = {(c.shape, c.source, c.destination): (r.median_ms if r.ok else INFEASIBLE)
                      for c, r in zip(conversion_list, conversion_records)}
 
-    def conversion_cost(source: int, shape: tuple[int, ...], produced: str, wanted: str) -> float:
+    def conversion_cost(vertex: Vertex, source: int, shape: tuple[int, ...], produced: str, wanted: str) -> float:
         if not (holds(produced, shape) and holds(wanted, shape)):
             return INFEASIBLE
-        if produced == wanted or fused(source, produced, wanted):
+        if produced == wanted or folded(vertex, source, produced, wanted):
             return 0.0
         return conversion_ms.get((shape, produced, wanted), INFEASIBLE)
 
@@ -134,7 +127,7 @@ def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
         """Costs of bringing ``source``'s output to ``vertex`` for every pair of options; a pair whose
         layouts cannot hold the activation is infeasible (no conversion was measured for it)."""
         shape = tuple(vertex.input_shape(source))
-        return Edge(source, vertex.id, [[conversion_cost(source, shape, _produced(p, shape), q.input_layout)
+        return Edge(source, vertex.id, [[conversion_cost(vertex, source, shape, _produced(p, shape), q.input_layout)
                                          for q in options[vertex.id]] for p in options[source]])
 
     edges = [edge(source, vertex) for vertex in graph.vertices for source in vertex.inputs]

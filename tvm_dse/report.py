@@ -45,7 +45,8 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "target_key": target.key, "gflop": graph.flops / 1e9,
         "latency": latency.to_dict(), "gflops": latency.gflops(graph.flops),
         "predicted_ms": search.cost_ms, "peak_memory_mb": search.peak_memory_bytes / MB,
-        "conversion_ms": space.transform_cost(search.assignment),
+        "conversion_ms": space.transform_cost(search.assignment), "fixed_ms": space.fixed_ms,
+        "priced_in_model": space.metadata.get("priced_in_model"),
         "validation": {"relative_error_vs_tvm_default": validation_error},
         "search": search.to_dict(), "comparison": [row if isinstance(row, dict) else row.to_dict() for row in comparison],
         "pareto_front": front, "nodes": nodes, "timings": timings, "plan": plan.to_dict(),
@@ -80,12 +81,22 @@ def latency_line(report: dict[str, Any]) -> str:
     return line
 
 
+def _pricing(report: dict[str, Any]) -> str:
+    priced = report.get("priced_in_model")
+    if not priced:
+        return "kernels priced by their isolated measurements"
+    return (f"kernels priced as {priced['modules']} modules (the uniform plans) ran them ({priced['options_observed']} "
+            f"of {priced['options']} options seen there, the rest at {priced['isolated_scale']:.2f}x their isolated "
+            "time)")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
     lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
              f"- Latency: {latency_line(report)}",
              f"- {report['gflops']:.1f} GFLOP/s ({report['gflop']:.3f} GFLOP); of the prediction "
-             f"{report['conversion_ms']:.3f} ms are layout conversions",
+             f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
+             f"choice changes; {_pricing(report)}",
              f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",

@@ -6,7 +6,8 @@ strategies of a tunable node (measured latency, layouts, memory), the layouts a 
 carries the cost of each (producer option, consumer option) pair: the measured latency of converting
 the producer's output from its layout to the consumer's input layout, zero when they agree.
 
-A plan's cost is the sum of its options' latencies and its edges' conversion costs; its peak memory is
+A plan's cost is the sum of its options' latencies and its edges' conversion costs, plus the space's
+``fixed_ms`` (what runs whatever the choices: pools, the classifier, where those were measured); its peak memory is
 the transformed weights of every node (resident) plus the largest workspace (one scratch buffer shared
 by nodes that run one at a time) plus the largest pair of live activations around one node. The space
 saves to and loads from JSON, so searchers are tested and compared without TVM.
@@ -70,6 +71,7 @@ class DesignSpace:
     nodes: list[SpaceNode]
     edges: list[Edge]
     metadata: dict[str, Any] = field(default_factory=dict)
+    fixed_ms: float = 0.0  # time no choice changes (see profiling.py); 0 where only kernels were measured
 
     def __post_init__(self) -> None:
         for index, node in enumerate(self.nodes):
@@ -120,9 +122,10 @@ class DesignSpace:
         return sum(edge.cost[assignment[edge.source]][assignment[edge.target]] for edge in self.edges)
 
     def cost(self, assignment: Sequence[int]) -> float:
-        """Predicted latency (ms) of the plan: node latencies plus conversions (inf if infeasible)."""
+        """Predicted latency (ms) of the plan: node latencies, conversions and ``fixed_ms`` (inf if
+        infeasible)."""
         self.check(assignment)
-        return self.node_cost(assignment) + self.transform_cost(assignment)
+        return self.node_cost(assignment) + self.transform_cost(assignment) + self.fixed_ms
 
     def accuracy_loss(self, assignment: Sequence[int]) -> float:
         """The plan's estimated accuracy loss: the sum of its options' losses (each measured alone)."""
@@ -154,7 +157,14 @@ class DesignSpace:
         edges = [Edge(edge.source, edge.target,
                       [[edge.cost[p][q] for q in kept[edge.target]] for p in kept[edge.source]])
                  for edge in self.edges]
-        return DesignSpace(self.model, self.target, nodes, edges, dict(self.metadata))
+        return DesignSpace(self.model, self.target, nodes, edges, dict(self.metadata), self.fixed_ms)
+
+    def repriced(self, price: Callable[[SpaceNode, Option], Option], fixed_ms: float) -> "DesignSpace":
+        """The same space with every option replaced by ``price(node, option)`` (same layouts: the edges
+        stay) and ``fixed_ms``."""
+        nodes = [SpaceNode(node.name, node.kind, [price(node, option) for option in node.options], list(node.inputs),
+                           node.activation_bytes) for node in self.nodes]
+        return DesignSpace(self.model, self.target, nodes, self.edges, dict(self.metadata), fixed_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,7 +174,8 @@ class DesignSpace:
         nodes = [SpaceNode(n["name"], n["kind"], [Option(**o) for o in n["options"]], list(n["inputs"]),
                            n.get("activation_bytes", 0)) for n in data["nodes"]]
         edges = [Edge(e["source"], e["target"], [list(map(float, row)) for row in e["cost"]]) for e in data["edges"]]
-        return cls(data["model"], data["target"], nodes, edges, dict(data.get("metadata", {})))
+        return cls(data["model"], data["target"], nodes, edges, dict(data.get("metadata", {})),
+                   float(data.get("fixed_ms", 0.0)))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -1,0 +1,143 @@
+"""Kernels priced as the built module runs them.
+
+A kernel timed alone, on its own arguments, runs from caches that hold its weights; in the module the
+weights and activations of every other layer pass through the caches between two of its runs. On a
+2-core Zen 5, ResNet-18's kernels took 1.3-1.5x their isolated time in the module, and a space priced by
+isolated kernels predicted the model 25% under what it measured. So on a target that runs here, the space
+is priced from the modules themselves: every uniform plan of the space (one strategy wherever it applies)
+is built and run in steady state with the virtual machine's instrument hook timing every function call;
+each (workload, strategy) option that ran takes its median time per call in those modules, its fused
+epilogue and any conversion folded into it included. What no choice changes in those plans (pools, the
+classifier, the runtime's own calls between functions) becomes the space's ``fixed_ms``. Several profiles
+of one module (taken in rounds, see pipeline.py) combine by their medians.
+
+The hook costs a few microseconds per call; the instrumented runs' total is set against a steady-state
+timing of the same module without the hook, and the difference taken off each call evenly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from statistics import median
+from typing import Mapping, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .build import BuiltModel, _arguments
+from .graph import DseGraph
+from .output_fusion import CONVERSION_FUNC_PREFIX
+from .plan import Plan
+from .space import DesignSpace, Option
+from .timing import SteadyState
+
+# The name lowering gives a tunable node's kernel (lower.py: ``dse_<vertex id>_<strategy>``); fusion
+# prefixes it and output fusion may append what it folded. Nodes of one workload and strategy with the same
+# epilogue share one function, named after the first of them: its calls are priced per call.
+_KERNEL_NAME = re.compile(r"(?:^|_)dse_(\d+)_")
+PROFILE_RUNS = 20
+# Each profile's unhooked timing: modules are profiled in several rounds (see pipeline.py) and the medians
+# kept, so one round needs fewer samples than a reported latency
+PROFILE_TIMING = SteadyState(repeats=5)
+
+
+@dataclass(frozen=True)
+class ModuleProfile:
+    """One module's steady-state run, per function: ms per call (the hook's cost taken off) and calls per
+    run; ``total_ms`` is the module's steady-state latency without the hook."""
+
+    functions: dict[str, tuple[float, int]]
+    total_ms: float
+
+    @classmethod
+    def median(cls, profiles: Sequence["ModuleProfile"]) -> "ModuleProfile":
+        """Per function and in total, the median of several profiles of one module."""
+        names = set().union(*(profile.functions for profile in profiles))
+        functions = {name: (median(p.functions[name][0] for p in profiles if name in p.functions),
+                            max(p.functions[name][1] for p in profiles if name in p.functions)) for name in names}
+        return cls(functions, median(profile.total_ms for profile in profiles))
+
+    def kernel_calls(self) -> list[tuple[int, float, int]]:
+        """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""
+        return [(int(match.group(1)), ms, calls) for name, (ms, calls) in self.functions.items()
+                if (match := _KERNEL_NAME.search(name))]
+
+    def fixed_ms(self) -> float:
+        """ms per run outside the tunable kernels and the standalone conversions (the space prices those)."""
+        return self.total_ms - sum(ms * calls for name, (ms, calls) in self.functions.items()
+                                   if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX))
+
+
+def profile_module(built: BuiltModel, feed: Mapping[str, np.ndarray], settings: SteadyState = PROFILE_TIMING,
+                   runs: int = PROFILE_RUNS) -> ModuleProfile:
+    """Time every function call of ``built`` (on this machine) over ``runs`` runs after its steady-state
+    timing, which also warms it up."""
+    total_ms = built.time(feed, settings).median_ms
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    arguments = _arguments(built.inputs, feed, tvm.cpu())
+    vm["main"](*arguments)
+    samples: dict[str, list[float]] = defaultdict(list)
+    started: dict[str, float] = {}
+
+    def instrument(func: object, name: str, before: bool, result: object, *args: object) -> int:
+        if before:
+            started[name] = time.perf_counter()
+        else:
+            samples[name].append(time.perf_counter() - started[name])
+        return 0  # go on normally
+
+    vm.set_instrument(instrument)
+    for _ in range(runs):
+        vm["main"](*arguments)
+    functions = {name: (1e3 * float(np.median(seconds)), len(seconds) // runs) for name, seconds in samples.items()}
+    calls = sum(count for _, count in functions.values())
+    hooked = sum(ms * count for ms, count in functions.values())
+    overhead = max(0.0, (hooked - total_ms) / calls) if calls else 0.0
+    return ModuleProfile({name: (max(0.0, ms - overhead), count) for name, (ms, count) in functions.items()},
+                         total_ms)
+
+
+def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple[Plan, ModuleProfile]]) -> DesignSpace:
+    """``space`` repriced from the ``profiles`` of plans of its options: each tunable option that ran
+    (its workload, strategy and decisions) takes the median of its times per call in the modules (over the
+    plans and the nodes of its workload); one that never ran (a kernel tuned since) keeps its isolated time
+    scaled by the median in-module/isolated ratio of those that did; ``fixed_ms`` is the median of the
+    modules' time outside the choices."""
+    vertices = {vertex.name: vertex for vertex in graph.vertices}
+    by_id = {vertex.id: vertex for vertex in graph.vertices}
+    observed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for plan, module in profiles:
+        for vertex_id, ms, calls in module.kernel_calls():
+            vertex = by_id[vertex_id]
+            choice = plan.nodes[vertex.name]
+            observed[_kernel(vertex.workload.key(), choice.strategy, choice.decisions)].extend([ms] * calls)
+    if not observed:
+        return space
+    ratios = []
+    for node in space.nodes:
+        if node.is_tunable:
+            for option in node.options:
+                times = observed.get(_kernel(vertices[node.name].workload.key(), option.name, option.decisions))
+                if times and option.latency_ms > 0:
+                    ratios.append(median(times) / option.latency_ms)
+    scale = median(ratios) if ratios else 1.0
+
+    def priced(node_name: str, option: Option) -> Option:
+        times = observed.get(_kernel(vertices[node_name].workload.key(), option.name, option.decisions))
+        return replace(option, latency_ms=median(times) if times else option.latency_ms * scale)
+
+    repriced = space.repriced(lambda node, option: priced(node.name, option) if node.is_tunable else option,
+                              fixed_ms=max(0.0, median(module.fixed_ms() for _, module in profiles)))
+    repriced.metadata["priced_in_model"] = {
+        "modules": len(profiles), "options_observed": len(ratios), "isolated_scale": scale,
+        "options": sum(len(node.options) for node in space.nodes if node.is_tunable)}
+    return repriced
+
+
+def _kernel(workload_key: str, strategy: str, decisions: Mapping[str, object] | None) -> tuple[str, str, str]:
+    return workload_key, strategy, json.dumps(dict(decisions or {}), sort_keys=True)
