@@ -63,9 +63,9 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     latency = report["latency"]
     assert latency["number"] * latency["median_ms"] >= 25 * 0.5
     assert latency["runs"] > latency["repeats"] * latency["number"]
-    # kernels priced as the uniform plans' modules ran them: every option seen there
+    # kernels priced as the uniform plans' modules ran them (those within 2x of the cheapest)
     priced = report["priced_in_model"]
-    assert priced["modules"] >= 2 and priced["options_observed"] == priced["options"] and report["fixed_ms"] > 0
+    assert priced["modules"] >= 2 and 0 < priced["options_observed"] <= priced["options"] and report["fixed_ms"] > 0
     assert DesignSpace.load(tmp_path / "space.json").fixed_ms == report["fixed_ms"]
     # a conversion is priced free exactly where lowering writes it in the kernel before it (ops.py's rule)
     folds = 0
@@ -102,7 +102,7 @@ def test_memory_bound_is_respected(logs, tmp_path):
     smallest = min(p["peak_memory_mb"] for p in free.report["pareto_front"])
     limit = (smallest + free.report["peak_memory_mb"]) / 2
     bounded = optimize("zoo:squeezenet1_1-small", searcher="exact", memory_limit=limit, logs=logs,
-                       show_progress=False, compare_searchers=(), verify=1)
+                       show_progress=False, compare_searchers=(), verify=1, reference=False, profile=False)
     assert bounded.report["peak_memory_mb"] <= limit
     assert bounded.report["predicted_ms"] >= free.report["predicted_ms"] - 1e-9
 
@@ -154,7 +154,7 @@ def test_the_optimize_command(logs, tmp_path, capfd):
     from tvm_dse.tuning import shipped_target_keys
 
     assert main(["optimize", "zoo:vgg16-small", "--out", str(tmp_path), "--logs", str(logs),
-                 "--searcher", "exact"]) == 0
+                 "--searcher", "exact", "--no-profile"]) == 0
     captured = capfd.readouterr()  # what the process wrote, TVM's runtime logging to its file descriptor included
     assert "outputs match TVM's default build" in captured.out and "exact" in captured.out
     assert not [line for line in (captured.out + captured.err).splitlines()
@@ -260,21 +260,25 @@ def _run_tutorial(logs, name, *args, timeout=900):
     return completed.stdout
 
 
+@pytest.mark.sweep  # the tutorials end to end, with optimize's defaults: minutes each
 def test_tutorial_optimize_on_host(logs, tmp_path):
     printed = _run_tutorial(logs, "optimize_on_host.py", "zoo:mobilenet_v2-small", tmp_path)
     assert "the exported library gives the same outputs" in printed
 
 
+@pytest.mark.sweep  # the tutorials end to end, with optimize's defaults: minutes each
 def test_tutorial_memory_bounded(logs, tmp_path):
     printed = _run_tutorial(logs, "memory_bounded.py", "zoo:squeezenet1_1-small", tmp_path)
     assert "latency/memory Pareto front" in printed and "bound" in printed
 
 
+@pytest.mark.sweep  # the tutorials end to end, with optimize's defaults: minutes each
 def test_tutorial_tune_and_share_logs(logs, tmp_path):
     printed = _run_tutorial(logs, "tune_and_share_logs.py", "zoo:squeezenet1_1-small", tmp_path, 4)
     assert "tuned " in printed and "no kernel measured or tuned again" in printed
 
 
+@pytest.mark.sweep  # the tutorials end to end, with optimize's defaults: minutes each
 def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
     """optimize() for rpi4 through the tracker: kernels measured on the boards, the plan validated there."""
     printed = _run_tutorial(logs, "optimize_for_a_board.py", "zoo:squeezenet1_1-small", tmp_path,

@@ -2,10 +2,11 @@
 
 A kernel timed alone, on its own arguments, runs from caches that hold its weights; in the module the
 weights and activations of every other layer pass through the caches between two of its runs. On a
-2-core Zen 5, ResNet-18's kernels took 1.3-1.5x their isolated time in the module, and a space priced by
-isolated kernels predicted the model 25% under what it measured. So on a target that runs here, the space
-is priced from the modules themselves: every uniform plan of the space (one strategy wherever it applies)
-is built and run in steady state with the virtual machine's instrument hook timing every function call;
+2-core Zen 5 the median kernel took 1.05-1.5x its isolated time in ResNet-18 (on different days), 1.2x in
+ResNet-50 and 1.3-1.6x in MobileNetV2, and a space priced by isolated kernels predicted ResNet-18 and
+ResNet-50 a quarter under what they measured. So on a target that runs here, the space
+is priced from the modules themselves: uniform plans of the space (one strategy wherever it applies; see
+pipeline.py for which) are built and run in steady state with the virtual machine's instrument hook timing every function call;
 each (workload, strategy) option that ran takes its median time per call in those modules, its fused
 epilogue and any conversion folded into it included. What no choice changes in those plans (pools, the
 classifier, the runtime's own calls between functions) becomes the space's ``fixed_ms``. Several profiles
