@@ -63,9 +63,9 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     latency = report["latency"]
     assert latency["number"] * latency["median_ms"] >= 25 * 0.5
     assert latency["runs"] > latency["repeats"] * latency["number"]
-    # kernels priced as the uniform plans' modules ran them (those within 2x of the cheapest)
+    # kernels priced as the uniform plans' modules ran them (the two cheapest, and any within 2x)
     priced = report["priced_in_model"]
-    assert priced["modules"] >= 2 and 0 < priced["options_observed"] <= priced["options"] and report["fixed_ms"] > 0
+    assert priced["modules"] >= 2 and 0 < priced["options_observed"] <= priced["options"] and report["fixed_ms"] >= 0
     assert DesignSpace.load(tmp_path / "space.json").fixed_ms == report["fixed_ms"]
     # a conversion is priced free exactly where lowering writes it in the kernel before it (ops.py's rule)
     folds = 0

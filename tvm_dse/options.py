@@ -53,8 +53,8 @@ class MeasurementOptions:
         Also time onnxruntime on the same model and machine (host targets, ONNX models), in a phase of its
         own after tvm_dse's timings, for the report's ratio.
     profile
-        On a target that runs on this machine, price kernels as the modules run them: every uniform plan
-        built and its function calls timed (see :mod:`tvm_dse.profiling`); False prices each kernel by its
+        On a target that runs on this machine, price kernels as the modules run them: the cheapest uniform
+        plans built and their function calls timed (see :mod:`tvm_dse.profiling`); False prices each kernel by its
         isolated measurement alone (quicker; predicts the model lower than it runs).
     """
 

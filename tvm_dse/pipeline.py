@@ -50,8 +50,8 @@ from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, Validatio
 # end) are taken in rounds alternating between the modules, and the median round kept: this machine's speed
 # may drift for seconds at a time, and a module timed at once would carry its phase into the comparison.
 ROUNDS = 3
-# The uniform plans profiled: those priced (by isolated kernels) within this factor of the cheapest. A
-# slower one would not be chosen; an option only it runs is priced at its isolated time, scaled.
+# The uniform plans profiled: the two cheapest (by isolated kernels) and any other within this factor of the
+# cheapest. A slower one would not be chosen; an option only it runs is priced at its isolated time, scaled.
 PROFILED_WITHIN = 2.0
 
 
@@ -180,7 +180,7 @@ def measure(context: RunContext) -> DesignSpace:
 
 def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> DesignSpace:
     """On a target that runs here (unless ``profile`` is off): ``space`` repriced from its uniform plans
-    (those within ``PROFILED_WITHIN`` of the cheapest), each built and its function calls timed in steady state (see :mod:`tvm_dse.profiling`), in
+    (the two cheapest and those within ``PROFILED_WITHIN`` of the cheapest), each built and its function calls timed in steady state (see :mod:`tvm_dse.profiling`), in
     ``ROUNDS`` rounds alternating between the modules. They are profiled once per run: the space measured
     again after tuning is priced from the same profiles."""
     if not (context.options.measurement.profile and context.target.runs_on_host):
@@ -188,7 +188,8 @@ def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibr
     if context.profiles:
         return price_in_model(space, context.graph, context.profiles)
     uniform = [u for u in uniform_plans(space) if u.cost_ms < float("inf")]
-    assignments = {tuple(u.assignment) for u in uniform if u.cost_ms <= PROFILED_WITHIN * uniform[0].cost_ms}
+    assignments = {tuple(u.assignment) for rank, u in enumerate(uniform)
+                   if rank < 2 or u.cost_ms <= PROFILED_WITHIN * uniform[0].cost_ms}
     plans = [_plan(context, space, list(assignment), calibrated) for assignment in sorted(assignments)]
     progress = context.session.progress(len(plans) * (1 + ROUNDS), "profiling the uniform plans as whole modules")
     modules = []
