@@ -40,6 +40,7 @@ from .search import SearchResult, best_plans, compare, fits_limits, get_searcher
 from .space import DesignSpace
 from .strategies import get_strategy
 from .target import DseTarget, physical_cores
+from .timing import Timing
 from .tuning import shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
 from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, onnxruntime_timing,
@@ -124,12 +125,14 @@ class _Timed:
     choice: Choice
     plan: Plan
     built: BuiltModel
-    runs: list[ModelRun] = field(default_factory=list)
+    first: ModelRun | None = None  # the first round: outputs and timing where the target is
+    timings: list[Timing] = field(default_factory=list)
 
     @property
     def run(self) -> ModelRun:
-        """The median round."""
-        return sorted(self.runs, key=lambda run: run.timing.median_ms)[(len(self.runs) - 1) // 2]
+        """The first round's outputs with the median round's timing."""
+        median_round = sorted(self.timings, key=lambda timing: timing.median_ms)[(len(self.timings) - 1) // 2]
+        return replace(self.first, timing=median_round)
 
 
 def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
@@ -180,9 +183,10 @@ def measure(context: RunContext) -> DesignSpace:
 
 def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> DesignSpace:
     """On a target that runs here (unless ``profile`` is off): ``space`` repriced from its uniform plans
-    (the two cheapest and those within ``PROFILED_WITHIN`` of the cheapest), each built and its function calls timed in steady state (see :mod:`tvm_dse.profiling`), in
-    ``ROUNDS`` rounds alternating between the modules. They are profiled once per run: the space measured
-    again after tuning is priced from the same profiles."""
+    (the two cheapest and those within ``PROFILED_WITHIN`` of the cheapest), each built and its function
+    calls timed in steady state (see :mod:`tvm_dse.profiling`), in ``ROUNDS`` rounds alternating between
+    the modules. They are profiled once per run: the space measured again after tuning is priced from the
+    same profiles."""
     if not (context.options.measurement.profile and context.target.runs_on_host):
         return space
     if context.profiles:
@@ -359,13 +363,17 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
             candidate = Choice(space, searched, choice.accuracy_limit)
             candidate_plan = make_plan(context, candidate, calibrated)
             timed.append(_Timed(label, candidate, candidate_plan, build(context, candidate_plan)))
+        settings = context.options.measurement.steady_state
         for _ in range(rounds):
             for entry in timed:
                 feed = _validation_feed(context, entry.plan, calibrated)[0]
-                entry.runs.append(context.session.run_model(entry.built, feed,
-                                                            context.options.measurement.steady_state, context.workdir))
+                if entry.first is None:
+                    entry.first = context.session.run_model(entry.built, feed, settings, context.workdir)
+                    entry.timings.append(entry.first.timing)
+                else:  # later rounds run on this machine
+                    entry.timings.append(entry.built.time(feed, settings))
                 if progress is not None:
-                    progress.advance(note=f"{entry.label}: {entry.runs[-1].timing.median_ms:.3f} ms")
+                    progress.advance(note=f"{entry.label}: {entry.timings[-1].median_ms:.3f} ms")
     if progress is not None:
         progress.close()
     winner = timed[0]  # the search's plan: another wins by measuring clearly faster
@@ -373,7 +381,7 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
         if entry.run.timing.clearly_faster_than(winner.run.timing):
             winner = entry
     rows = [{"plan": entry.label, "predicted_ms": entry.choice.search.cost_ms, "measured": entry.run.timing.to_dict(),
-             "rounds_ms": [run.timing.median_ms for run in entry.runs], "chosen": entry is winner} for entry in timed]
+             "rounds_ms": [timing.median_ms for timing in entry.timings], "chosen": entry is winner} for entry in timed]
     winner.plan.provenance["verified"] = {"plans_timed": len(timed), "chosen": winner.label}
     return Verification(winner.choice, winner.plan, winner.built, winner.run, rows)
 

@@ -4,10 +4,10 @@ A kernel timed alone, on its own arguments, runs from caches that hold its weigh
 weights and activations of every other layer pass through the caches between two of its runs. On a
 2-core Zen 5 the median kernel took 1.05-1.5x its isolated time in ResNet-18 (on different days), 1.2x in
 ResNet-50 and 1.3-1.6x in MobileNetV2, and a space priced by isolated kernels predicted ResNet-18 and
-ResNet-50 a quarter under what they measured. So on a target that runs here, the space
-is priced from the modules themselves: uniform plans of the space (one strategy wherever it applies; see
-pipeline.py for which) are built and run in steady state with the virtual machine's instrument hook timing every function call;
-each (workload, strategy) option that ran takes its median time per call in those modules, its fused
+ResNet-50 a quarter under what they measured. So on a target that runs here, the space is priced from the
+modules themselves: uniform plans of the space (one strategy wherever it applies; see pipeline.py for
+which) are built and run in steady state with the virtual machine's instrument hook timing every function
+call; each (workload, strategy) option that ran takes its median time per call in those modules, its fused
 epilogue and any conversion folded into it included. What no choice changes in those plans (pools, the
 classifier, the runtime's own calls between functions) becomes the space's ``fixed_ms``. Several profiles
 of one module (taken in rounds, see pipeline.py) combine by their medians.
@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from statistics import median
 from typing import Mapping, Sequence
 
 import numpy as np
-import tvm
-from tvm import relax
 
-from .build import BuiltModel, _arguments
+from .build import BuiltModel
 from .graph import DseGraph
 from .output_fusion import CONVERSION_FUNC_PREFIX
 from .plan import Plan
@@ -79,22 +76,7 @@ def profile_module(built: BuiltModel, feed: Mapping[str, np.ndarray], settings: 
     """Time every function call of ``built`` (on this machine) over ``runs`` runs after its steady-state
     timing, which also warms it up."""
     total_ms = built.time(feed, settings).median_ms
-    vm = relax.VirtualMachine(built.executable, tvm.cpu())
-    arguments = _arguments(built.inputs, feed, tvm.cpu())
-    vm["main"](*arguments)
-    samples: dict[str, list[float]] = defaultdict(list)
-    started: dict[str, float] = {}
-
-    def instrument(func: object, name: str, before: bool, result: object, *args: object) -> int:
-        if before:
-            started[name] = time.perf_counter()
-        else:
-            samples[name].append(time.perf_counter() - started[name])
-        return 0  # go on normally
-
-    vm.set_instrument(instrument)
-    for _ in range(runs):
-        vm["main"](*arguments)
+    samples = built.call_times(feed, runs)
     functions = {name: (1e3 * float(np.median(seconds)), len(seconds) // runs) for name, seconds in samples.items()}
     calls = sum(count for _, count in functions.values())
     hooked = sum(ms * count for ms, count in functions.values())
