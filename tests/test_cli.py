@@ -1,11 +1,15 @@
 """The tvm-dse command line: the demo job, graph, target and zoo commands, and its errors."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnx
+import pytest
 
 from tvm_dse.cli import main
 
@@ -60,6 +64,8 @@ def test_errors_go_to_stderr_with_status_2(capsys):
     assert "model file not found: missing.onnx" in capsys.readouterr().err
     assert main(["baseline", "zoo:squeezenet1_1-small", "--shape", "input=1,3,x"]) == 2
     assert "--shape 'input=1,3,x'" in capsys.readouterr().err
+    assert main(["optimize", "missing.onnx", "--kernel-repeat", "0", "--no-retry-failed"]) == 2
+    assert "kernel timing setting repeat must be a whole number of at least 1; got 0" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():
@@ -72,6 +78,8 @@ def test_console_script_is_installed():
 def test_build_command_builds_exports_and_checks_a_saved_plan(tmp_path, capsys):
     from tvm_dse import build_graph, load_model
     from tvm_dse.plan import Plan
+    from tvm_dse.strategies.candidate import default_decisions
+    from tvm_dse.target import parse_target
 
     model = load_model("zoo:resnet18-small")
     plan_path = Plan.uniform(model, build_graph(model), "host", "spatial_pack_nchwc").save(tmp_path / "plan.json")
@@ -84,3 +92,65 @@ def test_build_command_builds_exports_and_checks_a_saved_plan(tmp_path, capsys):
     assert main(["build", "zoo:squeezenet1_1-small", "--plan", str(plan_path)]) == 2
     error = capsys.readouterr().err
     assert "resnet18-small" in error and "squeezenet1_1-small" in error
+    # bad decisions are refused naming the node, the strategy and the decision
+    data = json.loads(plan_path.read_text())
+    node = next(name for name, choice in data["nodes"].items() if choice["strategy"] == "spatial_pack_nchwc")
+    workload = next(v.workload for v in build_graph(model).nodes if v.name == node)
+    defaults = default_decisions("spatial_pack_nchwc", workload, parse_target("host"))
+    outer, inner = defaults["oc_blocks"]
+    for decisions, message in (({"oc_blocks": [outer, inner, 1]}, "does not split a loop"),
+                               ({"oc_blocks": [-outer, -inner]}, "into 2 positive factors"),
+                               ({**defaults, "unroll": 4}, "unknown decision(s) 'unroll'"),
+                               ({"oc_blocks": "wide"}, "is not a list of 2 whole numbers")):
+        data["nodes"][node]["decisions"] = decisions
+        plan_path.write_text(json.dumps(data))
+        assert main(["build", "zoo:resnet18-small", "--plan", str(plan_path), "-o", str(library)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: node {node!r} (spatial_pack_nchwc): "), error
+        assert message in error and "Traceback" not in error
+    plan_path.write_text(json.dumps({**data, "nodes": []}))
+    assert main(["build", "zoo:resnet18-small", "--plan", str(plan_path)]) == 2
+    assert "malformed plan: nodes must map each tunable node to its choice; got []" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("moment", ["building", "measuring"])
+def test_ctrl_c_stops_at_once_keeps_the_measurements_and_says_how_to_go_on(moment, tmp_path):
+    """Ctrl-C at a terminal interrupts the whole process group: tvm-dse and its builder workers."""
+    store = tmp_path / "logs"
+    command = [sys.executable, "-m", "tvm_dse.cli", "optimize", "zoo:squeezenet1_1-small", "--logs", str(store),
+               "--cold", "--out", str(tmp_path / "out")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+
+    def recorded() -> int:
+        return sum(len(path.read_text().splitlines()) for path in store.rglob("*.jsonl"))
+
+    workers = []
+    while time.monotonic() < deadline and process.poll() is None:
+        workers = subprocess.run(["pgrep", "-g", str(process.pid), "-f", "popen_worker"], capture_output=True,
+                                 text=True).stdout.split()
+        if (moment == "building" and workers and recorded() == 0) or (moment == "measuring" and recorded() >= 2):
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    kept_before = recorded()
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("tvm-dse did not stop within 20 s of Ctrl-C")
+    assert process.returncode == 130
+    assert "Traceback" not in err and "interrupted: what was measured is kept in the tuning logs" in err
+    assert recorded() >= kept_before  # nothing lost
+    if moment == "building":
+        assert workers
+    for _ in range(50):  # no process of the run's group is left (the builder's workers included)
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the interrupted run is still alive")

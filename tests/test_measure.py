@@ -5,11 +5,14 @@ import multiprocessing
 import subprocess
 import sys
 import textwrap
+import time
+from dataclasses import replace
 
 import pytest
 
 from tvm_dse.measure import (Builder, LocalRunner, MeasurementSession, MeasurementStore, MeasureSettings, Record,
                              measure_candidates)
+from tvm_dse.measure.measurement import FAILED_ATTEMPTS
 from tvm_dse.strategies import Candidate
 from tvm_dse.target import parse_target
 from tvm_dse.workload import Workload
@@ -64,11 +67,29 @@ def test_build_errors_and_timeouts_are_recorded_per_candidate(tmp_path):
     slow = measure_candidates([Candidate(WORKLOAD, "direct_nhwc")], HOST, LocalRunner(FAST),
                               MeasurementStore(tmp_path / "t.jsonl"), Builder(timeout_s=0.05), show_progress=False)
     assert slow[0].status == "build_error" and "timed out after" in slow[0].error
-    # failures are results: a rerun does not retry them unless asked
-    rerun = measure_candidates([bad], HOST, LocalRunner(FAST), store, show_progress=False)
-    assert rerun[0].measured_at == records[0].measured_at
-    retried = measure_candidates([bad], HOST, LocalRunner(FAST), store, retry_failed=True, show_progress=False)
-    assert retried[0].measured_at >= records[0].measured_at and len(store.records()) == 3
+    # a failure does not block later runs: each measures the kernel once more, until it has failed
+    # FAILED_ATTEMPTS times; retry_failed=False keeps the failure
+    kept = measure_candidates([bad], HOST, LocalRunner(FAST), store, retry_failed=False, show_progress=False)
+    assert kept[0].measured_at == records[0].measured_at and len(store.records()) == 2
+    for failed in range(2, FAILED_ATTEMPTS + 1):
+        measure_candidates([bad, good], HOST, LocalRunner(FAST), store, show_progress=False)
+        assert store.failures() == {records[0].key: failed}
+    given_up = measure_candidates([bad], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert given_up[0].status == "build_error" and store.failures() == {records[0].key: FAILED_ATTEMPTS}
+    assert len(store.records()) == 1 + FAILED_ATTEMPTS  # the good kernel measured once
+
+
+def test_a_key_is_priced_by_its_fastest_success_whatever_came_after(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    candidate = Candidate(WORKLOAD, "direct_nchw")
+    (fast,) = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
+    slow = replace(fast, latency={**fast.latency, "median_ms": 100 * fast.median_ms})
+    failed = replace(fast, status="run_error", latency=None, error="board lost")
+    store.extend([slow, failed])  # a later timing under load, then a lost board
+    assert store.held() == {fast.key: fast} and store.failures() == {}
+    assert store.best(HOST.key, {"direct_nchw": fast.schedule_version})[(WORKLOAD.key(), "direct_nchw")] == fast
+    again = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert again == [fast] and len(store.records()) == 3  # held: nothing measured
 
 
 def test_corrupt_and_truncated_lines_are_skipped_with_a_warning(tmp_path):
@@ -92,7 +113,7 @@ def _append_many(path: str, writer: int, count: int) -> None:
     store = MeasurementStore(path)
     for index in range(count):
         store.append(Record("t", {"writer": writer, "index": index, "padding": "x" * 3000}, f"w{writer}-{index}",
-                            "s", {}, "ok", latency={"median_ms": float(index)}))
+                            "s", {}, "ok", latency={"median_ms": float(index + 1)}))
 
 
 def test_two_writers_do_not_corrupt_the_store(tmp_path):
@@ -139,20 +160,49 @@ def test_an_interrupted_run_resumes_without_measuring_twice(tmp_path):
     """)
     process = subprocess.Popen([sys.executable, "-c", script])
     try:
-        import time
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and (not store_path.exists() or len(store_path.read_text().splitlines()) < 2):
             time.sleep(0.1)
     finally:
         process.kill()
         process.wait()
-    interrupted = MeasurementStore(store_path).latest()
+    interrupted = MeasurementStore(store_path).held()
     assert 2 <= len(interrupted) < len(workloads)
     records = measure_candidates([Candidate(w, "direct_nchw") for w in workloads], HOST, LocalRunner(FAST),
                                  MeasurementStore(store_path), show_progress=False)
     assert all(r.ok for r in records)
     keys = [json.loads(line)["workload_key"] for line in store_path.read_text().splitlines()]
     assert sorted(keys) == sorted(w.key() for w in workloads)  # each measured exactly once
+
+
+def test_runs_measuring_into_one_store_take_turns_and_measure_each_kernel_once(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    workloads = [Workload("conv2d", 1, 8, size, size, 8, kernel=(3, 3), padding=(1, 1, 1, 1)) for size in (6, 7, 8)]
+    script = textwrap.dedent(f"""
+        from tvm_dse.measure import *
+        from tvm_dse.strategies import Candidate
+        from tvm_dse.target import parse_target
+        from tvm_dse.workload import Workload
+        workloads = [Workload.from_dict(w) for w in {[w.to_dict() for w in workloads]!r}]
+        measure_candidates([Candidate(w, "direct_nchw") for w in workloads], parse_target("host"),
+                           LocalRunner(MeasureSettings(number=2, repeat=2)), MeasurementStore({str(store.path)!r}))
+    """)
+    logs = [tmp_path / f"run{index}.err" for index in range(2)]
+    with store.measuring():  # a third run measuring: the two wait for it, then for each other
+        runs = []
+        for log in logs:
+            with open(log, "w") as stderr:
+                runs.append(subprocess.Popen([sys.executable, "-c", script], stderr=stderr))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all("waiting for another run measuring into" in log.read_text()
+                                                      for log in logs):
+            time.sleep(0.2)
+        assert all("waiting for another run" in log.read_text() for log in logs)
+        assert not store.records()  # nothing measured while another run holds the store
+    for run in runs:
+        assert run.wait(300) == 0
+    keys = [record.workload_key for record in store.records()]
+    assert sorted(keys) == sorted(w.key() for w in workloads)  # each kernel measured once, by one of them
 
 
 def test_cache_flush_and_cooldown_settings(tmp_path):

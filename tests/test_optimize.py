@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tvm_dse import optimize
+from tvm_dse import TvmDseError, optimize
 from tvm_dse.cli import main
 from tvm_dse.layouts import native_layout
 from tvm_dse.ops import conversion_folds
@@ -66,6 +66,7 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     # kernels priced as the uniform plans' modules ran them (the two cheapest, and any within 2x)
     priced = report["priced_in_model"]
     assert priced["modules"] >= 2 and 0 < priced["options_observed"] <= priced["options"] and report["fixed_ms"] >= 0
+    assert priced["fixed_ms_range"][0] <= report["fixed_ms"] <= priced["fixed_ms_range"][1]
     assert DesignSpace.load(tmp_path / "space.json").fixed_ms == report["fixed_ms"]
     # a conversion is priced free exactly where lowering writes it in the kernel before it (ops.py's rule)
     folds = 0
@@ -105,11 +106,15 @@ def test_memory_bound_is_respected(logs, tmp_path):
                        show_progress=False, compare_searchers=(), verify=1, reference=False, profile=False)
     assert bounded.report["peak_memory_mb"] <= limit
     assert bounded.report["predicted_ms"] >= free.report["predicted_ms"] - 1e-9
+    # a bound below every plan names the least memory a plan needs (the front's leanest point)
+    with pytest.raises(TvmDseError, match=rf"fits in {smallest / 2:g} MB: the leanest needs") as refused:
+        optimize("zoo:squeezenet1_1-small", searcher="qlearning", memory_limit=smallest / 2, logs=logs,
+                 show_progress=False, compare_searchers=(), verify=1, reference=False, profile=False)
+    needed = float(re.search(r"the leanest needs ([\d.]+) MB", str(refused.value)).group(1))
+    assert smallest / 2 < needed <= smallest + 0.01
 
 
 def test_a_board_target_needs_rpc(logs):
-    from tvm_dse import TvmDseError
-
     with pytest.raises(TvmDseError, match="does not run on this machine: give rpc="):
         optimize("zoo:squeezenet1_1-small", "rpi4", logs=logs, show_progress=False)
 
@@ -118,17 +123,45 @@ def test_a_board_target_needs_rpc(logs):
     ({"searcher": "annealing"}, "unknown searcher 'annealing'"),
     ({"compare_searchers": ("exact", "bogus")}, "unknown searcher 'bogus'"),
     ({"top_k": 0}, "top_k must be at least 1"),
+    ({"budget": -5}, r"budget \(plans the searcher may price\): max_evaluations must be in \[1, inf\], got -5"),
+    ({"budget": "lots"}, "budget must be a number of plans or a tvm_dse.search.Budget; got 'lots'"),
     ({"repeat": 0}, "repeat must be at least 1"),
     ({"memory_limit": -5}, "memory_limit must be a positive number"),
     ({"tune_trials": -1}, "tune_trials must not be negative"),
     ({"calibration_data": [], "calibration_method": "kl"}, "unknown calibration method 'kl'"),
+    ({"rpc": "127.0.0.1:1"}, r"cannot reach the RPC server at 127\.0\.0\.1:1"),
+    ({"rpc": "tracker=127.0.0.1:1,key=rpi4"}, r"cannot reach the RPC tracker at 127\.0\.0\.1:1"),
 ])
 def test_a_bad_option_fails_before_the_model_is_read(options, message, tmp_path):
-    from tvm_dse import TvmDseError
-
     # the model does not exist: an option checked any later would fail on the model first
     with pytest.raises(TvmDseError, match=message):
         optimize(str(tmp_path / "missing.onnx"), logs=tmp_path, show_progress=False, **options)
+
+
+def test_the_output_folder_is_checked_before_any_work_and_replaced_whole(tmp_path):
+    from tvm_dse.pipeline import OUTPUT_MARK, claim_output_dir
+
+    missing = str(tmp_path / "missing.onnx")  # a folder checked any later would fail on the model first
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(TvmDseError, match=r"is not empty and holds no earlier tvm_dse output \(notes.txt\).*--force"):
+        optimize(missing, out_dir=foreign, logs=tmp_path / "logs", show_progress=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(TvmDseError, match="the output folder .*a_file is a file"):
+        optimize(missing, out_dir=blocker, logs=tmp_path / "logs", show_progress=False)
+    with pytest.raises(TvmDseError, match="cannot write to the output folder .*a_file/out"):
+        optimize(missing, out_dir=blocker / "out", logs=tmp_path / "logs", show_progress=False)
+    # forced into someone's folder: written into, nothing of theirs removed, and not taken over
+    assert claim_output_dir(foreign, force=True) == foreign
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    # a folder tvm_dse wrote is replaced whole by the next run
+    ours = claim_output_dir(tmp_path / "out", force=False)
+    (ours / "kernels").mkdir()
+    (ours / "stale.so").write_text("an earlier plan's library")
+    claim_output_dir(ours, force=False)
+    assert [p.name for p in ours.iterdir()] == [OUTPUT_MARK]
 
 
 def test_an_unknown_option_is_refused_by_name(tmp_path):
@@ -295,7 +328,6 @@ def test_tutorial_optimize_for_a_board(emulated_boards, logs, tmp_path):
 
 
 def test_a_space_offering_a_node_no_strategy_fails_before_measuring(matrix_models):
-    from tvm_dse import TvmDseError
     from tvm_dse.pricing import measure_space
     from tvm_dse.measure import LocalRunner, MeasurementSession
     from tvm_dse.target import parse_target

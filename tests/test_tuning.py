@@ -108,6 +108,36 @@ def test_a_store_refuses_and_skips_records_of_another_target_or_tvm_version(tmp_
     assert best[(WORKLOAD.key(), "direct_nhwc")].median_ms == record.median_ms  # never applied
 
 
+def test_invalid_and_hostile_records_are_refused_on_every_way_in(tmp_path):
+    store = _measured(tmp_path / "a")
+    (record,) = store.records()
+    good = json.loads(record.to_json())
+    hostile = {"a negative latency": {"latency": {**record.latency, "median_ms": -1.0}},
+               "an infinite latency": {"latency": {**record.latency, "median_ms": float("inf")}},
+               "an ok record without a latency": {"latency": None},
+               "a failure with a latency": {"status": "timeout"},
+               "a path for a target": {"target": "../../escaped_target"},
+               "a path for a TVM version": {"tvm_version": "../../0.27.0"},
+               "an unknown status": {"status": "fine"},
+               "decisions that are no mapping": {"decisions": [1, 2]},
+               "an unknown field": {"speed": "fast"}}
+    for change in hostile.values():
+        with pytest.raises((ValueError, TypeError)):
+            Record(**{**good, **change})  # nothing invalid is measured, appended or merged
+    imported = tmp_path / "hostile.jsonl"
+    imported.write_text("".join(json.dumps({**good, **change}) + "\n" for change in hostile.values())
+                        + json.dumps({**good, "workload_key": "other"}) + "\n")
+    logs = TuningLogs(tmp_path / "b" / "logs")
+    with pytest.warns(UserWarning) as caught:
+        added = logs.import_file(imported)
+    lines = {int(str(w.message).split(":")[1]) for w in caught if str(w.message).startswith(f"{imported}:")}
+    assert lines == set(range(1, len(hostile) + 1))  # each refused, named by file and line
+    assert added == {(HOST.key, record.tvm_version): 1}
+    assert set(tmp_path.rglob("*.jsonl")) == {imported, store.path, logs.store(HOST).path}  # nothing escaped
+    with pytest.raises(TvmDseError, match="not a plain name"):
+        logs.store("../elsewhere")
+
+
 def test_merge_gives_the_union_without_duplicates_and_keeps_targets_apart(tmp_path):
     small = Workload("conv2d", 1, 8, 10, 10, 8, kernel=(3, 3), padding=(1, 1, 1, 1))
     ours = _measured(tmp_path / "ours", workloads=(WORKLOAD,))
@@ -116,9 +146,9 @@ def test_merge_gives_the_union_without_duplicates_and_keeps_targets_apart(tmp_pa
     TuningLogs(tmp_path / "theirs").store("llvm_aarch64_cortex-a72_4c").append(board_record)
     logs = TuningLogs(tmp_path / "ours")
     added = logs.merge(tmp_path / "theirs")
-    # the newer of the two records of WORKLOAD, the record of small, and the board's record in its own store
+    # the faster of the two records of WORKLOAD, the record of small, and the board's record in its own store
     assert added[("llvm_aarch64_cortex-a72_4c", board_record.tvm_version)] == 1
-    merged = ours.latest()
+    merged = ours.held()
     assert {r.workload_key for r in merged.values()} == {WORKLOAD.key(), small.key()}
     assert all(r.target == HOST.key for r in ours.records())
     assert logs.store("llvm_aarch64_cortex-a72_4c").records() == [board_record]

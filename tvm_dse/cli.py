@@ -141,13 +141,14 @@ def _command_optimize(args: argparse.Namespace) -> int:
     print(f"optimizing {args.model} for {args.target} with {args.searcher}"
           + (f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"), flush=True)
     result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
-                      memory_limit=args.memory_limit, out_dir=args.out, input_shapes=_input_shapes(args.shape),
-                      logs=args.logs, shipped_logs=not args.cold, tune_trials=args.tune_trials, top_k=args.top_k,
+                      memory_limit=args.memory_limit, out_dir=args.out, force=args.force,
+                      input_shapes=_input_shapes(args.shape), logs=args.logs, shipped_logs=not args.cold,
+                      tune_trials=args.tune_trials, top_k=args.top_k,
                       calibration_data=args.calibration_data, calibration_method=args.calibration_method,
                       accuracy=accuracy, precisions=args.precisions.split(",") if args.precisions else None,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed, repeat=args.repeat,
                       verify=args.verify, reference=not args.no_reference,
-                      profile=not args.no_profile)
+                      profile=not args.no_profile, retry_failed=not args.no_retry_failed)
     report = result.report
     print(f"plan: {latency_line(report)}")
     for row in report["verified_plans"]:
@@ -338,7 +339,10 @@ def make_parser() -> argparse.ArgumentParser:
                           choices=["qlearning", "exact", "ilp", "greedy", "random", "uniform"])
     optimize.add_argument("--budget", type=int, help="cost evaluations the searcher may spend (default: its own)")
     optimize.add_argument("--memory-limit", type=float, metavar="MB", help="peak memory bound of the plan")
-    optimize.add_argument("--out", default="tvm_dse_out", help="output folder (default: tvm_dse_out)")
+    optimize.add_argument("--out", default="tvm_dse_out",
+                          help="output folder (default: tvm_dse_out); one tvm_dse wrote before is replaced whole")
+    optimize.add_argument("--force", action="store_true",
+                          help="write into a non-empty --out folder that holds no earlier tvm_dse output")
     optimize.add_argument("--logs", help="tuning-log directory to resume from and add to "
                                          "(default: $TVM_DSE_LOGS, else ~/.cache/tvm_dse/tuning_logs)")
     optimize.add_argument("--cold", action="store_true",
@@ -374,6 +378,9 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--no-profile", action="store_true",
                           help="price kernels by their isolated measurements only, without building and profiling "
                                "the uniform plans as whole modules (host targets; quicker, predicts low)")
+    optimize.add_argument("--no-retry-failed", action="store_true",
+                          help="keep the failures of kernels the tuning log holds only failures of, instead of "
+                               "measuring them again (up to three failures per kernel)")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.set_defaults(handler=_command_optimize)
 
@@ -430,6 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TvmDseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # every measurement is in the tuning logs the moment it is made (see tvm_dse.measure.store)
+        print("\ninterrupted: what was measured is kept in the tuning logs; run the same command again to go on "
+              "from there", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

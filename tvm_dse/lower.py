@@ -42,7 +42,7 @@ from .graph import DseGraph, build_graph
 from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only, holds, native_layout, transform
 from .ops import OpClass, Writer, activation_writers, call_class, conversion_folds, passes_layout, tensor_shape
 from .output_fusion import CONVERSION_FUNC_PREFIX, WRITTEN_BY_PRODUCER, write_outputs_in_place
-from .plan import Plan
+from .plan import Plan, PlanError
 from .quant.scheme import UNCALIBRATED, ActivationQuant
 from .schedule_blocks import has_block, schedule_generic
 from .strategies import get_strategy
@@ -226,8 +226,12 @@ def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: Dse
             vertex = vertices[int(match.group(1))]
             choice = plan.nodes[vertex.name]
             sch = s_tir.Schedule(func)
-            strategy = get_strategy(choice.strategy)
-            strategy.schedule(sch, vertex.workload, target, Decider(sch, dict(choice.decisions or {})))
+            decider = Decider(sch, dict(choice.decisions or {}))
+            try:
+                get_strategy(choice.strategy).schedule(sch, vertex.workload, target, decider)
+                decider.check_all_used()
+            except ValueError as error:
+                raise PlanError(f"node {vertex.name!r} ({choice.strategy}): {error}") from None
             scheduled[global_var] = sch.mod["main"]
         else:
             scheduled[global_var] = schedule_generic(func)

@@ -79,10 +79,10 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     :class:`Model`; ``target`` a preset (``"host"``, ``"rpi4"``, ...), a TVM target string, dict or
     ``tvm.target.Target``. The options come as an :class:`~tvm_dse.options.OptimizeOptions` or by their flat
     names (see :meth:`~tvm_dse.options.OptimizeOptions.from_keywords`): ``rpc``, ``settings``, ``logs``,
-    ``shipped_logs``, ``top_k``, ``repeat``, ``reference``, ``profile`` (measurement); ``searcher``, ``budget``,
-    ``memory_limit``, ``compare_searchers``, ``verify`` (search); ``precisions``, ``calibration_data``,
-    ``calibration_method``, ``accuracy`` (precision); ``tune_trials``; ``out_dir``, ``input_shapes``, ``seed``,
-    ``show_progress``. Every option is checked before any work starts.
+    ``shipped_logs``, ``top_k``, ``repeat``, ``reference``, ``profile``, ``retry_failed`` (measurement);
+    ``searcher``, ``budget``, ``memory_limit``, ``compare_searchers``, ``verify`` (search); ``precisions``,
+    ``calibration_data``, ``calibration_method``, ``accuracy`` (precision); ``tune_trials``; ``out_dir``,
+    ``input_shapes``, ``seed``, ``show_progress``. Every option is checked before any work starts.
 
     The best plans the search finds are built and timed as whole models in steady state (see
     :class:`~tvm_dse.timing.SteadyState`); the fastest measured is the plan. On a host target onnxruntime is

@@ -56,6 +56,10 @@ class MeasurementOptions:
         On a target that runs on this machine, price kernels as the modules run them: the cheapest uniform
         plans built and their function calls timed (see :mod:`tvm_dse.profiling`); False prices each kernel by its
         isolated measurement alone (quicker; predicts the model lower than it runs).
+    retry_failed
+        Measure again kernels whose earlier measurements all failed (a board lost, a full disk), up to
+        three failures per kernel; False keeps their failures (see
+        :func:`tvm_dse.measure.measure_candidates`).
     """
 
     rpc: str | Mapping[str, str] | None = None
@@ -66,6 +70,7 @@ class MeasurementOptions:
     repeat: int = 10
     reference: bool = True
     profile: bool = True
+    retry_failed: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -116,8 +121,13 @@ class SearchOptions:
                 get_searcher(name)
             except ValueError as error:
                 raise TvmDseError(str(error)) from None
-        if isinstance(self.budget, int):
-            object.__setattr__(self, "budget", Budget(max_evaluations=self.budget))
+        if isinstance(self.budget, int) and not isinstance(self.budget, bool):
+            try:
+                object.__setattr__(self, "budget", Budget(max_evaluations=self.budget))
+            except ValueError as error:
+                raise TvmDseError(f"budget (plans the searcher may price): {error}") from None
+        elif self.budget is not None and not isinstance(self.budget, Budget):
+            raise TvmDseError(f"budget must be a number of plans or a tvm_dse.search.Budget; got {self.budget!r}")
         if self.memory_limit is not None and not self.memory_limit > 0:
             raise TvmDseError(f"memory_limit must be a positive number of MB; got {self.memory_limit}")
         object.__setattr__(self, "compare_searchers", tuple(self.compare_searchers))
@@ -209,7 +219,11 @@ class OptimizeOptions:
     measurement, search, precision, tuning
         The options of those stages.
     out_dir
-        When given, the plan, library, report and plots are written there.
+        When given, the plan, library, report and plots are written there. A folder tvm_dse wrote before is
+        emptied first; any other folder must be new or empty unless ``force``.
+    force
+        Write into a non-empty ``out_dir`` that holds no earlier tvm_dse output (its files are kept; ones
+        of the same names are overwritten).
     input_shapes
         Shapes for the model's dynamic inputs, by input name.
     seed
@@ -223,6 +237,7 @@ class OptimizeOptions:
     precision: PrecisionOptions = field(default_factory=PrecisionOptions)
     tuning: TuningOptions = field(default_factory=TuningOptions)
     out_dir: str | Path | None = None
+    force: bool = False
     input_shapes: InputShapes | None = None
     seed: int = 0
     show_progress: bool = True

@@ -12,6 +12,7 @@ of measurement) is a new function here and a line in ``optimize``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +37,8 @@ from .plan import Plan
 from .pricing import measure_space, plan_from_assignment
 from .profiling import ModuleProfile, price_in_model, profile_module
 from .report import build_report
-from .search import SearchResult, best_plans, compare, fits_limits, get_searcher, uniform_plans
+from .search import (NoFeasiblePlan, SearchResult, best_plans, compare, fits_limits, get_searcher, leanest_plan,
+                     uniform_plans)
 from .space import DesignSpace
 from .strategies import get_strategy
 from .target import DseTarget, physical_cores
@@ -45,6 +47,7 @@ from .tuning import shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
 from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, onnxruntime_timing,
                          relative_error)
+from .version import __version__
 
 
 # Whole-model timings that decide something (the profiles pricing the space, the best plans timed end to
@@ -54,6 +57,8 @@ ROUNDS = 3
 # The uniform plans profiled: the two cheapest (by isolated kernels) and any other within this factor of the
 # cheapest. A slower one would not be chosen; an option only it runs is priced at its isolated time, scaled.
 PROFILED_WITHIN = 2.0
+# The file marking an output folder as tvm_dse's: the next run into that folder replaces its contents
+OUTPUT_MARK = ".tvm_dse_output"
 
 
 @dataclass
@@ -141,6 +146,9 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
     runner = make_runner(target, options.measurement.rpc, options.measurement.settings)
     if options.precision.accuracy is not None and not target.runs_on_host:
         raise TvmDseError(f"accuracy is measured by running plans on this machine; {target.key} does not run here")
+    runner.check()
+    workdir = claim_output_dir(Path(options.out_dir), options.force) if options.out_dir else \
+        Path(tempfile.mkdtemp(prefix="tvm_dse_"))
     imported = load_model(model, options.input_shapes)
     logs = options.measurement.tuning_logs()
     if options.measurement.shipped_logs:
@@ -150,11 +158,39 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
             print(f"no tuning log shipped with tvm_dse is for {target.key} (shipped: "
                   f"{', '.join(shipped) or 'none'}): starting from this machine's own logs", file=sys.stderr,
                   flush=True)
-    workdir = Path(options.out_dir) if options.out_dir else Path(tempfile.mkdtemp(prefix="tvm_dse_"))
-    workdir.mkdir(parents=True, exist_ok=True)
     session = MeasurementSession(target, runner, logs.store(target), Builder(directory=workdir / "kernels"),
-                                 options.show_progress)
+                                 options.show_progress, options.measurement.retry_failed)
     return RunContext(imported, build_graph(imported), target, session, options, workdir)
+
+
+def claim_output_dir(path: Path, force: bool) -> Path:
+    """``path`` ready for a run's output, checked before any work: a folder tvm_dse wrote before (it holds
+    ``OUTPUT_MARK``) is emptied, a new or empty one is created and marked, any other one is refused unless
+    ``force`` (then written into, its files kept and left unmarked: a later run does not empty it)."""
+    if path.exists() and not path.is_dir():
+        raise TvmDseError(f"the output folder {path} is a file")
+    contents = sorted(path.iterdir()) if path.is_dir() else []
+    ours = (path / OUTPUT_MARK).is_file()
+    if contents and not ours and not force:
+        raise TvmDseError(f"the output folder {path} is not empty and holds no earlier tvm_dse output ("
+                          f"{', '.join(entry.name for entry in contents[:3])}{', ...' if len(contents) > 3 else ''})"
+                          ": give a new or empty folder, or force=True (--force) to write into it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if ours:
+            for entry in contents:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        if ours or not contents:
+            (path / OUTPUT_MARK).write_text(f"written by tvm_dse {__version__}; the next run into this folder "
+                                            "replaces everything in it\n")
+        else:  # forced into someone else's folder: check it takes files all the same
+            tempfile.TemporaryFile(dir=path).close()
+    except OSError as error:
+        raise TvmDseError(f"cannot write to the output folder {path}: {error.strerror or error}") from None
+    return path
 
 
 def calibrate_model(context: RunContext) -> Calibrated:
@@ -230,9 +266,17 @@ def search(context: RunContext, space: DesignSpace, accuracy_limit: float | None
     """The configured searcher's plan on ``space`` (within the memory and accuracy limits)."""
     options = context.options
     with context.timed("search_s"):
-        result = get_searcher(options.search.searcher).search(
-            space, options.search.budget, memory_limit_bytes=options.search.memory_limit_bytes, seed=options.seed,
-            show_progress=options.show_progress, accuracy_loss_limit=accuracy_limit)
+        try:
+            result = get_searcher(options.search.searcher).search(
+                space, options.search.budget, memory_limit_bytes=options.search.memory_limit_bytes,
+                seed=options.seed, show_progress=options.show_progress, accuracy_loss_limit=accuracy_limit)
+        except NoFeasiblePlan as error:
+            if options.search.memory_limit is None:
+                raise TvmDseError(str(error)) from None
+            leanest = space.peak_memory(leanest_plan(space)) / 2**20
+            raise TvmDseError(f"no plan of {context.model.name} fits in {options.search.memory_limit:g} MB: the "
+                              f"leanest needs {leanest:.2f} MB (weights, workspace and live activations); give "
+                              f"memory_limit (--memory-limit) of at least that") from None
         return Choice(space, result, accuracy_limit)
 
 

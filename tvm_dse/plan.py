@@ -183,10 +183,14 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        if not isinstance(data, Mapping):
+            raise PlanError(f"malformed plan: a JSON object is needed, not {type(data).__name__}")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise PlanError(f"plan schema version {version!r} is not supported; this tvm_dse reads version "
                             f"{SCHEMA_VERSION}")
+        if not isinstance(data.get("nodes"), Mapping) or not data["nodes"]:
+            raise PlanError(f"malformed plan: nodes must map each tunable node to its choice; got {data.get('nodes')!r}")
         try:
             nodes = {name: NodeChoice(choice["strategy"], choice.get("decisions"), choice.get("quant"))
                      for name, choice in data["nodes"].items()}

@@ -90,7 +90,7 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
     (its workload, strategy and decisions) takes the median of its times per call in the modules (over the
     plans and the nodes of its workload); one that never ran (a kernel tuned since) keeps its isolated time
     scaled by the median in-module/isolated ratio of those that did; ``fixed_ms`` is the median of the
-    modules' time outside the choices."""
+    modules' time outside the choices (their range is kept in the metadata)."""
     vertices = {vertex.name: vertex for vertex in graph.vertices}
     by_id = {vertex.id: vertex for vertex in graph.vertices}
     observed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -114,11 +114,15 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
         times = observed.get(_kernel(vertices[node_name].workload.key(), option.name, option.decisions))
         return replace(option, latency_ms=median(times) if times else option.latency_ms * scale)
 
+    fixed = [max(0.0, module.fixed_ms()) for _, module in profiles]
     repriced = space.repriced(lambda node, option: priced(node.name, option) if node.is_tunable else option,
-                              fixed_ms=max(0.0, median(module.fixed_ms() for _, module in profiles)))
+                              fixed_ms=median(fixed))
+    # pools and the like run in the layouts of the kernels around them: how far the modules' fixed time
+    # differs says how much one figure for every plan can miss
     repriced.metadata["priced_in_model"] = {
         "modules": len(profiles), "options_observed": len(ratios), "isolated_scale": scale,
-        "options": sum(len(node.options) for node in space.nodes if node.is_tunable)}
+        "options": sum(len(node.options) for node in space.nodes if node.is_tunable),
+        "fixed_ms_range": [min(fixed), max(fixed)]}
     return repriced
 
 

@@ -85,9 +85,10 @@ def _pricing(report: dict[str, Any]) -> str:
     priced = report.get("priced_in_model")
     if not priced:
         return "kernels priced by their isolated measurements"
+    low, high = priced["fixed_ms_range"]
     return (f"kernels priced as {priced['modules']} modules (the uniform plans) ran them ({priced['options_observed']} "
             f"of {priced['options']} options seen there, the rest at {priced['isolated_scale']:.2f}x their isolated "
-            "time)")
+            f"time); what no choice changes took {low:.3f}-{high:.3f} ms in those modules")
 
 
 def markdown(report: dict[str, Any]) -> str:

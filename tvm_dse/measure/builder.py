@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -143,12 +144,18 @@ class Builder:
         if unresolved:
             raise ValueError(f"resolve the decisions of {', '.join(unresolved)} before building")
         pool = PopenPoolExecutor(max_workers=min(self.workers, len(candidates)), timeout=self.timeout_s)
+        futures = {}
         try:
-            futures = {}
-            for candidate, path in zip(candidates, paths):
-                future = pool.submit(_build_in_worker, path, candidate.spec(), target.to_dict(),
-                                     str(self.directory), candidate.strategy)
-                futures[future] = candidate
+            # the pool's threads, made by submit, start the workers: made with Ctrl-C blocked, they pass the
+            # block on to the workers, which leave the interrupt to this process (it stops them)
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                for candidate, path in zip(candidates, paths):
+                    future = pool.submit(_build_in_worker, path, candidate.spec(), target.to_dict(),
+                                         str(self.directory), candidate.strategy)
+                    futures[future] = candidate
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             for future in as_completed(futures):
                 candidate = futures[future]
                 try:
@@ -164,4 +171,8 @@ class Builder:
                     on_result(result)
                 yield result
         finally:
+            # builds not started yet would each start a worker again after the shutdown kills the running
+            # ones (an interrupted run would wait for them): cancel them first
+            for future in futures:
+                future.cancel()
             pool.shutdown(wait=False)

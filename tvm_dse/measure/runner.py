@@ -48,6 +48,13 @@ class MeasureSettings:
     cooldown_ms: int = 0
     flush_cache: bool = False
 
+    def __post_init__(self) -> None:
+        for name, least in (("number", 1), ("repeat", 1), ("min_repeat_ms", 0), ("warmup", 0), ("cooldown_ms", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise TvmDseError(f"kernel timing setting {name} must be a whole number of at least {least}; "
+                                  f"got {value!r}")
+
 
 @dataclass
 class ModelRun:
@@ -114,6 +121,10 @@ class Runner(ABC):
                   workdir: str | Path) -> ModelRun:
         """Run ``built`` (a :class:`tvm_dse.build.BuiltModel`: ``run``, ``time``, ``upload``) once on ``feed``
         and time it in steady state where the target is; ``workdir`` holds what has to be exported."""
+
+    def check(self) -> None:
+        """Raise :class:`MeasurementError`, naming the cause, when the target cannot be reached: called
+        before any work, so a run with everything already measured fails as early as one without."""
 
 
 class LocalRunner(Runner):
@@ -214,6 +225,9 @@ class RPCRunner(Runner):
                                        f" (waited {self.connect_timeout_s:.0f} s); registered keys: "
                                        f"{', '.join(known) or 'none'}")
             time.sleep(1.0)
+
+    def check(self) -> None:
+        self.boards()
 
     def session(self) -> tuple[object, str]:
         """A session on one board and that board's host:port, within ``connect_timeout_s``."""

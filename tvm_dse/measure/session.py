@@ -36,6 +36,9 @@ class MeasurementSession:
         Compiles and exports candidates in worker processes.
     show_progress
         Whether long measurements print progress lines.
+    retry_failed
+        Whether kernels that only failed before are measured again (a bounded number of times, see
+        :func:`~tvm_dse.measure.measure_candidates`).
     """
 
     target: DseTarget
@@ -43,16 +46,16 @@ class MeasurementSession:
     store: MeasurementStore | None = None
     builder: Builder = field(default_factory=Builder)
     show_progress: bool = True
+    retry_failed: bool = True
 
     def progress(self, total: int, label: str) -> Progress | None:
         """A progress line counting ``total`` steps of ``label``, or None when the session is quiet."""
         return Progress(total, label) if self.show_progress else None
 
-    def measure(self, candidates: Sequence[MeasurableCandidate], retry_failed: bool = False,
-                show_progress: bool | None = None) -> list[Record]:
+    def measure(self, candidates: Sequence[MeasurableCandidate], show_progress: bool | None = None) -> list[Record]:
         """:func:`~tvm_dse.measure.measure_candidates` in this session: one record per candidate, in order
         (``show_progress`` None follows the session)."""
-        return measure_candidates(candidates, self.target, self.runner, self.store, self.builder, retry_failed,
+        return measure_candidates(candidates, self.target, self.runner, self.store, self.builder, self.retry_failed,
                                   self.show_progress if show_progress is None else show_progress)
 
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,

@@ -4,8 +4,10 @@ Lines are keyed by target, workload, strategy and its schedule version, decision
 strategy whose schedule changed (a new ``schedule_version``) is measured again, never priced by records
 of the kernel it used to build. Writers take an exclusive
 ``flock`` around each append and readers a shared one, so two runs writing the same store interleave
-whole lines; a truncated or corrupt line (a killed writer, a hand edit) is skipped with a warning that
-names the file and line. The last record of a key wins.
+whole lines. Every record is checked on its way in (see :meth:`Record.problem`): a truncated, corrupt or
+invalid line (a killed writer, a hand edit, an imported file) is skipped with a warning that names the
+file and line, and an invalid record is never written. A key is priced by its fastest successful record;
+its failures count only while it has none (see :meth:`MeasurementStore.held`).
 
 A store may be scoped to one target and TVM version (the tuning logs keep one such store per pair):
 records of another target or version are then refused on append and skipped with a warning on read, so
@@ -16,18 +18,31 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import tvm
 
 from .candidate import CONVERSION_PREFIX, measurement_key
 
 STATUSES = ("ok", "build_error", "run_error", "timeout")
+# A target key or TVM version names a folder or file of the tuning logs: one plain path component
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,+-]*")
+
+
+def plain_name_problem(what: str, name: object) -> str:
+    """Why ``name`` cannot be a ``what`` (a target key, a TVM version) in the tuning logs ("" when it can)."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        return (f"{what} {name!r} is not a plain name (letters, digits and _ . , + -, starting with a letter or "
+                "digit)")
+    return ""
 
 
 @dataclass
@@ -48,8 +63,34 @@ class Record:
     measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str:
+        """Why this record cannot be kept ("" when it can): the schema's types, a known status, a finite
+        positive median latency exactly when the status is ok, and a target key and TVM version that are
+        plain names (they become the log's folder and file names)."""
         if self.status not in STATUSES:
-            raise ValueError(f"unknown status {self.status!r}; accepted: {', '.join(STATUSES)}")
+            return f"unknown status {self.status!r}; accepted: {', '.join(STATUSES)}"
+        for name, kind in (("workload", dict), ("decisions", dict), ("workload_key", str), ("strategy", str),
+                           ("error", str), ("board", str), ("measured_at", str)):
+            if not isinstance(getattr(self, name), kind):
+                return f"{name} must be a {'mapping' if kind is dict else 'string'}, not {getattr(self, name)!r}"
+        if not self.workload_key or not self.strategy:
+            return "workload_key and strategy must not be empty"
+        if not isinstance(self.schedule_version, int) or isinstance(self.schedule_version, bool):
+            return f"schedule_version must be an integer, not {self.schedule_version!r}"
+        problem = plain_name_problem("target", self.target) or plain_name_problem("TVM version", self.tvm_version)
+        if problem:
+            return problem
+        if self.status != "ok":
+            return "" if self.latency is None else f"a {self.status} record carries a latency"
+        median_ms = self.latency.get("median_ms") if isinstance(self.latency, dict) else None
+        if isinstance(median_ms, bool) or not isinstance(median_ms, (int, float)) or not math.isfinite(median_ms) \
+                or median_ms <= 0:
+            return f"an ok record needs a finite positive latency median_ms, not {median_ms!r}"
+        return ""
 
     @property
     def ok(self) -> bool:
@@ -122,6 +163,24 @@ class MeasurementStore:
             finally:
                 fcntl.flock(stream, fcntl.LOCK_UN)
 
+    @contextmanager
+    def measuring(self, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the store's measuring lock (a file beside it) for the block: runs measuring into one store
+        take turns, so none times kernels under another's compiling and timing, and the one that waited
+        finds what the other measured in the store. ``waiting`` is called first if another run holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a", encoding="utf-8") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def records(self) -> list[Record]:
         """Every readable record of this store in file order; unreadable and foreign lines are skipped with
         a warning naming the file and line."""
@@ -172,17 +231,45 @@ class MeasurementStore:
                 fcntl.flock(stream, fcntl.LOCK_UN)
         return len(before), len(after)
 
-    def latest(self) -> dict[str, Record]:
-        """The last record of every key."""
-        return {record.key: record for record in self.records()}
+    def held(self) -> dict[str, Record]:
+        """What the store holds for every key: its fastest successful record, else its latest failure."""
+        return held_records(self.records())
+
+    def failures(self) -> dict[str, int]:
+        """How many failed records every key without a successful one has."""
+        counts: dict[str, int] = {}
+        succeeded = set()
+        for record in self.records():
+            if record.ok:
+                succeeded.add(record.key)
+            else:
+                counts[record.key] = counts.get(record.key, 0) + 1
+        return {key: count for key, count in counts.items() if key not in succeeded}
 
     def extend(self, records: Iterable[Record]) -> None:
         for record in records:
             self.append(record)
 
     def best(self, target_key: str, schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
-        """:func:`fastest_records` of the store's latest records."""
-        return fastest_records(self.latest().values(), target_key, schedule_versions)
+        """:func:`fastest_records` of the store's records."""
+        return fastest_records(self.records(), target_key, schedule_versions)
+
+
+def held_records(records: Iterable[Record]) -> dict[str, Record]:
+    """Per key, the fastest successful record, else the latest failure: a failure (a board lost, a disk
+    full) never hides a success, and a slower timing of a kernel never replaces a faster one."""
+    held: dict[str, Record] = {}
+    for record in records:
+        current = held.get(record.key)
+        if current is None or improves(record, current) or not (record.ok or current.ok):
+            held[record.key] = record
+    return held
+
+
+def improves(record: Record, current: Record) -> bool:
+    """Whether ``record`` prices its key better than ``current`` (same key): a success over a failure, a
+    faster success over a slower one."""
+    return record.ok and (not current.ok or record.median_ms < current.median_ms)
 
 
 def fastest_records(records: Iterable[Record], target_key: str,

@@ -29,14 +29,14 @@ from .base import (Budget, BudgetExhausted, Evaluator, NoFeasiblePlan, SearchRes
                    default_budget, fits_limits)
 from .baselines import (GreedySearcher, RandomSearcher, UniformPlan, UniformSearcher, complete_plan,
                         greedy_assignment, uniform_assignments, uniform_plans)
-from .exact import ExactSearcher, ParetoPoint, pareto_front
+from .exact import ExactSearcher, ParetoPoint, leanest_plan, pareto_front
 from .qlearning import QLearningSearcher
 
 __all__ = [
     "Budget", "BudgetExhausted", "Evaluator", "ExactSearcher", "GreedySearcher", "NoFeasiblePlan", "ParetoPoint",
     "QLearningSearcher", "RandomSearcher", "SearchResult", "Searcher", "UniformPlan", "UniformSearcher",
     "best_plans", "compare", "complete_plan", "default_budget", "fits_limits", "get_searcher", "greedy_assignment",
-    "pareto_front", "register_searcher", "searcher_names", "uniform_assignments", "uniform_plans",
+    "leanest_plan", "pareto_front", "register_searcher", "searcher_names", "uniform_assignments", "uniform_plans",
 ]
 
 _SEARCHERS: dict[str, type[Searcher]] = {}

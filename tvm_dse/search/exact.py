@@ -250,9 +250,7 @@ def pareto_front(space: DesignSpace, points: int = 10, time_limit: float | None 
         chosen = leanest if leanest is not None and space.cost(leanest) <= cost else assignment
         return ParetoPoint(space.cost(chosen), space.peak_memory(chosen), chosen)
 
-    leanest, status, _ = program.solve("memory", time_limit=time_limit)
-    if leanest is None:
-        raise ValueError(f"no plan of finite cost: {status}")
+    leanest = leanest_plan(space, time_limit, program)
     fastest = fastest_within(None)
     # The solver may call a bound of exactly the leanest plan's memory infeasible (its tolerances, with
     # coefficients in bytes: seen at ~600 MB): start just above it.
@@ -263,3 +261,11 @@ def pareto_front(space: DesignSpace, points: int = 10, time_limit: float | None 
         if not front or point.cost_ms < front[-1].cost_ms - _TIE * max(1.0, front[-1].cost_ms):
             front.append(point)
     return front
+
+
+def leanest_plan(space: DesignSpace, time_limit: float | None = None, program: "_Program | None" = None) -> list[int]:
+    """The plan of least peak memory (whatever its latency) among those of finite cost; ValueError if none."""
+    leanest, status, _ = (program or _Program(space)).solve("memory", time_limit=time_limit)
+    if leanest is None:
+        raise ValueError(f"no plan of finite cost: {status}")
+    return leanest

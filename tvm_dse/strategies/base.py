@@ -121,13 +121,17 @@ class Decider:
         extent = int(self.sch.get(loop).extent)
         decision = None
         if self.fixed is not None:
-            decision = [int(v) for v in self.fixed.get(name, default)]
+            given = self.fixed.get(name, default)
+            try:
+                decision = [int(v) for v in given]
+            except (TypeError, ValueError):
+                raise ValueError(f"decision {name!r}={given!r} is not a list of {parts} whole numbers") from None
             product = 1
             for value in decision:
                 product *= value
-            if len(decision) != parts or product != extent:
+            if len(decision) != parts or product != extent or min(decision) < 1:
                 raise ValueError(f"decision {name!r}={decision} does not split a loop of extent {extent} "
-                                 f"into {parts} factors")
+                                 f"into {parts} positive factors")
         factors = self.sch.sample_perfect_tile(loop, parts, max_innermost_factor=max(max_innermost, decision[-1] if decision else 1),
                                                decision=decision)
         self.chosen[name] = [int(self.sch.get(f)) for f in factors]
@@ -138,9 +142,10 @@ class Decider:
         candidates = [int(c) for c in candidates]
         index = None
         if self.fixed is not None:
-            value = int(self.fixed.get(name, default))
-            if value not in candidates:
-                raise ValueError(f"decision {name!r}={value} is not one of {candidates}")
+            value = self.fixed.get(name, default)
+            if isinstance(value, bool) or value not in candidates:
+                raise ValueError(f"decision {name!r}={value!r} is not one of {candidates}")
+            value = int(value)
             index = candidates.index(value)
         picked = self.sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates), decision=index)
         if self.fixed is None:
@@ -149,6 +154,14 @@ class Decider:
             self.sch.annotate(self.sch.get_sblock(MAIN_BLOCK), f"tvm_dse.{name}", picked)
         self.chosen[name] = int(self.sch.get(picked))
         return self.chosen[name]
+
+    def check_all_used(self) -> None:
+        """After the schedule: raise ValueError for fixed decisions it never asked for (a misspelt or
+        another strategy's decision would otherwise be ignored without a word)."""
+        unknown = sorted(set(self.fixed or {}) - set(self.chosen))
+        if unknown:
+            raise ValueError(f"unknown decision(s) {', '.join(map(repr, unknown))}; this schedule decides "
+                             f"{', '.join(map(repr, sorted(self.chosen))) or 'nothing'}")
 
 
 def vector_registers(target: DseTarget) -> int:

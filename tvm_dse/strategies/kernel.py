@@ -156,6 +156,8 @@ def build_kernel(strategy: Strategy | str, workload: Workload, target: DseTarget
         sch = s_tir.Schedule(func, seed=sample_seed)
         decider = Decider(sch, None)
     strategy.schedule(sch, workload, target, decider)
+    if sample_seed is None:
+        decider.check_all_used()
     kernel = tvm.compile(sch.mod, target=target.tvm_target)
     raw_weight = te.placeholder(model_shapes(workload)[1], "float32", name="weight")
     packed = transformed_weights(strategy, raw_weight, workload, target)

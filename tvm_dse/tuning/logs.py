@@ -18,6 +18,7 @@ import tvm
 
 from ..errors import TvmDseError
 from ..measure import MeasurementStore, Record
+from ..measure.store import held_records, improves, plain_name_problem
 from ..strategies import schedule_versions
 from ..target import DseTarget
 
@@ -39,13 +40,6 @@ def shipped_target_keys() -> list[str]:
 def default_logs_dir() -> Path:
     """``$TVM_DSE_LOGS``, else ``~/.cache/tvm_dse/tuning_logs``: shared by every run on this machine."""
     return Path(os.environ.get("TVM_DSE_LOGS", Path.home() / ".cache" / "tvm_dse" / "tuning_logs"))
-
-
-def _preferred(candidate: Record, held: Record) -> bool:
-    """Whether ``candidate`` should replace ``held`` (same key): a success over a failure, else the newer."""
-    if candidate.ok != held.ok:
-        return candidate.ok
-    return candidate.measured_at > held.measured_at
 
 
 @dataclass(frozen=True)
@@ -73,6 +67,9 @@ class TuningLogs:
         """The store of ``target`` (a :class:`DseTarget` or its key) and TVM version (default: running TVM's)."""
         key = target if isinstance(target, str) else target.key
         version = tvm_version or tvm.__version__
+        problem = plain_name_problem("target key", key) or plain_name_problem("TVM version", version)
+        if problem:
+            raise TvmDseError(f"{problem}: it names the log's folder or file under {self.root}")
         return MeasurementStore(self.root / key / f"{STORE_PREFIX}{version}{STORE_SUFFIX}", key, version)
 
     def stores(self) -> list[MeasurementStore]:
@@ -96,8 +93,9 @@ class TuningLogs:
         return summaries
 
     def add(self, records: Iterable[Record], target: str | None = None) -> dict[tuple[str, str], int]:
-        """Add ``records`` to the stores of their own targets and TVM versions, skipping those already held
-        (per key, a success is kept over a failure and a newer record over an older one).
+        """Add ``records`` to the stores of their own targets and TVM versions, skipping those that would
+        change nothing: per key, only a success faster than the success held, or a first success, is added
+        (failures only where the key has no record at all).
 
         With ``target``, every record must be for that target key: otherwise TvmDseError, and nothing is
         added. Returns the number of records added per (target key, TVM version).
@@ -114,11 +112,11 @@ class TuningLogs:
         added = {}
         for (key, version), incoming in by_store.items():
             store = self.store(key, version)
-            held = store.latest()
+            held = store.held()
             fresh: dict[str, Record] = {}
             for record in incoming:
                 current = fresh.get(record.key) or held.get(record.key)
-                if current is None or (current.to_json() != record.to_json() and _preferred(record, current)):
+                if current is None or improves(record, current):
                     fresh[record.key] = record
             store.extend(fresh.values())
             added[(key, version)] = len(fresh)
@@ -152,13 +150,14 @@ class TuningLogs:
         return self.add(MeasurementStore(path).records(), target)
 
     def export(self, target: str, path: str | Path, tvm_version: str | None = None) -> int:
-        """Write ``target``'s store (latest record per key) to ``path``; returns the records written."""
+        """Write ``target``'s store (what it holds per key, see :meth:`MeasurementStore.held`) to ``path``;
+        returns the records written."""
         store = self.store(target, tvm_version)
         if not store.path.is_file():
             known = ", ".join(sorted({s.target_key or "" for s in self.stores()})) or "none"
             raise TvmDseError(f"no tuning log for target {target} (TVM {store.tvm_version}) in {self.root}; "
                               f"targets held: {known}")
-        records = list(store.latest().values())
+        records = list(store.held().values())
         destination = MeasurementStore(path)
         if destination.path.exists():
             raise TvmDseError(f"{destination.path} exists; export writes a new file")
@@ -166,16 +165,13 @@ class TuningLogs:
         return len(records)
 
     def prune(self) -> dict[Path, tuple[int, int]]:
-        """Keep one record per key (a success over a failure, else the newer), and drop the records of
-        schedule versions no strategy builds any more and unreadable lines (each named in a warning);
-        returns (records before, after) per store."""
+        """Keep the fastest successful record of every key; drop failures (the next run measures those
+        kernels again), records of schedule versions no strategy builds any more, and unreadable or invalid
+        lines (each named in a warning); returns (records before, after) per store."""
         versions = schedule_versions()
 
         def keep(records: list[Record]) -> list[Record]:
-            latest: dict[str, Record] = {}
-            for record in records:
-                if record.key not in latest or _preferred(record, latest[record.key]):
-                    latest[record.key] = record
-            return [r for r in latest.values() if r.is_conversion or r.schedule_is_current(versions)]
+            return [r for r in held_records(records).values()
+                    if r.ok and (r.is_conversion or r.schedule_is_current(versions))]
 
         return {store.path: store.rewrite(keep) for store in self.stores()}

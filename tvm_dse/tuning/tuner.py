@@ -72,12 +72,12 @@ class TuneResult:
 
 
 def kernel_records(store: MeasurementStore, target: DseTarget, workload: Workload, strategy: Strategy) -> list[Record]:
-    """The store's latest record of every set of decisions of (workload, strategy) on ``target``, with the
-    strategy's current schedule version."""
+    """What the store holds (see :meth:`MeasurementStore.held`) for every set of decisions of (workload,
+    strategy) on ``target``, with the strategy's current schedule version."""
     import tvm
 
     workload_key, versions = workload.key(), schedule_versions()
-    return [record for record in store.latest().values()
+    return [record for record in store.held().values()
             if record.target == target.key and record.workload_key == workload_key
             and record.strategy == strategy.name and record.tvm_version == tvm.__version__
             and record.schedule_is_current(versions)]
