@@ -12,7 +12,7 @@ from ..target import DseTarget
 from .builder import Builder, BuildResult
 from .candidate import MeasurableCandidate
 from .runner import RunResult, Runner
-from .store import MeasurementStore, Record
+from .store import MeasurementStore, Record, failure_counts, held_records
 
 # Failed measurements of one kernel after which later runs keep its failure instead of measuring it again
 FAILED_ATTEMPTS = 3
@@ -65,8 +65,8 @@ def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTar
 def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget, store: MeasurementStore | None,
                       retry_failed: bool) -> tuple[dict[str, Record], dict[str, MeasurableCandidate]]:
     """What the store holds for the candidates that need no measuring, and by key those that do."""
-    known = store.held() if store is not None else {}
-    failures = store.failures() if store is not None and retry_failed else {}
+    stored = store.records() if store is not None else []  # read once for both
+    known, failures = held_records(stored), failure_counts(stored) if retry_failed else {}
     records: dict[str, Record] = {}
     missing: dict[str, MeasurableCandidate] = {}
     for candidate in resolved:

@@ -237,14 +237,7 @@ class MeasurementStore:
 
     def failures(self) -> dict[str, int]:
         """How many failed records every key without a successful one has."""
-        counts: dict[str, int] = {}
-        succeeded = set()
-        for record in self.records():
-            if record.ok:
-                succeeded.add(record.key)
-            else:
-                counts[record.key] = counts.get(record.key, 0) + 1
-        return {key: count for key, count in counts.items() if key not in succeeded}
+        return failure_counts(self.records())
 
     def extend(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -264,6 +257,18 @@ def held_records(records: Iterable[Record]) -> dict[str, Record]:
         if current is None or improves(record, current) or not (record.ok or current.ok):
             held[record.key] = record
     return held
+
+
+def failure_counts(records: Iterable[Record]) -> dict[str, int]:
+    """How many failed records every key without a successful one has."""
+    counts: dict[str, int] = {}
+    succeeded = set()
+    for record in records:
+        if record.ok:
+            succeeded.add(record.key)
+        else:
+            counts[record.key] = counts.get(record.key, 0) + 1
+    return {key: count for key, count in counts.items() if key not in succeeded}
 
 
 def improves(record: Record, current: Record) -> bool:
