@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.helper
+import onnx.numpy_helper
 import pytest
 
 from tvm_dse.cli import main
@@ -57,6 +60,7 @@ def test_zoo_export(tmp_path, capsys):
     assert "zoo:resnet50" in capsys.readouterr().out
 
 
+@pytest.mark.faults
 def test_errors_go_to_stderr_with_status_2(capsys):
     assert main(["target", "llvm -nope=1"]) == 2
     assert "unknown target option 'nope'" in capsys.readouterr().err
@@ -68,6 +72,23 @@ def test_errors_go_to_stderr_with_status_2(capsys):
     assert "kernel timing setting repeat must be a whole number of at least 1; got 0" in capsys.readouterr().err
 
 
+@pytest.mark.faults
+def test_a_model_tvm_dse_cannot_optimize_is_refused_before_any_work(tmp_path, capsys):
+    weight = onnx.numpy_helper.from_array(np.ones((4, 3, 3), np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv1d")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 14])], [weight])
+    path = tmp_path / "conv1d.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    logs = tmp_path / "logs"
+    assert main(["optimize", str(path), "--logs", str(logs), "--cold", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "error: model 'conv1d' has no node tvm_dse chooses an implementation for" in error
+    assert "node 'conv1d', a 1-D convolution" in error and "Traceback" not in error
+    assert not list(logs.rglob("*.jsonl"))
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("tvm-dse")
     result = subprocess.run([str(script), "target", "rpi3"], capture_output=True, text=True, timeout=120)
@@ -75,6 +96,7 @@ def test_console_script_is_installed():
     assert json.loads(result.stdout)["key"] == "llvm_aarch64_cortex-a53_+neon_4c"
 
 
+@pytest.mark.faults
 def test_build_command_builds_exports_and_checks_a_saved_plan(tmp_path, capsys):
     from tvm_dse import build_graph, load_model
     from tvm_dse.plan import Plan
@@ -113,6 +135,7 @@ def test_build_command_builds_exports_and_checks_a_saved_plan(tmp_path, capsys):
     assert "malformed plan: nodes must map each tunable node to its choice; got []" in capsys.readouterr().err
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("moment", ["building", "measuring"])
 def test_ctrl_c_stops_at_once_keeps_the_measurements_and_says_how_to_go_on(moment, tmp_path):
     """Ctrl-C at a terminal interrupts the whole process group: tvm-dse and its builder workers."""

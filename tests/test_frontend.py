@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from tvm_dse import Model, ModelError, UnsupportedOpError, load_model
-from tvm_dse.frontend import tunable_calls
+from tvm_dse.frontend import check_optimizable, tunable_calls
 
 
 def _conv_model(batch_dim="N", extra_nodes=(), extra_opsets=()):
@@ -52,6 +52,7 @@ def test_relax_module_input_gets_generic_names(zoo):
     assert model.onnx_model is None
 
 
+@pytest.mark.faults
 def test_dynamic_batch_needs_an_override():
     with pytest.raises(ModelError, match=r"input 'x'.*dynamic.*'N'.*input_shapes"):
         load_model(_conv_model())
@@ -68,6 +69,7 @@ def test_override_changes_static_shapes_and_fingerprint():
     assert one.fingerprint != two.fingerprint
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("shapes, message", [
     ({"y": (1, 3, 8, 8)}, r"names 'y'.*inputs: x"),
     ({"x": (1, 3, 8)}, r"does not fit input 'x'"),
@@ -78,6 +80,7 @@ def test_bad_overrides(shapes, message):
         load_model(_conv_model(), input_shapes=shapes)
 
 
+@pytest.mark.faults
 def test_missing_and_garbage_files(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(tmp_path / "nope.onnx")
@@ -87,6 +90,7 @@ def test_missing_and_garbage_files(tmp_path):
         load_model(garbage)
 
 
+@pytest.mark.faults
 def test_malformed_graph_is_rejected_by_name():
     model = _conv_model(batch_dim=1)
     model.graph.node[1].input[0] = "undefined_tensor"
@@ -94,6 +98,7 @@ def test_malformed_graph_is_rejected_by_name():
         load_model(model)
 
 
+@pytest.mark.faults
 def test_unsupported_ops_are_named_with_their_nodes():
     custom = helper.make_node("FancyOp", ["y"], ["z"], name="my_fancy_node", domain="com.example")
     model = _conv_model(batch_dim=1, extra_nodes=[custom], extra_opsets=[helper.make_opsetid("com.example", 1)])
@@ -105,6 +110,50 @@ def test_unsupported_ops_are_named_with_their_nodes():
     lstm_model.graph.output.append(helper.make_tensor_value_info("d", TensorProto.FLOAT, [1, 4]))
     with pytest.raises(UnsupportedOpError, match=r"node 'determinant' \(Det\)"):
         load_model(lstm_model)
+
+
+@pytest.mark.faults
+def test_a_node_whose_output_size_depends_on_the_data_is_refused_by_name():
+    nms = helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"], name="the_nms")
+    model = _conv_model(batch_dim=1, extra_nodes=[nms])
+    model.graph.input.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4]),
+                              helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 10])])
+    model.graph.output.append(helper.make_tensor_value_info("selected", TensorProto.INT64, ["selected", 3]))
+    with pytest.raises(ModelError, match=r"size of 'selected', the output of node 'the_nms' \(NonMaxSuppression\), "
+                                         r"depends on the values computed"):
+        load_model(model)
+
+
+@pytest.mark.faults
+def test_an_output_that_declares_no_shape_gets_the_inferred_one():
+    model = _conv_model(batch_dim=1)
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    imported = load_model(model)
+    assert imported.node_names == ["the_conv"]
+    assert [d.dim_value for d in imported.onnx_model.graph.output[0].type.tensor_type.shape.dim] == [1, 4, 8, 8]
+
+
+def _single_conv(weight_shape, input_shape, dtype=np.float32, op="Conv"):
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    weight = numpy_helper.from_array(np.ones(weight_shape, dtype), "w")
+    graph = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], name="the_conv")], "g",
+                              [helper.make_tensor_value_info("x", elem, input_shape)],
+                              [helper.make_tensor_value_info("y", elem, None)], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("weight_shape, input_shape, dtype, message", [
+    ((4, 3, 3), (1, 3, 16), np.float32, r"no node tvm_dse chooses .*node 'the_conv', a 1-D convolution"),
+    ((4, 3, 3, 3, 3), (1, 3, 6, 6, 6), np.float32, r"no node tvm_dse chooses .*node 'the_conv', a 3-D convolution"),
+    ((4, 3, 3, 3), (1, 3, 8, 8), np.float16, r"node 'the_conv' of model 'g' computes in float16: tvm_dse takes fp32"),
+])
+def test_a_model_with_nothing_to_choose_for_is_refused_naming_its_convolutions(weight_shape, input_shape, dtype,
+                                                                               message):
+    model = load_model(_single_conv(weight_shape, input_shape, dtype))
+    with pytest.raises(ModelError, match=message):
+        check_optimizable(model)
+    check_optimizable(load_model(_conv_model(batch_dim=1)))
 
 
 def test_relax_module_with_symbolic_shape():

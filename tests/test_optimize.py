@@ -114,11 +114,13 @@ def test_memory_bound_is_respected(logs, tmp_path):
     assert smallest / 2 < needed <= smallest + 0.01
 
 
+@pytest.mark.faults
 def test_a_board_target_needs_rpc(logs):
     with pytest.raises(TvmDseError, match="does not run on this machine: give rpc="):
         optimize("zoo:squeezenet1_1-small", "rpi4", logs=logs, show_progress=False)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("options, message", [
     ({"searcher": "annealing"}, "unknown searcher 'annealing'"),
     ({"compare_searchers": ("exact", "bogus")}, "unknown searcher 'bogus'"),
@@ -138,6 +140,7 @@ def test_a_bad_option_fails_before_the_model_is_read(options, message, tmp_path)
         optimize(str(tmp_path / "missing.onnx"), logs=tmp_path, show_progress=False, **options)
 
 
+@pytest.mark.faults
 def test_the_output_folder_is_checked_before_any_work_and_replaced_whole(tmp_path):
     from tvm_dse.pipeline import OUTPUT_MARK, claim_output_dir
 
@@ -164,6 +167,7 @@ def test_the_output_folder_is_checked_before_any_work_and_replaced_whole(tmp_pat
     assert [p.name for p in ours.iterdir()] == [OUTPUT_MARK]
 
 
+@pytest.mark.faults
 def test_an_unknown_option_is_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match="unknown option.* serch"):
         optimize(str(tmp_path / "missing.onnx"), serch="exact")

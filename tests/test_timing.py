@@ -12,7 +12,8 @@ import tvm
 
 from tvm_dse import TvmDseError, build_baseline, load_model
 from tvm_dse.export import load_library, runtime_warnings_without_message_dropped
-from tvm_dse.timing import SteadyState, Timing, callable_sampler, steady_state, watch_this_machine
+from tvm_dse.timing import (SteadyState, Timing, callable_sampler, least_disturbed, steady_state,
+                             watch_this_machine)
 
 QUICK = SteadyState(repeats=8, warmup_ms=0, min_repeat_ms=0)
 
@@ -73,6 +74,24 @@ def test_a_machine_that_stays_busy_is_flagged_disturbed():
     assert timing.disturbed and timing.spread > QUICK.max_spread
     assert sum(1 for number, repeat in machine.batches if repeat == QUICK.repeats) == QUICK.attempts
     assert "DISTURBED" in str(timing)
+
+
+def test_least_disturbed_stops_at_the_first_clean_attempt_else_keeps_the_best():
+    def attempts(*taken):
+        queue = list(taken)
+        return lambda: queue.pop(0)
+
+    def timing(spread, runs=10):
+        return Timing(1.0, 1.0, 0.0, 1.0, 1.0, 5, spread=spread, runs=runs)
+
+    clean = timing(0.02)
+    kept, faults, runs = least_disturbed(attempts((timing(0.5), (False,)), (clean, (False,))), 3, 0.1)
+    assert kept is clean and faults == (False,) and runs == 20
+    # a busy machine weighs more than a spread; among equal faults the least spread wins; all runs count
+    quiet_but_spread, busy_but_tight = timing(0.3), timing(0.01)
+    kept, faults, runs = least_disturbed(attempts((busy_but_tight, (True,)), (quiet_but_spread, (False,)),
+                                                  (timing(0.4), (False,))), 3, 0.1)
+    assert kept is quiet_but_spread and faults == (False,) and runs == 30
 
 
 def test_another_process_busy_on_the_machine_is_seen_and_flagged():

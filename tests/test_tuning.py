@@ -87,6 +87,7 @@ def _foreign(record: Record, **changes) -> Record:
     return changed
 
 
+@pytest.mark.faults
 def test_a_store_refuses_and_skips_records_of_another_target_or_tvm_version(tmp_path):
     store = _measured(tmp_path)
     (record,) = store.records()
@@ -108,6 +109,7 @@ def test_a_store_refuses_and_skips_records_of_another_target_or_tvm_version(tmp_
     assert best[(WORKLOAD.key(), "direct_nhwc")].median_ms == record.median_ms  # never applied
 
 
+@pytest.mark.faults
 def test_invalid_and_hostile_records_are_refused_on_every_way_in(tmp_path):
     store = _measured(tmp_path / "a")
     (record,) = store.records()
@@ -158,6 +160,7 @@ def test_merge_gives_the_union_without_duplicates_and_keeps_targets_apart(tmp_pa
     assert ours.path.read_text().splitlines() == lines  # merging again adds nothing
 
 
+@pytest.mark.faults
 def test_import_export_and_prune(tmp_path):
     store = _measured(tmp_path / "a")
     logs = TuningLogs(tmp_path / "a")
@@ -201,6 +204,13 @@ def test_the_logs_command(tmp_path, capsys):
     assert "not for target llvm_aarch64" in capsys.readouterr().err
     assert main(["logs", "show", "--logs", root]) == 2
     assert "logs show needs a target" in capsys.readouterr().err
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_text(exported.read_text().replace(f'"target":"{HOST.key}"', '"target":"../../escaped"'))
+    assert main(["logs", "import", str(hostile), "--logs", str(tmp_path / "copy")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {hostile}:1: skipping an unreadable measurement record (target '../../escaped' is not a " \
+           "plain name" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_shipped_logs_seed_a_target_s_own_logs_once(tmp_path, monkeypatch):

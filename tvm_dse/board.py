@@ -3,6 +3,10 @@ runtime under qemu user-mode emulation) on 127.0.0.1.
 
 ``scripts/setup_board.sh`` installs the board once per machine; :func:`start_cluster` starts a tracker
 and boards and :meth:`BoardCluster.stop` stops exactly the processes it started, by their process ids.
+:func:`supervise` keeps the boards serving: a board whose process exited, or that stopped serving (TVM's
+RPC server can stop after a client is killed mid-session: it is then no longer registered with the
+tracker), is started again on its port and registers again (``tvm-dse board up`` runs it in a process of
+its own).
 Timings under emulation say nothing about real Arm speed: use the board for the correctness of the
 remote path (cross-compile, upload, run, faults), never for speed.
 """
@@ -15,15 +19,23 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import TvmDseError
 
 DEFAULT_KEY = "qemu-aarch64"
 LOOPBACK = "127.0.0.1"
 SETUP_SCRIPT = "scripts/setup_board.sh"
+# How long a started board may take to register with the tracker (Python and TVM start under emulation)
+REGISTER_TIMEOUT_S = 240.0
+# How long a board that had registered may stay unregistered, its process alive, before it counts as no
+# longer serving (a board re-registers within a second of each session)
+UNREGISTERED_LIMIT_S = 30.0
+SUPERVISE_PERIOD_S = 2.0
 
 
 def board_dir() -> Path:
@@ -99,6 +111,8 @@ class BoardCluster:
     tracker: ServiceProcess
     boards: list[ServiceProcess] = field(default_factory=list)
     host: str = LOOPBACK
+    supervisor: ServiceProcess | None = None
+    restarts: int = 0
 
     @property
     def tracker_address(self) -> str:
@@ -106,12 +120,16 @@ class BoardCluster:
 
     def registered(self) -> int:
         """How many boards of this cluster's key the tracker knows now."""
+        return len(self.registered_ports())
+
+    def registered_ports(self) -> list[int]:
+        """The ports of the boards of this cluster's key the tracker knows now."""
         from tvm import rpc
 
         summary = rpc.connect_tracker(self.host, self.tracker_port).summary()
-        return sum(1 for server in summary["server_info"] if server["key"].split(":")[-1] == self.key)
+        return [server["addr"][1] for server in summary["server_info"] if server["key"].split(":")[-1] == self.key]
 
-    def wait_registered(self, count: int | None = None, timeout: float = 240.0) -> None:
+    def wait_registered(self, count: int | None = None, timeout: float = REGISTER_TIMEOUT_S) -> None:
         """Block until ``count`` boards (default: all live ones) have registered with the tracker."""
         count = sum(b.alive() for b in self.boards) if count is None else count
         deadline = time.monotonic() + timeout
@@ -149,8 +167,20 @@ class BoardCluster:
         self.boards.append(board)
         return board
 
+    def stop_supervisor(self, timeout: float = 10.0) -> None:
+        """Stop the supervisor (it finishes a restart it began, and records it, first)."""
+        if self.supervisor is None:
+            return
+        self.supervisor.kill(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.supervisor.alive():
+            time.sleep(0.1)
+        self.supervisor.kill(signal.SIGKILL)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every process this cluster started (and their children), by process group."""
+        """Stop every process this cluster started (and their children), by process group: the supervisor
+        first, so that it restarts nothing."""
+        self.stop_supervisor(timeout)
         processes = [*self.boards, self.tracker]
         for process in processes:
             process.kill(signal.SIGTERM)
@@ -166,8 +196,52 @@ class BoardCluster:
 
     @classmethod
     def from_dict(cls, data: dict) -> "BoardCluster":
+        supervisor = data.get("supervisor")
         return cls(data["tracker_port"], data["key"], ServiceProcess(**data["tracker"]),
-                   [ServiceProcess(**b) for b in data["boards"]], data.get("host", LOOPBACK))
+                   [ServiceProcess(**b) for b in data["boards"]], data.get("host", LOOPBACK),
+                   ServiceProcess(**supervisor) if supervisor else None, data.get("restarts", 0))
+
+
+def supervise(cluster: BoardCluster, stop: threading.Event | None = None,
+              on_restart: Callable[[ServiceProcess, ServiceProcess, str], None] | None = None,
+              unregistered_limit_s: float = UNREGISTERED_LIMIT_S, register_timeout_s: float = REGISTER_TIMEOUT_S,
+              period_s: float = SUPERVISE_PERIOD_S) -> None:
+    """Keep ``cluster``'s boards serving until its tracker stops or ``stop`` is set.
+
+    Every ``period_s``, a board whose process exited, or that has not been registered with the tracker for
+    ``unregistered_limit_s`` while its process lives (``register_timeout_s`` after its start), is killed
+    with its process group and started again on its port under the cluster's key; ``cluster.boards`` and
+    ``cluster.restarts`` are updated and ``on_restart(old, new, why)`` is called.
+    """
+    stop = stop or threading.Event()
+    started = {board.port: time.monotonic() for board in cluster.boards}
+    seen: dict[int, float] = {}
+    while not stop.wait(period_s) and cluster.tracker.alive():
+        try:
+            registered = set(cluster.registered_ports())
+        except Exception:  # the tracker is stopping or too busy to answer: ask again next period
+            continue
+        now = time.monotonic()
+        for index, board in enumerate(cluster.boards):
+            if board.port in registered:
+                seen[board.port] = now
+                continue
+            if not board.alive():
+                why = "its process exited"
+            elif board.port in seen and now - seen[board.port] >= unregistered_limit_s:
+                why = f"it stopped serving (not registered with the tracker for {unregistered_limit_s:.0f} s)"
+            elif board.port not in seen and now - started[board.port] >= register_timeout_s:
+                why = f"it did not register with the tracker within {register_timeout_s:.0f} s of its start"
+            else:
+                continue
+            board.kill(signal.SIGKILL)
+            replacement = start_board(board.port, Path(board.log).parent, cluster.tracker_address, cluster.key)
+            cluster.boards[index] = replacement
+            cluster.restarts += 1
+            started[board.port] = now
+            seen.pop(board.port, None)
+            if on_restart is not None:
+                on_restart(board, replacement, why)
 
 
 def start_board(port: int | None = None, log_dir: Path | None = None, tracker: str | None = None,
@@ -198,7 +272,8 @@ def _spawn(command: list[str], log: Path) -> subprocess.Popen:
 
 
 def start_cluster(boards: int = 1, tracker_port: int | None = None, key: str = DEFAULT_KEY,
-                  log_dir: str | Path | None = None, wait: bool = True, timeout: float = 240.0) -> BoardCluster:
+                  log_dir: str | Path | None = None, wait: bool = True,
+                  timeout: float = REGISTER_TIMEOUT_S) -> BoardCluster:
     """Start a tracker on 127.0.0.1 and ``boards`` emulated aarch64 boards registered under ``key``.
 
     Returns once every board has registered (unless ``wait`` is False). The caller stops the cluster with
@@ -230,7 +305,17 @@ def state_file() -> Path:
 
 
 def save_cluster(cluster: BoardCluster) -> None:
-    state_file().write_text(json.dumps(cluster.to_dict(), indent=1))
+    """Record ``cluster`` in :func:`state_file` (whole: a reader never sees half of it)."""
+    partial = state_file().with_name(state_file().name + ".partial")
+    partial.write_text(json.dumps(cluster.to_dict(), indent=1))
+    partial.replace(state_file())
+
+
+def start_supervisor(cluster: BoardCluster) -> ServiceProcess:
+    """Start ``tvm-dse board supervise`` for the cluster recorded in :func:`state_file` (see :func:`supervise`)."""
+    log = Path(cluster.tracker.log).with_name(f"supervisor-{cluster.tracker_port}.log")
+    command = [sys.executable, "-m", "tvm_dse.cli", "board", "supervise"]
+    return ServiceProcess("supervisor", _spawn(command, log).pid, 0, str(log))
 
 
 def load_cluster() -> BoardCluster | None:

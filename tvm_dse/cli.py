@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from .errors import TvmDseError
 
 if TYPE_CHECKING:
+    from .board import BoardCluster, ServiceProcess
     from .build import BuiltModel
     from .frontend import Model
     from .graph import DseGraph
@@ -295,22 +299,47 @@ def _command_board(args: argparse.Namespace) -> int:
               f"with key {args.key!r} ...", flush=True)
         cluster = board.start_cluster(args.boards, args.tracker_port, args.key)
         board.save_cluster(cluster)
+        cluster.supervisor = board.start_supervisor(cluster)
+        board.save_cluster(cluster)
         print(f"up: tracker {cluster.tracker_address} (pid {cluster.tracker.pid}), boards "
-              + ", ".join(f"127.0.0.1:{b.port} (pid {b.pid})" for b in cluster.boards))
+              + ", ".join(f"127.0.0.1:{b.port} (pid {b.pid})" for b in cluster.boards)
+              + f"; a supervisor (pid {cluster.supervisor.pid}) restarts a board that stops serving")
         return 0
     if running is None:
         print("no board cluster was started by tvm-dse board up")
         return 0 if args.action == "down" else 1
     if args.action == "down":
+        running.stop_supervisor()
+        running = board.load_cluster() or running  # with the boards it restarted
         running.stop()
         board.state_file().unlink()
         print(f"stopped tracker {running.tracker_address} and {len(running.boards)} board(s)")
         return 0
+    if args.action == "supervise":
+        return _supervise_boards(running)
     alive = [b for b in running.boards if b.alive()]
     registered = running.registered() if running.tracker.alive() else 0
+    supervised = running.supervisor is not None and running.supervisor.alive()
     print(f"tracker {running.tracker_address} {'up' if running.tracker.alive() else 'DOWN'}; "
-          f"{len(alive)} of {len(running.boards)} board processes alive; {registered} registered as {running.key!r}")
-    return 0 if running.tracker.alive() and registered == len(running.boards) else 1
+          f"{len(alive)} of {len(running.boards)} board processes alive; {registered} registered as {running.key!r}; "
+          f"supervisor {'up' if supervised else 'DOWN'}, {running.restarts} restart(s)")
+    return 0 if running.tracker.alive() and registered == len(running.boards) and supervised else 1
+
+
+def _supervise_boards(cluster: BoardCluster) -> int:
+    """Run :func:`tvm_dse.board.supervise` on the recorded cluster until its tracker stops or SIGTERM."""
+    from . import board
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def restarted(old: ServiceProcess, new: ServiceProcess, why: str) -> None:
+        board.save_cluster(cluster)
+        print(f"board 127.0.0.1:{old.port} (pid {old.pid}) restarted as pid {new.pid}: {why}", flush=True)
+
+    print(f"supervising {len(cluster.boards)} board(s) of tracker {cluster.tracker_address}", flush=True)
+    board.supervise(cluster, stop, restarted)
+    return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -422,7 +451,9 @@ def make_parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=_command_logs)
 
     board = commands.add_parser("board", help="start, inspect or stop emulated aarch64 boards behind an RPC tracker")
-    board.add_argument("action", choices=["up", "down", "status"])
+    board.add_argument("action", choices=["up", "down", "status", "supervise"],
+                       help="supervise (started by up): restart a board that stops serving, until the tracker "
+                            "stops")
     board.add_argument("--boards", type=int, default=1, help="boards to start (default: 1)")
     board.add_argument("--tracker-port", type=int, default=9190, help="tracker port on 127.0.0.1 (default: 9190)")
     board.add_argument("--key", default="qemu-aarch64", help="key the boards register under (default: qemu-aarch64)")
@@ -430,18 +461,25 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, *_: object, **__: object) -> None:
+    """A warning as one line on stderr (the message names its file and line where it has one)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except TvmDseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        # every measurement is in the tuning logs the moment it is made (see tvm_dse.measure.store)
-        print("\ninterrupted: what was measured is kept in the tuning logs; run the same command again to go on "
-              "from there", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            return args.handler(args)
+        except TvmDseError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            # every measurement is in the tuning logs the moment it is made (see tvm_dse.measure.store)
+            print("\ninterrupted: what was measured is kept in the tuning logs; run the same command again to go "
+                  "on from there", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

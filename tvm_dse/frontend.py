@@ -142,6 +142,7 @@ def _read_onnx(path: Path) -> onnx.ModelProto:
 
 
 def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: str) -> Model:
+    proto = _with_output_shapes(proto, name)
     try:
         onnx.checker.check_model(proto)
     except Exception as error:
@@ -163,6 +164,31 @@ def _from_onnx(proto: onnx.ModelProto, input_shapes: InputShapes | None, name: s
     digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
     return Model(name=name, mod=mod, inputs=inputs, fingerprint=digest,
                  node_names=_onnx_node_names(normalized, mod), onnx_model=normalized)
+
+
+def _with_output_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """``proto`` with a shape inferred for each graph output that declares none: onnx's checker requires
+    one, other runtimes do not."""
+    shapeless = [value.name for value in proto.graph.output
+                 if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")]
+    if not shapeless:
+        return proto
+    try:
+        graph = onnx.shape_inference.infer_shapes(proto).graph
+        inferred = {value.name: value for value in list(graph.value_info) + list(graph.output)}
+    except Exception as error:  # the checker names what inference tripped on
+        raise ModelError(f"malformed ONNX model {name!r}: output {shapeless[0]!r} declares no shape, and "
+                         f"shape inference could not find one: {error}") from error
+    completed = onnx.ModelProto()
+    completed.CopyFrom(proto)
+    for value in completed.graph.output:
+        if value.name in shapeless:
+            found = inferred.get(value.name)
+            if found is None or not found.type.tensor_type.HasField("shape"):
+                raise ModelError(f"ONNX model {name!r}: output {value.name!r} declares no shape, and shape "
+                                 "inference could not find one; give the output its shape in the model")
+            value.type.tensor_type.shape.CopyFrom(found.type.tensor_type.shape)
+    return completed
 
 
 def _node_being_imported(error: BaseException) -> onnx.NodeProto | None:
@@ -330,6 +356,50 @@ def tunable_op(expr: relax.Expr) -> str | None:
             and len(expr.args[1].ty.shape) == 2 and len(expr.args[0].ty.shape) == 2):
         return "dense"
     return None
+
+
+def check_optimizable(model: Model) -> None:
+    """Refuse a model tvm_dse has no choice to make for: no 2-D convolution or dense layer, or one whose
+    tunable nodes compute in another precision than fp32 (the search chooses fp16 and int8 itself).
+
+    Raises
+    ------
+    ModelError
+        Naming the model's convolutions tvm_dse does not tune (1-D, 3-D, transposed, by a computed
+        weight), or the first tunable node that is not fp32 with its dtype.
+    """
+    if not model.node_names:
+        others = _untuned_convolutions(model)
+        found = f"; it has {', '.join(others)}" if others else ""
+        raise ModelError(f"model {model.name!r} has no node tvm_dse chooses an implementation for: its strategies "
+                         f"are for 2-D convolutions with constant weights and dense layers{found}")
+    for node, call in zip(model.node_names, tunable_calls(model.mod)):
+        dtypes = {str(arg.ty.dtype) for arg in call.args[:2]}
+        if dtypes != {"float32"}:
+            raise ModelError(f"node {node!r} of model {model.name!r} computes in {', '.join(sorted(dtypes))}: tvm_dse "
+                             "takes fp32 models and chooses each node's precision itself (--precisions "
+                             "fp32,fp16,int8); give the fp32 model")
+
+
+def _untuned_convolutions(model: Model) -> list[str]:
+    """Readable names of the convolutions no strategy applies to."""
+    if model.onnx_model is not None:
+        graph = model.onnx_model.graph
+        ranks = {init.name: len(init.dims) for init in graph.initializer}
+        found = []
+        for node in graph.node:
+            if node.op_type not in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
+                continue
+            weight = node.input[3 if node.op_type == "QLinearConv" else 1]
+            kind = ("a convolution by a computed weight" if weight not in ranks
+                    else f"a {ranks[weight] - 2}-D convolution")
+            if node.op_type != "Conv":
+                kind = f"{kind} ({node.op_type})"
+            found.append(f"node {node.name or node.output[0]!r}, {kind}")
+        return found
+    calls = [binding.value for block in model.mod["main"].body.blocks for binding in block.bindings]
+    return [f"a call to {call.op.name}" for call in calls if isinstance(call, relax.Call)
+            and isinstance(call.op, tvm.ir.Op) and call.op.name.startswith("relax.nn.conv")]
 
 
 def _generic_node_names(mod: tvm.IRModule) -> list[str]:

@@ -509,3 +509,29 @@ def _refuse_dynamic_shapes(model: onnx.ModelProto, name: str) -> None:
                 raise ModelError(f"ONNX model {name!r}: the {what} of {label} come from {tensor!r}{origin}, "
                                  "computed at run time, and stay dynamic once the input shapes are bound; "
                                  "tvm_dse builds static shapes only")
+    _refuse_data_dependent_outputs(model, name)
+
+
+def _refuse_data_dependent_outputs(model: onnx.ModelProto, name: str) -> None:
+    """Refuse a node whose output size depends on the data (NonMaxSuppression, NonZero, Unique, ...): with
+    every input shape bound, shape inference leaves a dimension of its output unknown. TVM's importer
+    would pad such an output to its largest size, which is not the model's result."""
+    undeclared = onnx.ModelProto()
+    undeclared.CopyFrom(_without_weights(model))
+    for value in undeclared.graph.output:  # an output's declared dimension may be a symbol the inputs fixed
+        value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(undeclared, data_prop=True)
+    except Exception:  # inference refuses some exporters' graphs; the importer then decides alone
+        return
+    partial = {value.name: [dim.dim_value if dim.HasField("dim_value") else "?" for dim in
+                            value.type.tensor_type.shape.dim]
+               for value in list(inferred.graph.value_info) + list(inferred.graph.output)
+               if value.type.tensor_type.HasField("shape")}
+    for node in model.graph.node:
+        for output in node.output:
+            if output in partial and "?" in partial[output]:
+                raise ModelError(f"ONNX model {name!r}: the size of {output!r}, the output of node "
+                                 f"{node.name or output!r} ({node.op_type}), depends on the values computed "
+                                 f"(its shape is {partial[output]} once the input shapes are bound); tvm_dse "
+                                 f"builds static shapes only: run {node.op_type} on the module's outputs instead")

@@ -27,7 +27,7 @@ from .accuracy.calibration import Calibration, calibrate, calibration_feeds
 from .accuracy.sensitivity import Sensitivity, measure_sensitivity
 from .build import BuiltModel, build_baseline
 from .errors import TvmDseError
-from .frontend import Model, ModelLike, load_model
+from .frontend import Model, ModelLike, check_optimizable, load_model
 from .graph import DseGraph, build_graph
 from .lower import build_plan
 from .measure import Builder, MeasurementSession, make_runner
@@ -150,6 +150,7 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
     workdir = claim_output_dir(Path(options.out_dir), options.force) if options.out_dir else \
         Path(tempfile.mkdtemp(prefix="tvm_dse_"))
     imported = load_model(model, options.input_shapes)
+    check_optimizable(imported)
     logs = options.measurement.tuning_logs()
     if options.measurement.shipped_logs:
         logs.add_shipped(target)

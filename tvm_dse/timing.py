@@ -20,6 +20,11 @@ import numpy as np
 
 from .errors import TvmDseError
 
+# A timing is taken again when its samples' interquartile range exceeds this share of their median, or
+# when other work took more than MAX_OTHERS of the machine meanwhile, at most ATTEMPTS times in all
+MAX_SPREAD = 0.10
+MAX_OTHERS = 0.10
+ATTEMPTS = 3
 # sample(number, repeat) -> ``repeat`` mean seconds per run, each over ``number`` back-to-back runs
 Sampler = Callable[[int, int], Sequence[float]]
 # watch() starts watching the machine; calling what it returns gives the share of the machine's CPU time
@@ -95,9 +100,9 @@ class SteadyState:
     warmup_ms: float = 300.0
     max_warmup_ms: float = 3000.0
     settled: float = 0.05
-    max_spread: float = 0.10
-    max_others: float = 0.10
-    attempts: int = 3
+    max_spread: float = MAX_SPREAD
+    max_others: float = MAX_OTHERS
+    attempts: int = ATTEMPTS
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.attempts < 1:
@@ -126,23 +131,40 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: 
         previous = per_run
         if per_run > 0:
             number = max(number, math.ceil(warmed_ms / 1e3 / (3 * per_run)))
-    best: tuple[bool, bool, float, Timing] | None = None
-    for _ in range(settings.attempts):
+
+    def attempt() -> tuple[Timing, tuple[bool, ...]]:
+        nonlocal number, per_run
         number = batch_size(per_run, settings.min_repeat_ms, number)
         others = watch() if watch is not None else None
         timing = Timing.from_seconds(sample(number, settings.repeats), number)
         busy = others is not None and others() > settings.max_others
-        runs += timing.runs
         # a warm-up that ended slow (disturbed, or cut off at max_warmup_ms) batches too few runs: the
         # attempt is taken again, batched by its own median
         per_run = timing.median_ms / 1e3
-        short = number < batch_size(per_run, settings.min_repeat_ms / 2, 1)
-        if best is None or (short, busy, timing.spread) < best[:3]:
-            best = (short, busy, timing.spread, timing)
-        if not short and not busy and timing.spread <= settings.max_spread:
+        return timing, (number < batch_size(per_run, settings.min_repeat_ms / 2, 1), busy)
+
+    timing, (_, busy), attempt_runs = least_disturbed(attempt, settings.attempts, settings.max_spread)
+    return replace(timing, runs=runs + attempt_runs, disturbed=busy or timing.spread > settings.max_spread)
+
+
+def least_disturbed(attempt: Callable[[], tuple[Timing, tuple[bool, ...]]], attempts: int,
+                    max_spread: float) -> tuple[Timing, tuple[bool, ...], int]:
+    """Take ``attempt`` (a timing and its faults: the machine was busy, too few runs were batched, ...)
+    until one has no fault and a spread of at most ``max_spread``, at most ``attempts`` times.
+
+    Returns the best attempt (the fewest faults, earlier ones weighing more, then the least spread), its
+    faults, and the runs made by all attempts."""
+    best: tuple[tuple[bool, ...], float, Timing] | None = None
+    runs = 0
+    for _ in range(attempts):
+        timing, faults = attempt()
+        runs += timing.runs
+        if best is None or (faults, timing.spread) < best[:2]:
+            best = (faults, timing.spread, timing)
+        if not any(faults) and timing.spread <= max_spread:
             break
-    _, busy, spread, timing = best
-    return replace(timing, runs=runs, disturbed=busy or spread > settings.max_spread)
+    faults, _, timing = best
+    return timing, faults, runs
 
 
 def batch_size(per_run_s: float, min_repeat_ms: float, fallback: int) -> int:

@@ -39,7 +39,8 @@ def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTar
     """Measure ``candidates`` (of any kind with a registered build function) on the parsed ``target``; one
     record per candidate, in order.
 
-    Candidates the store holds a success of are not measured again. One that only failed is measured once
+    Candidates the store holds a success of are not measured again (a disturbed timing was taken again
+    when measured, see :class:`~tvm_dse.measure.MeasureSettings`). One that only failed is measured once
     more per call while it has failed fewer than ``FAILED_ATTEMPTS`` times (a board lost or a disk full
     passes; a kernel that cannot build stops costing a build per run), unless ``retry_failed`` is False;
     ``tvm-dse logs prune`` drops failures, so they are all tried again. All builds finish before the first
@@ -109,3 +110,8 @@ def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record]
     runner.run([b for b in builds if b.ok], on_result=lambda run: keep(run.build, run))
     if progress is not None:
         progress.close()
+        disturbed = sum(records[key].disturbed for key in missing)
+        if disturbed:
+            print(f"{disturbed} of {len(missing)} kernel timings stayed disturbed after every attempt (their "
+                  "samples spread, or other work was busy on the machine): kept, marked disturbed in the tuning log",
+                  file=sys.stderr, flush=True)

@@ -5,18 +5,20 @@ interface.
 boards reached through a TVM RPC tracker (every free board of the key, in parallel) or directly at
 host:port. A board that stops answering within the session time-out is reported as a time-out naming
 the board and the candidate; the candidate is retried on another board a bounded number of times and
-then recorded as failed. Nothing here knows about stores: results go to the ``on_result`` callback as
-they arrive. :func:`make_runner` picks the runner a user's ``rpc`` option names.
+then recorded as failed, and a board that keeps failing what other boards run is left out of the run.
+Nothing here knows about stores: results go to the ``on_result`` callback as they arrive.
+:func:`make_runner` picks the runner a user's ``rpc`` option names.
 """
 
 from __future__ import annotations
 
-import queue
 import socket
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,11 +26,16 @@ import numpy as np
 
 from ..errors import TvmDseError
 from ..target import DseTarget
-from ..timing import SteadyState, Timing
+from ..timing import (ATTEMPTS, MAX_OTHERS, MAX_SPREAD, SteadyState, Timing, Watch, least_disturbed,
+                      watch_this_machine)
 from .builder import BuildResult
 
 # TVM's time evaluator hook that flushes the CPU caches before each repeat (all arguments but the output).
 CACHE_FLUSH = "cache_flush_cpu_non_first_arg"
+# Candidates in a row a board fails that another board then runs, after which the board is left out of the run
+LOST_AFTER_FAILURES = 3
+# Shortest kernel timing whose share of the machine taken by other work can be told (see _time_module)
+WATCHABLE_S = 0.2
 
 
 class MeasurementError(TvmDseError):
@@ -39,7 +46,10 @@ class MeasurementError(TvmDseError):
 class MeasureSettings:
     """How each candidate is timed: ``repeat`` measurements, each the mean of ``number`` runs lasting at
     least ``min_repeat_ms``; ``warmup`` untimed runs first; ``cooldown_ms`` of rest between candidates
-    (boards that throttle); optional cache flush before each repeat."""
+    (boards that throttle); optional cache flush before each repeat. A timing whose spread (interquartile
+    range over median) exceeds ``max_spread``, or (on this machine, timed long enough to tell) during which
+    other work took more than ``max_others`` of the machine, is taken again, ``attempts`` times at most;
+    the best is kept, flagged as disturbed if it still is."""
 
     number: int = 10
     repeat: int = 5
@@ -47,13 +57,21 @@ class MeasureSettings:
     warmup: int = 1
     cooldown_ms: int = 0
     flush_cache: bool = False
+    attempts: int = ATTEMPTS
+    max_spread: float = MAX_SPREAD
+    max_others: float = MAX_OTHERS
 
     def __post_init__(self) -> None:
-        for name, least in (("number", 1), ("repeat", 1), ("min_repeat_ms", 0), ("warmup", 0), ("cooldown_ms", 0)):
+        for name, least in (("number", 1), ("repeat", 1), ("min_repeat_ms", 0), ("warmup", 0), ("cooldown_ms", 0),
+                            ("attempts", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise TvmDseError(f"kernel timing setting {name} must be a whole number of at least {least}; "
                                   f"got {value!r}")
+        for name in ("max_spread", "max_others"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise TvmDseError(f"kernel timing setting {name} must be a positive share; got {value!r}")
 
 
 @dataclass
@@ -87,17 +105,28 @@ def _random_arguments(build: BuildResult, device: object) -> list:
             for shape, dtype in zip(build.argument_shapes, dtypes)]
 
 
-def _time_module(module: object, build: BuildResult, device: object, settings: MeasureSettings) -> Timing:
+def _time_module(module: object, build: BuildResult, device: object, settings: MeasureSettings,
+                 watch: Watch | None = None) -> Timing:
+    """Time ``module``'s main on random arguments by ``settings``; ``watch`` (this machine's) sees other work."""
     arguments = _random_arguments(build, device)
     for _ in range(settings.warmup):
         module["main"](*arguments)
     evaluator = module.time_evaluator("main", device, number=settings.number, repeat=settings.repeat,
                                       min_repeat_ms=settings.min_repeat_ms,
                                       f_preproc=CACHE_FLUSH if settings.flush_cache else "")
-    timing = Timing.from_seconds(list(evaluator(*arguments).results))
+
+    def attempt() -> tuple[Timing, tuple[bool, ...]]:
+        others = watch() if watch is not None else None
+        began = time.perf_counter()
+        timing = Timing.from_seconds(list(evaluator(*arguments).results), settings.number)
+        # the kernel's clock ticks at 100 Hz: a shorter window cannot tell a tenth of the machine
+        watched = others is not None and time.perf_counter() - began >= WATCHABLE_S
+        return timing, (watched and others() > settings.max_others,)
+
+    timing, (busy,), runs = least_disturbed(attempt, settings.attempts, settings.max_spread)
     if settings.cooldown_ms:
         time.sleep(settings.cooldown_ms / 1e3)
-    return timing
+    return replace(timing, runs=runs + settings.warmup, disturbed=busy or timing.spread > settings.max_spread)
 
 
 class Runner(ABC):
@@ -139,7 +168,7 @@ class LocalRunner(Runner):
         for build in builds:
             try:
                 module = tvm.runtime.load_module(build.library)
-                result = RunResult(build, _time_module(module, build, device, self.settings))
+                result = RunResult(build, _time_module(module, build, device, self.settings, watch_this_machine))
             except Exception as error:  # TVM raises its own error types from the runtime
                 result = RunResult(build, status="run_error", error=f"{build.candidate.describe()} failed "
                                                                     f"on this machine: {error}")
@@ -216,7 +245,7 @@ class RPCRunner(Runner):
         deadline = time.monotonic() + self.connect_timeout_s
         while True:
             summary = rpc.connect_tracker(host, port).summary()
-            servers = [s for s in summary["server_info"] if s["key"].split(":")[-1] == self.key]
+            servers = self._registered(summary)
             if servers:
                 return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
             if time.monotonic() >= deadline:
@@ -258,10 +287,27 @@ class RPCRunner(Runner):
         thread.join(self.connect_timeout_s)
         if thread.is_alive():
             raise MeasurementError(f"no board of key {self.key!r} became free at the tracker "
-                                   f"{self.tracker[0]}:{self.tracker[1]} within {self.connect_timeout_s:.0f} s")
+                                   f"{self.tracker[0]}:{self.tracker[1]} within {self.connect_timeout_s:.0f} s: "
+                                   f"{self._why_none_free()}")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["session"], outcome["board"]
+
+    def _why_none_free(self) -> str:
+        from tvm import rpc
+
+        try:
+            summary = rpc.connect_tracker(*self.tracker).summary()
+        except Exception as error:  # the tracker itself went away
+            return f"the tracker stopped answering ({error})"
+        registered = len(self._registered(summary))
+        if not registered:
+            return "no board is registered under the key any more"
+        return f"the key is busy: its {registered} board(s) are all in sessions of other clients"
+
+    def _registered(self, summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The boards of this runner's key in a tracker summary (a board registers as "server:KEY")."""
+        return [server for server in summary["server_info"] if server["key"].split(":")[-1] == self.key]
 
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
                   workdir: str | Path) -> ModelRun:
@@ -276,15 +322,22 @@ class RPCRunner(Runner):
 
     def run(self, builds: Sequence[BuildResult],
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        """One worker per board takes candidates from a shared queue; a failed attempt goes back to the queue
+        for a board it has not failed on (while one is working). A board that fails ``LOST_AFTER_FAILURES``
+        candidates in a row which then succeed on another board is lost: its session is held (the tracker
+        hands it to no one else in this run) and the others go on."""
         if not builds:
             return []
         boards = self.boards()
-        pending: queue.Queue = queue.Queue()
-        for index, build in enumerate(builds):
-            pending.put((index, build, 1))
+        # (index, candidate, attempt, the boards it failed on)
+        pending: deque[tuple[int, BuildResult, int, frozenset[str]]] = deque(
+            (index, build, 1, frozenset()) for index, build in enumerate(builds))
         results: dict[int, RunResult] = {}
         lock = threading.Lock()
-        active = [len(boards)]
+        working: dict[int, str] = {}  # worker -> the board it holds a session on ("" while it has none)
+        faults: dict[str, int] = {}  # board -> candidates in a row it failed that another board then ran
+        lost: list[str] = []
+        held: list[object] = []  # sessions on lost boards, kept until the end of the run
 
         def finish(index: int, result: RunResult) -> None:
             with lock:
@@ -292,26 +345,54 @@ class RPCRunner(Runner):
             if on_result is not None:
                 on_result(result)
 
-        def worker() -> None:
+        def take(worker: int, board: str) -> tuple[int, BuildResult, int, frozenset[str]] | None:
+            """The next candidate for ``board``: one it has not failed on, else one every working board failed."""
+            while True:
+                with lock:
+                    if not pending:
+                        return None
+                    others = {b for w, b in working.items() if w != worker and b and b not in lost}
+                    for position, item in enumerate(pending):
+                        if board not in item[3] or others <= item[3]:
+                            del pending[position]
+                            return item
+                time.sleep(0.2)  # another board will take what this one failed
+
+        def succeeded(board: str, failed_on: frozenset[str]) -> None:
+            with lock:
+                faults[board] = 0
+                for other in failed_on - {board}:
+                    faults[other] = faults.get(other, 0) + 1
+                    if faults[other] == LOST_AFTER_FAILURES and other not in lost:
+                        lost.append(other)
+                        print(f"board {other} failed {LOST_AFTER_FAILURES} candidates in a row that other boards "
+                              "ran: it is left out of the rest of this run", file=sys.stderr, flush=True)
+
+        def worker(number: int) -> None:
             session, board = None, ""
             try:
                 while True:
-                    try:
-                        index, build, attempt = pending.get_nowait()
-                    except queue.Empty:
+                    if session is not None and board in lost:
+                        held.append(session)
                         return
+                    item = take(number, board)
+                    if item is None:
+                        return
+                    index, build, attempt, failed_on = item
                     if session is None:
                         try:
                             session, board = self.session()
                         except Exception as error:
-                            pending.put((index, build, attempt))
                             with lock:
-                                last = active[0] == 1
+                                pending.appendleft(item)
+                                last = len(working) == 1
                             if last:  # no other worker will pick the queue up: fail what is left
                                 self._fail_remaining(pending, finish, f"no board available: {error}")
                             return
+                        with lock:
+                            working[number] = board
                     try:
-                        finish(index, RunResult(build, self._measure_on(session, build), board=board))
+                        timing = self._measure_on(session, build)
                     except Exception as error:  # the session is gone: time-out, dead board, remote error
                         status, message = self._describe_failure(error, board, build)
                         session = None
@@ -320,19 +401,27 @@ class RPCRunner(Runner):
                         if failure.retried:
                             if on_result is not None:
                                 on_result(failure)
-                            pending.put((index, build, attempt + 1))
+                            with lock:
+                                pending.append((index, build, attempt + 1, failed_on | {board}))
                         else:
                             finish(index, failure)
+                        continue
+                    succeeded(board, failed_on)
+                    finish(index, RunResult(build, timing, board=board))
             finally:
                 with lock:
-                    active[0] -= 1
+                    working.pop(number, None)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in boards]
+        with lock:
+            working.update({number: "" for number in range(len(boards))})
+        threads = [threading.Thread(target=worker, args=(number,), daemon=True) for number in range(len(boards))]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self._fail_remaining(pending, finish, "no board was left to measure it")
+        held.clear()  # the lost boards' sessions end here
+        reason = "no board was left to measure it" + (f" ({', '.join(lost)} lost)" if lost else "")
+        self._fail_remaining(pending, finish, reason)
         return [results[i] for i in range(len(builds))]
 
     def _describe_failure(self, error: Exception, board: str, build: BuildResult) -> tuple[str, str]:
@@ -346,12 +435,10 @@ class RPCRunner(Runner):
         return "run_error", f"board {board} failed to run {build.candidate.describe()}: {summary}"
 
     @staticmethod
-    def _fail_remaining(pending: queue.Queue, finish: Callable[[int, RunResult], None], reason: str) -> None:
-        while True:
-            try:
-                index, build, attempt = pending.get_nowait()
-            except queue.Empty:
-                return
+    def _fail_remaining(pending: deque, finish: Callable[[int, RunResult], None], reason: str) -> None:
+        """Record every candidate left in ``pending`` as failed for ``reason`` (the caller holds no lock)."""
+        while pending:
+            index, build, *_ = pending.popleft()
             finish(index, RunResult(build, status="run_error", error=f"{build.candidate.describe()}: {reason}"))
 
 

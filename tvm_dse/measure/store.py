@@ -97,6 +97,11 @@ class Record:
         return self.status == "ok"
 
     @property
+    def disturbed(self) -> bool:
+        """A success timed while the machine was busy or its samples spread (see :class:`~tvm_dse.timing.Timing`)."""
+        return self.ok and bool(self.latency.get("disturbed"))
+
+    @property
     def median_ms(self) -> float | None:
         return self.latency["median_ms"] if self.latency else None
 
