@@ -125,8 +125,9 @@ def test_a_board_killed_mid_run_loses_nothing(board_cluster_factory, tmp_path):
     assert not victim.alive()
     assert all(r.ok for r in records), [r.error for r in records if not r.ok]
     failures = [r for r in store.records() if not r.ok]
-    assert failures and all(f"127.0.0.1:{victim.port}" in f.error for f in failures)
-    assert all(r.status == "timeout" and "spatial_pack_nchwc on" in r.error for r in failures)
+    # the session dropped (a time-out) or the call failed on the dying board: named, either way
+    assert failures and all(f"board 127.0.0.1:{victim.port}" in f.error for f in failures), failures
+    assert all(r.status in ("timeout", "run_error") and "spatial_pack_nchwc on" in r.error for r in failures), failures
     assert {r.key for r in records} == {r.key for r in store.records() if r.ok}
 
 

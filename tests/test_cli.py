@@ -162,8 +162,12 @@ def test_ctrl_c_stops_at_once_keeps_the_measurements_and_says_how_to_go_on(momen
     try:
         _, err = process.communicate(timeout=20)
     except subprocess.TimeoutExpired:
+        group = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-s", str(process.pid)], capture_output=True,
+                               text=True).stdout
         os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError("tvm-dse did not stop within 20 s of Ctrl-C")
+        _, err = process.communicate()
+        raise AssertionError(f"tvm-dse did not stop within 20 s of Ctrl-C; its processes:\n{group}\nits stderr "
+                             f"ends:\n{err[-3000:]}")
     assert process.returncode == 130
     assert "Traceback" not in err and "interrupted: what was measured is kept in the tuning logs" in err
     assert recorded() >= kept_before  # nothing lost
