@@ -142,8 +142,10 @@ def test_ctrl_c_stops_at_once_keeps_the_measurements_and_says_how_to_go_on(momen
     store = tmp_path / "logs"
     command = [sys.executable, "-m", "tvm_dse.cli", "optimize", "zoo:squeezenet1_1-small", "--logs", str(store),
                "--cold", "--out", str(tmp_path / "out")]
+    # as a foreground job at a terminal: Ctrl-C not ignored, whatever this test runner inherited (a shell
+    # without job control starts its background jobs with SIGINT ignored, and exec passes that on)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
 
     def recorded() -> int:

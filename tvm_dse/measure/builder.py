@@ -113,19 +113,6 @@ def _build_in_worker(function_path: str, spec: dict[str, Any], target: dict[str,
     return path, output.argument_shapes, output.argument_dtypes, time.perf_counter() - start
 
 
-def _stop(pool: Any, timeout_s: float = 5.0) -> None:
-    """Shut ``pool`` down, killing its workers; for ``timeout_s`` at most, kill again a worker that one of its
-    threads started after the first kill (a build that had begun just as the run was interrupted): the
-    interpreter's exit waits for those threads, and the workers ignore Ctrl-C."""
-    pool.shutdown(wait=False)
-    deadline = time.monotonic() + timeout_s
-    # TVM's PopenPoolExecutor has no public way to kill a worker its thread is starting
-    while time.monotonic() < deadline and any(thread.is_alive() for thread in pool._threadpool._threads):
-        for worker in list(pool._worker_map.values()):
-            worker.kill()
-        time.sleep(0.05)
-
-
 class Builder:
     """Builds candidates in ``workers`` processes, ``timeout_s`` seconds at most each."""
 
@@ -188,4 +175,4 @@ class Builder:
             # ones (an interrupted run would wait for them): cancel them first
             for future in futures:
                 future.cancel()
-            _stop(pool)
+            pool.shutdown(wait=False)
