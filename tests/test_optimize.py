@@ -84,7 +84,9 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     # the profile of the chosen module: one kernel call per tunable node, of the strategy the plan gives it
     profile = profile_module(result.built, feed, SteadyState(repeats=3))
     calls = profile.kernel_calls()
-    assert sum(count for _, _, count in calls) == 21 and all(ms > 0 for _, ms, _ in calls)
+    # (a kernel shorter than the hook's estimated overhead per call is priced 0 when the machine drifts)
+    assert sum(count for _, _, count in calls) == 21 and all(ms >= 0 for _, ms, _ in calls)
+    assert sum(ms for _, ms, _ in calls) > 0
     vertices = {vertex.id: vertex for vertex in result.graph.vertices}
     for vertex_id, _, _ in calls:
         strategy = plan.nodes[vertices[vertex_id].name].strategy
