@@ -212,20 +212,27 @@ def test_the_optimize_command(logs, tmp_path, capfd):
 def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     from tvm_dse.report import markdown
     from tvm_dse.strategies import schedule_versions
-    from tvm_dse.tuning import TuningLogs
+    from tvm_dse.measure import LocalRunner, MeasurementSession
+    from tvm_dse.tuning import TuningLogs, tune_plan_kernels
 
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)  # warm from the module's measurements, tuned records its own
-    first = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
-                     profile=False, compare_searchers=())
+    run = dict(logs=own, shipped_logs=False, tune_trials=6, show_progress=False, verify=1, reference=False,
+               profile=False, compare_searchers=())  # shipped logs may hold tuned decisions of these kernels
+    first = optimize("zoo:resnet18-small", **run)
     tuned = first.report["tuning"]
     assert tuned and sum(row["measured"] for row in tuned) == 6
     assert all(row["best_ms"] <= row["default_ms"] for row in tuned)
     assert "tune_s" in first.report["timings"] and "## Kernels tuned" in markdown(first.report)
     lines = own.store(first.target).path.read_text().splitlines()
-    again = optimize("zoo:resnet18-small", logs=own, tune_trials=6, show_progress=False, verify=1, reference=False,
-                     profile=False, compare_searchers=())
+    again = optimize("zoo:resnet18-small", **run)
     assert again.report["tuning"] == [] and own.store(first.target).path.read_text().splitlines() == lines
+    # the budget is the model's: a rerun whose plan differs (its prices come from its own timings) tunes
+    # nothing either
+    other_plan = [(choice + 1) % len(node.options) for node, choice in zip(again.space.nodes, again.search.assignment)]
+    assert other_plan != again.search.assignment
+    session = MeasurementSession(first.target, LocalRunner(), own.store(first.target), show_progress=False)
+    assert tune_plan_kernels(again.space, other_plan, again.graph, session, 6) == []
     # every node is built with the fastest decisions the log holds for its strategy
     best = own.store(first.target).best(first.target.key, schedule_versions())
     for node in again.report["nodes"]:

@@ -15,6 +15,7 @@ that already has the trials asked for is not tuned again.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -74,12 +75,18 @@ class TuneResult:
 def kernel_records(store: MeasurementStore, target: DseTarget, workload: Workload, strategy: Strategy) -> list[Record]:
     """What the store holds (see :meth:`MeasurementStore.held`) for every set of decisions of (workload,
     strategy) on ``target``, with the strategy's current schedule version."""
+    workload_key = workload.key()
+    return [record for record in _current_records(store, target)
+            if record.workload_key == workload_key and record.strategy == strategy.name]
+
+
+def _current_records(store: MeasurementStore, target: DseTarget) -> list[Record]:
+    """What the store holds for ``target`` under this TVM version and the strategies' current schedules."""
     import tvm
 
-    workload_key, versions = workload.key(), schedule_versions()
+    versions = schedule_versions()
     return [record for record in store.held().values()
-            if record.target == target.key and record.workload_key == workload_key
-            and record.strategy == strategy.name and record.tvm_version == tvm.__version__
+            if record.target == target.key and record.tvm_version == tvm.__version__
             and record.schedule_is_current(versions)]
 
 
@@ -270,12 +277,17 @@ def plan_kernels(space: Any, assignment: Sequence[int], graph: Any) -> list[tupl
 def tune_plan_kernels(space: Any, assignment: Sequence[int], graph: Any, session: MeasurementSession, trials: int,
                       trials_per_kernel: int = DEFAULT_TRIALS, seed: int = 0) -> list[TuneResult]:
     """Tune the kernels of a plan in ``session``, slowest first, each up to ``trials_per_kernel`` decisions,
-    until they hold ``trials`` tuned decisions (beyond their defaults) in all. Decisions measured by earlier
-    runs count, so a rerun with the same store and budget tunes nothing."""
+    until the model's kernels hold ``trials`` tuned decisions (beyond their defaults) in all. Decisions
+    measured by earlier runs count, those of every strategy of every node of ``space`` and not only the
+    plan's: a rerun with the same store and budget tunes nothing, even where its plan differs (its own
+    timings of the uniform plans price the kernels, and they vary from run to run)."""
+    decisions = Counter((record.workload_key, record.strategy)
+                        for record in _current_records(_store(session), session.target))
+    model_kernels = {(vertex.workload.key(), option.name) for vertex, node in zip(graph.vertices, space.nodes)
+                     if node.is_tunable for option in node.options}
+    remaining = trials - sum(max(decisions[kernel] - 1, 0) for kernel in model_kernels)
     kernels = [(workload, get_strategy(name)) for workload, name, _ in plan_kernels(space, assignment, graph)]
-    store = _store(session)
-    held = [len(kernel_records(store, session.target, workload, strategy)) for workload, strategy in kernels]
-    remaining = trials - sum(max(count - 1, 0) for count in held)
+    held = [decisions[workload.key(), strategy.name] for workload, strategy in kernels]
     results = []
     for (workload, strategy), count in zip(kernels, held):
         if remaining <= 0:
