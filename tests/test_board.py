@@ -105,6 +105,35 @@ def test_two_boards_measure_a_batch_in_parallel(emulated_boards, tmp_path):
 
 
 @pytest.mark.faults
+def test_ctrl_c_while_boards_measure_starts_no_other_candidate(emulated_boards, tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    # a second or more per candidate: the signal comes while both boards hold one
+    runner = RPCRunner(tracker=emulated_boards.tracker_address, key=emulated_boards.key,
+                       settings=MeasureSettings(number=1, repeat=2, min_repeat_ms=500))
+    emulated_boards.wait_free()
+    seen = []
+
+    def ctrl_c_after_first_result() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not seen:
+            if store.path.exists() and store.path.read_text().strip():
+                seen.append(len(store.records()))
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C at a terminal: a signal the main thread takes
+
+    interrupter = threading.Thread(target=ctrl_c_after_first_result, daemon=True)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        measure_candidates(_batch(), BOARD_TARGET, runner, store, show_progress=False)
+    interrupter.join()
+    emulated_boards.wait_free()  # the candidates on the boards when Ctrl-C came have finished
+    time.sleep(2)
+    # at most those in flight were recorded after it, and what was recorded is whole
+    assert seen and seen[0] <= len(store.records()) <= seen[0] + len(emulated_boards.boards) < len(_batch())
+    assert all(record.ok for record in store.records())
+
+
+@pytest.mark.faults
 def test_a_board_killed_mid_run_loses_nothing(board_cluster_factory, tmp_path):
     cluster = board_cluster_factory(boards=2)
     store = MeasurementStore(tmp_path / "m.jsonl")

@@ -115,6 +115,26 @@ def test_a_kernel_timed_while_another_process_is_busy_is_taken_again_and_flagged
 
 
 @pytest.mark.faults
+def test_short_kernel_timings_are_watched_together_taken_again_under_load_and_flagged(tmp_path):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    # each timing lasts a few milliseconds: too short alone for the machine's CPU accounting to tell
+    short = MeasureSettings(number=2, repeat=3)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        records = measure_candidates(_candidates(), HOST, LocalRunner(short), store, show_progress=False)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert all(record.ok and record.disturbed for record in records)
+    # every window was timed again, attempts times in all: each kernel at least once per window
+    assert all(record.latency["runs"] >= short.attempts * (short.warmup + short.number * short.repeat)
+               for record in records)
+    assert sorted(store.records(), key=lambda r: r.key) == sorted(records, key=lambda r: r.key)
+
+
+@pytest.mark.faults
 def test_corrupt_and_truncated_lines_are_skipped_with_a_warning(tmp_path):
     store = MeasurementStore(tmp_path / "m.jsonl")
     record = Record(HOST.key, WORKLOAD.to_dict(), WORKLOAD.key(), "direct_nchw", {"k": [4, 4]}, "ok",

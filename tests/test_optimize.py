@@ -117,6 +117,28 @@ def test_memory_bound_is_respected(logs, tmp_path):
 
 
 @pytest.mark.faults
+def test_a_plan_priced_by_disturbed_kernel_timings_says_so(logs, tmp_path):
+    from tvm_dse.report import markdown
+    from tvm_dse.tuning import TuningLogs
+
+    run = dict(show_progress=False, compare_searchers=(), verify=1, reference=False, profile=False)
+    warm = optimize("zoo:squeezenet1_1-small", logs=logs, **run)
+    store = TuningLogs(logs).store(warm.target)
+    records = [json.loads(line) for line in store.path.read_text().splitlines()]
+    for record in records:  # as if every kernel had been timed while another process was busy
+        if record["status"] == "ok":
+            record["latency"]["disturbed"] = True
+    own = TuningLogs(tmp_path / "logs").store(warm.target)
+    own.path.parent.mkdir(parents=True)
+    own.path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    flagged = optimize("zoo:squeezenet1_1-small", logs=tmp_path / "logs", shipped_logs=False, **run)
+    assert flagged.report["nodes"] and all(node["disturbed"] for node in flagged.report["nodes"])
+    nodes = len(flagged.report["nodes"])
+    assert f"{nodes} of the plan's {nodes} kernel prices come from timings that stayed disturbed" in markdown(
+        flagged.report)
+
+
+@pytest.mark.faults
 def test_a_board_target_needs_rpc(logs):
     with pytest.raises(TvmDseError, match="does not run on this machine: give rpc="):
         optimize("zoo:squeezenet1_1-small", "rpi4", logs=logs, show_progress=False)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import TvmDseError
+from .measure.runner import boards_of_key
 
 DEFAULT_KEY = "qemu-aarch64"
 LOOPBACK = "127.0.0.1"
@@ -127,7 +128,7 @@ class BoardCluster:
         from tvm import rpc
 
         summary = rpc.connect_tracker(self.host, self.tracker_port).summary()
-        return [server["addr"][1] for server in summary["server_info"] if server["key"].split(":")[-1] == self.key]
+        return [server["addr"][1] for server in boards_of_key(summary, self.key)]
 
     def wait_registered(self, count: int | None = None, timeout: float = REGISTER_TIMEOUT_S) -> None:
         """Block until ``count`` boards (default: all live ones) have registered with the tracker."""

@@ -41,7 +41,8 @@ def _tunable_options(vertex: Vertex, target: DseTarget, records: dict[tuple[str,
         layouts = strategy.layouts(vertex.workload, target)
         options.append(Option(strategy.name, record.median_ms, layouts.data, layouts.output,
                               packed_weight_bytes(strategy, vertex.workload, target),
-                              strategy.workspace_bytes(vertex.workload, target), dict(record.decisions)))
+                              strategy.workspace_bytes(vertex.workload, target), dict(record.decisions),
+                              disturbed=record.disturbed))
     if not options:
         failures = [r.error for (key, _), r in records.items() if key == vertex.workload.key() and not r.ok]
         raise TvmDseError(f"no strategy could be measured for node {vertex.name!r} ({vertex.workload.describe()}): "

@@ -112,7 +112,9 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
 
     def priced(node_name: str, option: Option) -> Option:
         times = observed.get(_kernel(vertices[node_name].workload.key(), option.name, option.decisions))
-        return replace(option, latency_ms=median(times) if times else option.latency_ms * scale)
+        if times:  # the median over the rounds of profiling: priced by the modules, not the kernel's timing
+            return replace(option, latency_ms=median(times), disturbed=False)
+        return replace(option, latency_ms=option.latency_ms * scale)
 
     fixed = [max(0.0, module.fixed_ms()) for _, module in profiles]
     repriced = space.repriced(lambda node, option: priced(node.name, option) if node.is_tunable else option,

@@ -37,7 +37,8 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
             workload = graph.node(node.name).workload
             nodes.append({"node": node.name, "workload": workload.describe(), "strategy": option.name,
                           "latency_ms": option.latency_ms, "fastest": fastest.name,
-                          "fastest_ms": fastest.latency_ms, "layouts": f"{option.input_layout}->{option.output_layout}"})
+                          "fastest_ms": fastest.latency_ms, "layouts": f"{option.input_layout}->{option.output_layout}",
+                          "disturbed": option.disturbed})
     front = [{"latency_ms": point.cost_ms, "peak_memory_mb": point.peak_memory_bytes / MB}
              for point in pareto_front(space)]
     return {
@@ -91,13 +92,22 @@ def _pricing(report: dict[str, Any]) -> str:
             f"time); what no choice changes took {low:.3f}-{high:.3f} ms in those modules")
 
 
+def _disturbed_prices(report: dict[str, Any]) -> str:
+    disturbed = [node["node"] for node in report["nodes"] if node["disturbed"]]
+    if not disturbed:
+        return ""
+    return (f"; {len(disturbed)} of the plan's {len(report['nodes'])} kernel prices come from timings that stayed "
+            f"disturbed (other work busy on the machine, or spread samples): {', '.join(disturbed[:5])}"
+            f"{', ...' if len(disturbed) > 5 else ''}")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
     lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
              f"- Latency: {latency_line(report)}",
              f"- {report['gflops']:.1f} GFLOP/s ({report['gflop']:.3f} GFLOP); of the prediction "
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
-             f"choice changes; {_pricing(report)}",
+             f"choice changes; {_pricing(report)}{_disturbed_prices(report)}",
              f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
@@ -142,7 +152,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Chosen strategy per node", "",
               "| node | workload | strategy | ms | layouts | fastest alone |", "|---|---|---|---|---|---|"]
     for node in report["nodes"]:
-        lines.append(f"| {node['node']} | {node['workload']} | {node['strategy']} | {node['latency_ms']:.3f} | "
+        lines.append(f"| {node['node']} | {node['workload']} | {node['strategy']} | {node['latency_ms']:.3f}"
+                     f"{' (disturbed)' if node['disturbed'] else ''} | "
                      f"{node['layouts']} | {node['fastest']} ({node['fastest_ms']:.3f}) |")
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ class Option:
     workspace_bytes: int = 0
     decisions: dict[str, Any] | None = None
     accuracy_loss: float = 0.0  # the user metric's loss when this option alone replaces the fp32 one
+    disturbed: bool = False  # priced by a kernel timing that stayed disturbed (see tvm_dse.timing)
 
 
 @dataclass

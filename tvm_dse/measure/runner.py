@@ -106,27 +106,30 @@ def _random_arguments(build: BuildResult, device: object) -> list:
 
 
 def _time_module(module: object, build: BuildResult, device: object, settings: MeasureSettings,
-                 watch: Watch | None = None) -> Timing:
-    """Time ``module``'s main on random arguments by ``settings``; ``watch`` (this machine's) sees other work."""
+                 watch: Watch | None = None) -> tuple[Timing, bool]:
+    """Time ``module``'s main on random arguments by ``settings``; ``watch`` (this machine's) sees other work.
+    Returns the timing and whether it lasted long enough (:data:`WATCHABLE_S`) for ``watch`` to tell."""
     arguments = _random_arguments(build, device)
     for _ in range(settings.warmup):
         module["main"](*arguments)
     evaluator = module.time_evaluator("main", device, number=settings.number, repeat=settings.repeat,
                                       min_repeat_ms=settings.min_repeat_ms,
                                       f_preproc=CACHE_FLUSH if settings.flush_cache else "")
+    watched = []
 
     def attempt() -> tuple[Timing, tuple[bool, ...]]:
         others = watch() if watch is not None else None
         began = time.perf_counter()
         timing = Timing.from_seconds(list(evaluator(*arguments).results), settings.number)
         # the kernel's clock ticks at 100 Hz: a shorter window cannot tell a tenth of the machine
-        watched = others is not None and time.perf_counter() - began >= WATCHABLE_S
-        return timing, (watched and others() > settings.max_others,)
+        watched.append(others is not None and time.perf_counter() - began >= WATCHABLE_S)
+        return timing, (watched[-1] and others() > settings.max_others,)
 
     timing, (busy,), runs = least_disturbed(attempt, settings.attempts, settings.max_spread)
     if settings.cooldown_ms:
         time.sleep(settings.cooldown_ms / 1e3)
-    return replace(timing, runs=runs + settings.warmup, disturbed=busy or timing.spread > settings.max_spread)
+    timing = replace(timing, runs=runs + settings.warmup, disturbed=busy or timing.spread > settings.max_spread)
+    return timing, all(watched)
 
 
 class Runner(ABC):
@@ -157,24 +160,45 @@ class Runner(ABC):
 
 
 class LocalRunner(Runner):
-    """Measures on this machine, one candidate at a time (parallel runs would disturb each other)."""
+    """Measures on this machine, one candidate at a time (parallel runs would disturb each other).
+
+    A kernel timed for less than :data:`WATCHABLE_S` is too short for the machine's CPU accounting to tell
+    other work apart, so it is watched together with the kernels timed after it: their results are held
+    until that window has lasted :data:`WATCHABLE_S` (the last window of a run is lengthened by timing its
+    kernels again in turn). A window during which other work took more than ``max_others`` of the machine
+    is timed again (``attempts`` windows in all); each of its kernels keeps its timing from the first quiet
+    window, else its least spread one, flagged as disturbed."""
 
     def run(self, builds: Sequence[BuildResult],
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
         import tvm
 
-        results = []
         device = tvm.cpu(0)
-        for build in builds:
-            try:
-                module = tvm.runtime.load_module(build.library)
-                result = RunResult(build, _time_module(module, build, device, self.settings, watch_this_machine))
-            except Exception as error:  # TVM raises its own error types from the runtime
-                result = RunResult(build, status="run_error", error=f"{build.candidate.describe()} failed "
-                                                                    f"on this machine: {error}")
-            results.append(result)
+        results: list[RunResult | None] = [None] * len(builds)
+        window = _Window(self.settings, builds, device)
+
+        def settle(index: int, result: RunResult) -> None:
+            results[index] = result
             if on_result is not None:
                 on_result(result)
+
+        def close_window() -> None:
+            for index, timing in window.checked().items():
+                settle(index, RunResult(builds[index], timing))
+
+        for index, build in enumerate(builds):
+            try:
+                module = tvm.runtime.load_module(build.library)
+                timing, watched = _time_module(module, build, device, self.settings, watch_this_machine)
+            except Exception as error:  # TVM raises its own error types from the runtime
+                settle(index, RunResult(build, status="run_error", error=f"{build.candidate.describe()} failed "
+                                                                         f"on this machine: {error}"))
+                continue
+            if watched:
+                settle(index, RunResult(build, timing))
+            elif window.hold(index, module, timing):
+                close_window()
+        close_window()
         return results
 
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
@@ -182,11 +206,66 @@ class LocalRunner(Runner):
         return ModelRun(built.run(feed), built.time(feed, timing), "local")
 
 
+class _Window:
+    """Kernel timings of a :class:`LocalRunner` too short to be watched alone, held and watched together."""
+
+    def __init__(self, settings: MeasureSettings, builds: Sequence[BuildResult], device: object):
+        self.settings, self.builds, self.device = settings, builds, device
+        self.held: dict[int, tuple[Any, Timing]] = {}  # loaded module and timing, by build
+        self.others, self.opened = watch_this_machine(), time.perf_counter()  # reset as the first is held
+
+    def hold(self, index: int, module: Any, timing: Timing) -> bool:
+        """Hold a timing; True once the window has lasted long enough to tell other work."""
+        if not self.held:
+            self.others, self.opened = watch_this_machine(), time.perf_counter()
+        self.held[index] = (module, timing)
+        return time.perf_counter() - self.opened >= WATCHABLE_S
+
+    def checked(self) -> dict[int, Timing]:
+        """The held timings, lengthened to :data:`WATCHABLE_S` if need be and timed again while other work
+        was busy; the window is emptied."""
+        kept = {index: timing for index, (_, timing) in self.held.items()}
+        if not kept:
+            return kept
+        kept = self._retimed(kept, self.opened, keep_all=False)  # lengthens a short window, else a no-op
+        busy = self.others() > self.settings.max_others
+        for _ in range(self.settings.attempts - 1):
+            if not busy:
+                break
+            others = watch_this_machine()
+            retaken = self._retimed({}, time.perf_counter(), keep_all=True)
+            busy = others() > self.settings.max_others
+            kept = {index: replace(timing if not busy or timing.spread < kept[index].spread else kept[index],
+                                   runs=kept[index].runs + timing.runs)
+                    for index, timing in retaken.items()}
+        self.held = {}
+        return {index: replace(timing, disturbed=timing.disturbed or busy) for index, timing in kept.items()}
+
+    def _retimed(self, kept: dict[int, Timing], since: float, keep_all: bool) -> dict[int, Timing]:
+        """``kept`` with the held kernels timed again in turn until :data:`WATCHABLE_S` has passed ``since``
+        (at least once each where ``keep_all``), each keeping its least spread timing and every run counted."""
+        once = replace(self.settings, attempts=1)
+        kept = dict(kept)
+        while (keep_all and len(kept) < len(self.held)) or time.perf_counter() - since < WATCHABLE_S:
+            for index, (module, _) in self.held.items():
+                timing = _time_module(module, self.builds[index], self.device, once)[0]
+                if index in kept:
+                    runs = kept[index].runs + timing.runs
+                    timing = replace(min(kept[index], timing, key=lambda t: t.spread), runs=runs)
+                kept[index] = timing
+        return kept
+
+
 def parse_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise MeasurementError(f"address {address!r} must be HOST:PORT, e.g. 127.0.0.1:9190")
     return host, int(port)
+
+
+def boards_of_key(summary: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """The boards of ``key`` in a tracker's summary (a board registers as "server:KEY")."""
+    return [server for server in summary["server_info"] if server["key"].split(":")[-1] == key]
 
 
 def _probe(host: str, port: int, what: str, timeout: float) -> None:
@@ -245,7 +324,7 @@ class RPCRunner(Runner):
         deadline = time.monotonic() + self.connect_timeout_s
         while True:
             summary = rpc.connect_tracker(host, port).summary()
-            servers = self._registered(summary)
+            servers = boards_of_key(summary, self.key)
             if servers:
                 return [f"{s['addr'][0]}:{s['addr'][1]}" for s in servers]
             if time.monotonic() >= deadline:
@@ -300,14 +379,10 @@ class RPCRunner(Runner):
             summary = rpc.connect_tracker(*self.tracker).summary()
         except Exception as error:  # the tracker itself went away
             return f"the tracker stopped answering ({error})"
-        registered = len(self._registered(summary))
+        registered = len(boards_of_key(summary, self.key))
         if not registered:
             return "no board is registered under the key any more"
         return f"the key is busy: its {registered} board(s) are all in sessions of other clients"
-
-    def _registered(self, summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        """The boards of this runner's key in a tracker summary (a board registers as "server:KEY")."""
-        return [server for server in summary["server_info"] if server["key"].split(":")[-1] == self.key]
 
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
                   workdir: str | Path) -> ModelRun:
@@ -318,7 +393,7 @@ class RPCRunner(Runner):
     def _measure_on(self, session: object, build: BuildResult) -> Timing:
         session.upload(build.library)
         module = session.load_module(Path(build.library).name)
-        return _time_module(module, build, session.cpu(0), self.settings)
+        return _time_module(module, build, session.cpu(0), self.settings)[0]
 
     def run(self, builds: Sequence[BuildResult],
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
@@ -417,8 +492,13 @@ class RPCRunner(Runner):
         threads = [threading.Thread(target=worker, args=(number,), daemon=True) for number in range(len(boards))]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C: no other candidate starts; those on the boards finish and are recorded
+            with lock:
+                pending.clear()
+            raise
         held.clear()  # the lost boards' sessions end here
         reason = "no board was left to measure it" + (f" ({', '.join(lost)} lost)" if lost else "")
         self._fail_remaining(pending, finish, reason)
