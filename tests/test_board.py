@@ -119,7 +119,8 @@ def test_ctrl_c_while_boards_measure_starts_no_other_candidate(emulated_boards, 
             if store.path.exists() and store.path.read_text().strip():
                 seen.append(len(store.records()))
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C at a terminal: a signal the main thread takes
+        # Ctrl-C's signal goes to any thread of the process: here one that is not the main thread
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
     interrupter = threading.Thread(target=ctrl_c_after_first_result, daemon=True)
     interrupter.start()

@@ -66,9 +66,11 @@ class ModuleProfile:
                 if (match := _KERNEL_NAME.search(name))]
 
     def fixed_ms(self) -> float:
-        """ms per run outside the tunable kernels and the standalone conversions (the space prices those)."""
-        return self.total_ms - sum(ms * calls for name, (ms, calls) in self.functions.items()
-                                   if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX))
+        """ms per run outside the tunable kernels and the standalone conversions (the space prices those);
+        0 where those took the whole steady-state time: the hook's overhead is taken off every call evenly,
+        and the runtime's own calls cost less than that, so their share can come out below 0."""
+        return max(0.0, self.total_ms - sum(ms * calls for name, (ms, calls) in self.functions.items()
+                                            if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX)))
 
 
 def profile_module(built: BuiltModel, feed: Mapping[str, np.ndarray], settings: SteadyState = PROFILE_TIMING,
@@ -116,7 +118,7 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
             return replace(option, latency_ms=median(times), disturbed=False)
         return replace(option, latency_ms=option.latency_ms * scale)
 
-    fixed = [max(0.0, module.fixed_ms()) for _, module in profiles]
+    fixed = [module.fixed_ms() for _, module in profiles]
     repriced = space.repriced(lambda node, option: priced(node.name, option) if node.is_tunable else option,
                               fixed_ms=median(fixed))
     # pools and the like run in the layouts of the kernels around them: how far the modules' fixed time

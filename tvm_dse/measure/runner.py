@@ -494,7 +494,10 @@ class RPCRunner(Runner):
             thread.start()
         try:
             for thread in threads:
-                thread.join()
+                # in short waits: Ctrl-C's signal may land on a worker thread, and Python raises it in this
+                # one only when this one runs again
+                while thread.is_alive():
+                    thread.join(0.2)
         except BaseException:  # Ctrl-C: no other candidate starts; those on the boards finish and are recorded
             with lock:
                 pending.clear()
