@@ -18,7 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -187,6 +187,7 @@ class LocalRunner(Runner):
                 settle(index, RunResult(builds[index], timing))
 
         for index, build in enumerate(builds):
+            since = _Opening()  # the window's opening, if this timing is the first it holds
             try:
                 module = tvm.runtime.load_module(build.library)
                 timing, watched = _time_module(module, build, device, self.settings, watch_this_machine)
@@ -196,7 +197,7 @@ class LocalRunner(Runner):
                 continue
             if watched:
                 settle(index, RunResult(build, timing))
-            elif window.hold(index, module, timing):
+            elif window.hold(index, module, timing, since):
                 close_window()
         close_window()
         return results
@@ -206,54 +207,63 @@ class LocalRunner(Runner):
         return ModelRun(built.run(feed), built.time(feed, timing), "local")
 
 
+@dataclass(frozen=True)
+class _Opening:
+    """A moment on this machine: the wall clock, and a watch of other work from then on."""
+
+    others: Callable[[], float] = field(default_factory=watch_this_machine)
+    began: float = field(default_factory=time.perf_counter)
+
+    def lasted(self) -> float:
+        return time.perf_counter() - self.began
+
+
 class _Window:
     """Kernel timings of a :class:`LocalRunner` too short to be watched alone, held and watched together."""
 
     def __init__(self, settings: MeasureSettings, builds: Sequence[BuildResult], device: object):
         self.settings, self.builds, self.device = settings, builds, device
         self.held: dict[int, tuple[Any, Timing]] = {}  # loaded module and timing, by build
-        self.others, self.opened = watch_this_machine(), time.perf_counter()  # reset as the first is held
+        self.opening: _Opening | None = None  # set as the first timing is held
 
-    def hold(self, index: int, module: Any, timing: Timing) -> bool:
-        """Hold a timing; True once the window has lasted long enough to tell other work."""
+    def hold(self, index: int, module: Any, timing: Timing, since: _Opening) -> bool:
+        """Hold a timing begun at ``since`` (the window opens there if empty); True once the window has
+        lasted long enough to tell other work."""
         if not self.held:
-            self.others, self.opened = watch_this_machine(), time.perf_counter()
+            self.opening = since
         self.held[index] = (module, timing)
-        return time.perf_counter() - self.opened >= WATCHABLE_S
+        return self.opening.lasted() >= WATCHABLE_S
 
     def checked(self) -> dict[int, Timing]:
         """The held timings, lengthened to :data:`WATCHABLE_S` if need be and timed again while other work
-        was busy; the window is emptied."""
-        kept = {index: timing for index, (_, timing) in self.held.items()}
-        if not kept:
-            return kept
-        kept = self._retimed(kept, self.opened, keep_all=False)  # lengthens a short window, else a no-op
-        busy = self.others() > self.settings.max_others
-        for _ in range(self.settings.attempts - 1):
-            if not busy:
-                break
-            others = watch_this_machine()
-            retaken = self._retimed({}, time.perf_counter(), keep_all=True)
-            busy = others() > self.settings.max_others
-            kept = {index: replace(timing if not busy or timing.spread < kept[index].spread else kept[index],
-                                   runs=kept[index].runs + timing.runs)
-                    for index, timing in retaken.items()}
+        was busy (``attempts`` windows in all), each kernel's best kept; the window is emptied."""
+        if not self.held:
+            return {}
+        takes = self._lengthened({index: [timing] for index, (_, timing) in self.held.items()}, self.opening)
+        windows = [(self.opening.others() > self.settings.max_others, takes)]
+        while windows[-1][0] and len(windows) < self.settings.attempts:
+            opening = _Opening()
+            takes = self._lengthened({index: [] for index in self.held}, opening)
+            windows.append((opening.others() > self.settings.max_others, takes))
         self.held = {}
-        return {index: replace(timing, disturbed=timing.disturbed or busy) for index, timing in kept.items()}
+        return {index: _best([(busy, timing) for busy, takes in windows for timing in takes[index]])
+                for index in windows[0][1]}
 
-    def _retimed(self, kept: dict[int, Timing], since: float, keep_all: bool) -> dict[int, Timing]:
-        """``kept`` with the held kernels timed again in turn until :data:`WATCHABLE_S` has passed ``since``
-        (at least once each where ``keep_all``), each keeping its least spread timing and every run counted."""
+    def _lengthened(self, takes: dict[int, list[Timing]], opening: _Opening) -> dict[int, list[Timing]]:
+        """``takes`` with the held kernels timed again in turn until each has a timing and the window
+        opened at ``opening`` has lasted :data:`WATCHABLE_S`."""
         once = replace(self.settings, attempts=1)
-        kept = dict(kept)
-        while (keep_all and len(kept) < len(self.held)) or time.perf_counter() - since < WATCHABLE_S:
+        while not all(takes.values()) or opening.lasted() < WATCHABLE_S:
             for index, (module, _) in self.held.items():
-                timing = _time_module(module, self.builds[index], self.device, once)[0]
-                if index in kept:
-                    runs = kept[index].runs + timing.runs
-                    timing = replace(min(kept[index], timing, key=lambda t: t.spread), runs=runs)
-                kept[index] = timing
-        return kept
+                takes[index].append(_time_module(module, self.builds[index], self.device, once)[0])
+        return takes
+
+
+def _best(takes: Sequence[tuple[bool, Timing]]) -> Timing:
+    """The best of one kernel's timings, each with whether its window was busy: quiet before busy, then the
+    least spread (the rule of :func:`tvm_dse.timing.least_disturbed`), with the runs of all counted."""
+    busy, timing = min(takes, key=lambda take: (take[0], take[1].spread))
+    return replace(timing, runs=sum(take.runs for _, take in takes), disturbed=timing.disturbed or busy)
 
 
 def parse_address(address: str) -> tuple[str, int]:
