@@ -17,6 +17,7 @@ from tvm_dse.ops import conversion_folds
 from tvm_dse.plan import Plan
 from tvm_dse.profiling import profile_module
 from tvm_dse.space import DesignSpace
+from tvm_dse.thread_pool import spin_count
 from tvm_dse.timing import SteadyState, Timing
 from tvm_dse.testing import onnxruntime_outputs, relative_error
 
@@ -96,6 +97,9 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     reference = report["reference"]
     assert reference["runtime"].startswith("onnxruntime") and reference["latency"]["median_ms"] > 0
     assert reference["plan_over_reference"] == pytest.approx(latency["median_ms"] / reference["latency"]["median_ms"])
+    # measured with the thread-pool setting the library carries (tests/test_thread_pool.py), and says so
+    assert report["thread_pool_spin_count"] == spin_count()
+    assert f"TVM_THREAD_POOL_SPIN_COUNT={spin_count()}" in (tmp_path / "report.md").read_text()
 
 
 def test_memory_bound_is_respected(logs, tmp_path):

@@ -6,16 +6,12 @@ default build, the reference every plan is checked against), :func:`optimize` (t
 search, build, validate, report; its options in :class:`OptimizeOptions`).
 """
 
-import os
+from .thread_pool import settle_process
 
-from .target import physical_cores
+# read by TVM's thread pool when it first starts, so settled before any kernel runs
+settle_process()
 
-# TVM's runtime starts one worker per core it counts as "big", which is a single one on some virtual
-# machines; measure and run with every physical core unless the user set TVM_NUM_THREADS. Read by the
-# thread pool when it first starts, so it must be set before any kernel runs.
-os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
-
-from .build import BuiltModel, build_baseline  # noqa: E402  (after the thread count is settled)
+from .build import BuiltModel, build_baseline  # noqa: E402  (after the thread pool is settled)
 from .errors import ModelError, TargetError, TvmDseError, UnsupportedOpError
 from .frontend import Model, ModelInput, load_model
 from .graph import DseGraph, Vertex, build_graph

@@ -20,6 +20,7 @@ import tvm
 
 from .errors import TvmDseError
 from .target import DseTarget
+from .thread_pool import setting_object
 
 AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 # A line TVM's runtime logs with a title and nothing after it ("[03:53:03] .../executable.cc:276: Warning:
@@ -48,21 +49,24 @@ def runtime_warnings_without_message_dropped() -> Iterator[None]:
 
 
 def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:
-    """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board."""
+    """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board; the
+    library carries the thread-pool setting it was measured with (:mod:`tvm_dse.thread_pool`)."""
+    from tvm.support import cc
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if target.runs_on_host or not target.is_aarch64:
-        with runtime_warnings_without_message_dropped():
-            executable.export_library(str(path))
-        return path
-    if shutil.which(AARCH64_CROSS_COMPILER) is None:
+        compiler, fcompile = cc.get_cc() or "cc", None
+    elif shutil.which(AARCH64_CROSS_COMPILER) is None:
         raise TvmDseError(f"exporting for {target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
                           "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross "
                           "(scripts/setup_board.sh does)")
-    from tvm.support import cc
-
+    else:
+        compiler, fcompile = AARCH64_CROSS_COMPILER, cc.cross_compiler(AARCH64_CROSS_COMPILER)
+    # a new list each time: TVM appends the module's own object files to it
+    addons = [str(setting_object(compiler))]
     with runtime_warnings_without_message_dropped():
-        executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_COMPILER))
+        executable.export_library(str(path), fcompile=fcompile, addons=addons)
     return path
 
 

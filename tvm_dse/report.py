@@ -12,6 +12,7 @@ from .graph import DseGraph
 from .plan import Plan
 from .space import DesignSpace
 from .target import DseTarget
+from .thread_pool import describe_spin_count, spin_count
 from .timing import Timing
 
 MB = 2**20
@@ -58,6 +59,7 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "accuracy": accuracy,
         "verified_plans": list(verified),
         "reference": _with_ratio(reference, latency),
+        "thread_pool_spin_count": spin_count(),
     }
 
 
@@ -109,6 +111,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
              f"choice changes; {_pricing(report)}{_disturbed_prices(report)}",
              f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
+             f"- Thread pool: {describe_spin_count(report['thread_pool_spin_count'])}",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
              f"- Searcher: {report['search']['searcher']}, {report['search']['evaluations']} evaluations, "

@@ -1,0 +1,136 @@
+"""One warm contender of ``deployed.py`` in a process of its own: a runtime with a model loaded, timing rounds
+on request. It needs numpy and its runtime only (it runs in the peers' own environments too).
+
+    python runtime_worker.py KIND MODEL INPUTS.npz THREADS OUTPUT.npy
+
+KIND is tvm (an exported tvm_dse library, TVM's runtime library only), onnxruntime, openvino, ncnn (MODEL is
+the .param beside its .bin), mnn or litert. After a warm-up it writes its output for INPUTS to OUTPUT.npy and
+prints ``ready``; then each line ``round`` on stdin is answered with the median ms per run of a plain
+wall-clock loop of ROUND_S, and ``memory`` with the process's peak resident memory in MB.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+WARMUP_S = 2.0
+ROUND_S = 1.0
+
+
+def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # the deployed runtime, without the compiler's 260 MB library
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    vm = VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    arguments = [tvm.runtime.tensor(array) for array in feed.values()]
+    return lambda: vm["main"](*arguments)
+
+
+def _onnxruntime(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feed)[0]
+
+
+def _openvino(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    import openvino
+
+    compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                           "INFERENCE_PRECISION_HINT": "f32",
+                                                           "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda: request.infer(feed)[compiled.output(0)]
+
+
+def _ncnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    # fp32 throughout, as every other contender runs
+    net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+    net.load_param(path)
+    net.load_model(path.removesuffix(".param") + ".bin")
+    (data,) = feed.values()
+    image = ncnn.Mat(np.ascontiguousarray(data[0]))  # batch 1: ncnn takes C x H x W
+
+    def run() -> np.ndarray:
+        extractor = net.create_extractor()
+        extractor.input("in0", image)
+        _, output = extractor.extract("out0")
+        return np.array(output)[None]
+
+    return run
+
+
+def _mnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    import MNN
+
+    runtime = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
+    (name, data), = feed.items()
+    net = MNN.nn.load_module_from_file(path, [name], [], runtime_manager=runtime)
+    value = MNN.expr.const(data, list(data.shape), MNN.expr.NCHW)
+    return lambda: net.forward([value])[0].read()
+
+
+def _litert(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=threads)  # XNNPACK delegate by default
+    interpreter.allocate_tensors()
+    (data,) = feed.values()
+    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    nhwc = np.ascontiguousarray(data.transpose(0, 2, 3, 1))  # the converter makes the input NHWC
+
+    def run() -> np.ndarray:
+        interpreter.set_tensor(given["index"], nhwc)
+        interpreter.invoke()
+        return interpreter.get_tensor(taken["index"])
+
+    return run
+
+
+def _peak_resident_mb() -> float:
+    """This process's peak resident memory since it started (``VmHWM``: getrusage's maximum would carry the
+    launching process's peak across exec)."""
+    with open("/proc/self/status") as status:
+        kilobytes = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kilobytes / 1024
+
+
+KINDS = {"tvm": _tvm, "onnxruntime": _onnxruntime, "openvino": _openvino, "ncnn": _ncnn, "mnn": _mnn,
+         "litert": _litert}
+
+
+def main(kind: str, path: str, inputs: str, threads: str, output: str) -> None:
+    feed = dict(np.load(inputs))
+    run = KINDS[kind](path, feed, int(threads))
+    began = time.perf_counter()
+    while time.perf_counter() - began < WARMUP_S:
+        result = run()
+    np.save(output, np.asarray(result.numpy() if hasattr(result, "numpy") else result, np.float32))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "memory":
+            print(f"{_peak_resident_mb():.1f}", flush=True)
+            continue
+        samples, began = [], time.perf_counter()
+        while time.perf_counter() - began < ROUND_S or len(samples) < 3:
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+        print(f"{statistics.median(samples) * 1e3:.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
