@@ -25,6 +25,9 @@ ROUND_S = 1.0
 
 def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # the deployed runtime, without the compiler's 260 MB library
+    # tvm_ffi imports PyTorch wherever it is installed (tvm_dse's test environment has it), 250 MB resident
+    # that a deployment does not carry
+    sys.modules["torch"] = None
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
