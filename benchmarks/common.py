@@ -81,3 +81,33 @@ def write_results(stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path,
     md_path.write_text(markdown)
     json_path.write_text(json.dumps(data, indent=1))
     return md_path, json_path
+
+
+class RuntimeWorker:
+    """A contender warm in a process of its own (``runtime_worker.py``: KIND runs MODEL on INPUTS with THREADS),
+    answering requests over its pipes; its first output is written to ``output``."""
+
+    def __init__(self, python: str | Path, kind: str, model: Path, inputs: Path, threads: int, output: Path,
+                 environment: dict[str, str]):
+        self.output = output
+        self.process = subprocess.Popen(
+            [str(python), str(HERE / "runtime_worker.py"), kind, str(model), str(inputs), str(threads), str(output)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**environment, "TVM_NUM_THREADS": str(threads)}, cwd=output.parent)
+
+    def wait_ready(self, name: str) -> None:
+        """Wait until the worker is warm; a runtime may print a banner as it loads."""
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                return
+        raise RuntimeError(f"{name} did not start (run runtime_worker.py by hand to see why)")
+
+    def ask(self, request: str) -> float:
+        """``round`` (median ms per run of one round) or ``memory`` (peak resident MB)."""
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import HERE, machine, write_results
+from common import HERE, RuntimeWorker, machine, write_results
 
 ROOT = HERE.parent
 PEERS = ROOT / ".peers"
@@ -114,28 +114,13 @@ def _busy() -> subprocess.Popen:
 def _measure(contenders: list[Contender], inputs: Path, threads: int, rounds: int, work: Path) -> dict:
     """Quiet and loaded round medians, peak memory and output of each available contender."""
     running = [c for c in contenders if c.model is not None]
-    workers = {}
-    for contender in running:
-        output = work / f"{contender.name.replace(' ', '_').replace(',', '')}.npy"
-        workers[contender.name] = (subprocess.Popen(
-            [contender.python, str(HERE / "runtime_worker.py"), contender.kind, str(contender.model), str(inputs),
-             str(threads), str(output)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, env={**contender.environment, "TVM_NUM_THREADS": str(threads)}, cwd=work), output)
-
-    def ask(name: str, request: str) -> float:
-        worker = workers[name][0]
-        worker.stdin.write(request + "\n")
-        worker.stdin.flush()
-        return float(worker.stdout.readline())
-
+    workers = {c.name: RuntimeWorker(c.python, c.kind, c.model, inputs, threads,
+                                     work / f"{c.name.replace(' ', '_').replace(',', '')}.npy", c.environment)
+               for c in running}
     results: dict[str, dict] = {}
     try:
-        for contender in running:
-            for line in workers[contender.name][0].stdout:  # a runtime may print a banner as it loads
-                if line.strip() == "ready":
-                    break
-            else:
-                raise RuntimeError(f"{contender.name} did not start (run its worker by hand to see why)")
+        for name, worker in workers.items():
+            worker.wait_ready(name)
         samples = {name: {"quiet": [], "loaded": []} for name in workers}
         for _ in range(rounds):
             for phase in ("quiet", "loaded"):
@@ -143,24 +128,23 @@ def _measure(contenders: list[Contender], inputs: Path, threads: int, rounds: in
                     busy = _busy() if phase == "loaded" else None
                     time.sleep(SETTLE_S)
                     try:
-                        samples[name][phase].append(ask(name, "round"))
+                        samples[name][phase].append(workers[name].ask("round"))
                     finally:
                         if busy is not None:
                             busy.kill()
                             busy.wait()
-        reference = np.load(workers[REFERENCE][1])
-        for name, (worker, output) in workers.items():
-            produced = np.load(output).reshape(reference.shape)
+        reference = np.load(workers[REFERENCE].output)
+        for name, worker in workers.items():
+            produced = np.load(worker.output).reshape(reference.shape)
             results[name] = {
                 "quiet_ms": statistics.median(samples[name]["quiet"]),
                 "loaded_ms": statistics.median(samples[name]["loaded"]),
-                "rounds": samples[name], "peak_mb": ask(name, "memory"),
+                "rounds": samples[name], "peak_mb": worker.ask("memory"),
                 "max_error": float(np.abs(produced - reference).max() / np.abs(reference).max()),
             }
     finally:
-        for worker, _ in workers.values():
-            worker.stdin.close()
-            worker.wait(timeout=60)
+        for worker in workers.values():
+            worker.close()
     return results
 
 

@@ -16,79 +16,33 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, set_threads, write_results
+from common import RuntimeWorker, machine, set_threads, write_results
+from runtime_worker import ROUND_S, WARMUP_S
 
 MODELS = ["resnet18", "mobilenet_v2", "squeezenet1_1", "resnet50"]
-WARMUP_S = 2.0
-ROUND_S = 1.0
-
-
-def _worker(kind: str, path: str, inputs: str, threads: int) -> None:
-    """Serve rounds on stdin: each line asks for one round; the answer is the median ms per run."""
-    import numpy as np
-
-    feed = dict(np.load(inputs))
-    if kind == "tvm":
-        import tvm
-        from tvm import relax
-
-        from tvm_dse.export import load_library
-
-        vm = relax.VirtualMachine(load_library(path), tvm.cpu())
-        arguments = [tvm.runtime.tensor(array) for array in feed.values()]
-
-        def run() -> None:
-            vm["main"](*arguments)
-    else:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-        def run() -> None:
-            session.run(None, feed)
-
-    began = time.perf_counter()
-    while time.perf_counter() - began < WARMUP_S:
-        run()
-    print("ready", flush=True)
-    for _ in sys.stdin:
-        samples, began = [], time.perf_counter()
-        while time.perf_counter() - began < ROUND_S:
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        print(f"{statistics.median(samples) * 1e3:.6f}", flush=True)
 
 
 def _independent(library: Path, onnx_path: Path, inputs: Path, threads: int, rounds: int) -> dict[str, float]:
     """The median over rounds of each worker's round medians, rounds alternating tvm, onnxruntime."""
-    environment = {**os.environ, "TVM_NUM_THREADS": str(threads)}
-    workers = {kind: subprocess.Popen([sys.executable, __file__, "--worker", kind, str(path), str(inputs),
-                                       str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      env=environment)
+    workers = {kind: RuntimeWorker(sys.executable, kind, path, inputs, threads, inputs.parent / f"{kind}.npy",
+                                   dict(os.environ))
                for kind, path in (("tvm", library), ("onnxruntime", onnx_path))}
     samples: dict[str, list[float]] = {kind: [] for kind in workers}
     try:
-        for worker in workers.values():
-            assert worker.stdout.readline().strip() == "ready"
+        for kind, worker in workers.items():
+            worker.wait_ready(kind)
         for _ in range(rounds):
             for kind, worker in workers.items():
                 time.sleep(0.5)  # the other runtime's threads stop spinning
-                worker.stdin.write("round\n")
-                worker.stdin.flush()
-                samples[kind].append(float(worker.stdout.readline()))
+                samples[kind].append(worker.ask("round"))
     finally:
         for worker in workers.values():
-            worker.stdin.close()
-            worker.wait(timeout=60)
+            worker.close()
     return {kind: statistics.median(values) for kind, values in samples.items()}
 
 
@@ -97,12 +51,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--logs", help="tuning-log directory (default: tvm_dse's own)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "INPUTS", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        kind, path, inputs, threads = args.worker
-        _worker(kind, path, inputs, int(threads))
-        return
 
     from tvm_dse.target import physical_cores
 
