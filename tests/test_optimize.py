@@ -2,10 +2,12 @@
 optimize command, the tutorials."""
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from tvm_dse.cli import main
 from tvm_dse.layouts import native_layout
 from tvm_dse.ops import conversion_folds
 from tvm_dse.plan import Plan
-from tvm_dse.profiling import profile_module
+from tvm_dse.profiling import ModuleProfile, price_in_model, profile_module
 from tvm_dse.space import DesignSpace
 from tvm_dse.thread_pool import spin_count
 from tvm_dse.timing import SteadyState, Timing
@@ -93,6 +95,15 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
         strategy = plan.nodes[vertices[vertex_id].name].strategy
         assert any(f"dse_{vertex_id}_{strategy}" in name for name in profile.functions)
     assert 0 <= profile.fixed_ms() < profile.total_ms
+    # modules timed while the machine was mostly disturbed give disturbed prices, and the report says so
+    busy = replace(profile, disturbed=True)
+    assert ModuleProfile.median([busy, busy, profile]).disturbed
+    assert not ModuleProfile.median([busy, profile, profile]).disturbed
+    for module in (profile, busy):
+        repriced = price_in_model(result.space, result.graph, [(plan, module)])
+        chosen = [node.options[index] for node, index in zip(repriced.nodes, result.search.assignment)
+                  if node.is_tunable]
+        assert chosen and all(option.disturbed == module.disturbed for option in chosen)
     # onnxruntime on the same model and machine, timed the same way
     reference = report["reference"]
     assert reference["runtime"].startswith("onnxruntime") and reference["latency"]["median_ms"] > 0
@@ -135,7 +146,9 @@ def test_a_plan_priced_by_disturbed_kernel_timings_says_so(logs, tmp_path):
     own = TuningLogs(tmp_path / "logs").store(warm.target)
     own.path.parent.mkdir(parents=True)
     own.path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    flagged = optimize("zoo:squeezenet1_1-small", logs=tmp_path / "logs", shipped_logs=False, **run)
+    # kept as they are (by default a run measures disturbed kernels again)
+    flagged = optimize("zoo:squeezenet1_1-small", logs=tmp_path / "logs", shipped_logs=False, retry_failed=False,
+                       **run)
     assert flagged.report["nodes"] and all(node["disturbed"] for node in flagged.report["nodes"])
     nodes = len(flagged.report["nodes"])
     assert f"{nodes} of the plan's {nodes} kernel prices come from timings that stayed disturbed" in markdown(
@@ -238,13 +251,16 @@ def test_the_optimize_command(logs, tmp_path, capfd):
 def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     from tvm_dse.report import markdown
     from tvm_dse.strategies import schedule_versions
-    from tvm_dse.measure import LocalRunner, MeasurementSession
+    from tvm_dse.measure import LocalRunner, MeasurementSession, MeasureSettings
     from tvm_dse.tuning import TuningLogs, tune_plan_kernels
 
     own = TuningLogs(tmp_path / "logs")
     own.merge(logs)  # warm from the module's measurements, tuned records its own
+    # shipped logs may hold tuned decisions of these kernels; timings never judged disturbed, so that the
+    # rerun has nothing to measure again whatever else the machine runs
     run = dict(logs=own, shipped_logs=False, tune_trials=6, show_progress=False, verify=1, reference=False,
-               profile=False, compare_searchers=())  # shipped logs may hold tuned decisions of these kernels
+               profile=False, compare_searchers=(),
+               settings=MeasureSettings(max_spread=math.inf, max_others=math.inf))
     first = optimize("zoo:resnet18-small", **run)
     tuned = first.report["tuning"]
     assert tuned and sum(row["measured"] for row in tuned) == 6

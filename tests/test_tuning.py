@@ -2,6 +2,7 @@
 (per-target stores, merge, import/export, prune, corrupt and foreign records, the logs command)."""
 
 import json
+import math
 
 import pytest
 
@@ -16,7 +17,8 @@ from tvm_dse.workload import Workload
 
 pytest_plugins = ["tvm_dse.testing.pytest_plugin"]
 HOST = parse_target("host")
-QUICK = MeasureSettings(number=2, repeat=2)
+# timings never judged disturbed: a rerun has nothing to measure again, whatever else the machine runs
+QUICK = MeasureSettings(number=2, repeat=2, max_spread=math.inf, max_others=math.inf)
 WORKLOAD = Workload("conv2d", 1, 16, 14, 14, 16, kernel=(3, 3), padding=(1, 1, 1, 1))
 # several output channel blocks on any target (4, 8 or 16 fp32 lanes): more distinct tiles than any test tunes
 TUNED = Workload("conv2d", 1, 16, 14, 14, 64, kernel=(3, 3), padding=(1, 1, 1, 1))

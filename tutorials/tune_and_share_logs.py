@@ -34,7 +34,8 @@ print(f"exported {logs_a.export(tuned.target.key, shared)} records to {shared}")
 
 # 3. Project B imports it (`tvm-dse logs import FILE --target TARGET`: records of any other target are
 #    refused) and optimizes the same model: nothing left to measure or tune. (The kernels that failed in
-#    A come with the log; B keeps those failures, `--no-retry-failed`, instead of trying them again.)
+#    A, or whose timings stayed disturbed, come with the log; B keeps them, `--no-retry-failed`, instead of
+#    measuring them again.)
 logs_b = TuningLogs(work / "project_b" / "tuning_logs")
 logs_b.import_file(shared, target=tuned.target.key)
 before = len(logs_b.store(tuned.target).records())

@@ -408,8 +408,8 @@ def make_parser() -> argparse.ArgumentParser:
                           help="price kernels by their isolated measurements only, without building and profiling "
                                "the uniform plans as whole modules (host targets; quicker, predicts low)")
     optimize.add_argument("--no-retry-failed", action="store_true",
-                          help="keep the failures of kernels the tuning log holds only failures of, instead of "
-                               "measuring them again (up to three failures per kernel)")
+                          help="keep what the tuning log holds of kernels it holds only failures or disturbed "
+                               "timings of, instead of measuring them again (up to three attempts per kernel)")
     optimize.add_argument("--seed", type=int, default=0)
     optimize.set_defaults(handler=_command_optimize)
 

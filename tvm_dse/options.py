@@ -57,9 +57,9 @@ class MeasurementOptions:
         plans built and their function calls timed (see :mod:`tvm_dse.profiling`); False prices each kernel by its
         isolated measurement alone (quicker; predicts the model lower than it runs).
     retry_failed
-        Measure again kernels whose earlier measurements all failed (a board lost, a full disk), up to
-        three failures per kernel; False keeps their failures (see
-        :func:`tvm_dse.measure.measure_candidates`).
+        Measure again kernels whose earlier measurements all failed (a board lost, a full disk) or stayed
+        disturbed (other work busy on the machine throughout), up to three such attempts per kernel; False
+        keeps what the log holds of them (see :func:`tvm_dse.measure.measure_candidates`).
     """
 
     rpc: str | Mapping[str, str] | None = None

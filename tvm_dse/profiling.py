@@ -47,18 +47,22 @@ PROFILE_TIMING = SteadyState(repeats=5)
 @dataclass(frozen=True)
 class ModuleProfile:
     """One module's steady-state run, per function: ms per call (the hook's cost taken off) and calls per
-    run; ``total_ms`` is the module's steady-state latency without the hook."""
+    run; ``total_ms`` is the module's steady-state latency without the hook; ``disturbed`` when that
+    timing was (see :class:`~tvm_dse.timing.Timing`)."""
 
     functions: dict[str, tuple[float, int]]
     total_ms: float
+    disturbed: bool = False
 
     @classmethod
     def median(cls, profiles: Sequence["ModuleProfile"]) -> "ModuleProfile":
-        """Per function and in total, the median of several profiles of one module."""
+        """Per function and in total, the median of several profiles of one module: disturbed when most of
+        them were."""
         names = set().union(*(profile.functions for profile in profiles))
         functions = {name: (median(p.functions[name][0] for p in profiles if name in p.functions),
                             max(p.functions[name][1] for p in profiles if name in p.functions)) for name in names}
-        return cls(functions, median(profile.total_ms for profile in profiles))
+        return cls(functions, median(profile.total_ms for profile in profiles),
+                   2 * sum(profile.disturbed for profile in profiles) > len(profiles))
 
     def kernel_calls(self) -> list[tuple[int, float, int]]:
         """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""
@@ -77,14 +81,15 @@ def profile_module(built: BuiltModel, feed: Mapping[str, np.ndarray], settings: 
                    runs: int = PROFILE_RUNS) -> ModuleProfile:
     """Time every function call of ``built`` (on this machine) over ``runs`` runs after its steady-state
     timing, which also warms it up."""
-    total_ms = built.time(feed, settings).median_ms
+    timing = built.time(feed, settings)
+    total_ms = timing.median_ms
     samples = built.call_times(feed, runs)
     functions = {name: (1e3 * float(np.median(seconds)), len(seconds) // runs) for name, seconds in samples.items()}
     calls = sum(count for _, count in functions.values())
     hooked = sum(ms * count for ms, count in functions.values())
     overhead = max(0.0, (hooked - total_ms) / calls) if calls else 0.0
     return ModuleProfile({name: (max(0.0, ms - overhead), count) for name, (ms, count) in functions.items()},
-                         total_ms)
+                         total_ms, timing.disturbed)
 
 
 def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple[Plan, ModuleProfile]]) -> DesignSpace:
@@ -92,15 +97,19 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
     (its workload, strategy and decisions) takes the median of its times per call in the modules (over the
     plans and the nodes of its workload); one that never ran (a kernel tuned since) keeps its isolated time
     scaled by the median in-module/isolated ratio of those that did; ``fixed_ms`` is the median of the
-    modules' time outside the choices (their range is kept in the metadata)."""
+    modules' time outside the choices (their range is kept in the metadata). An option priced by modules
+    whose timings were mostly disturbed is marked disturbed."""
     vertices = {vertex.name: vertex for vertex in graph.vertices}
     by_id = {vertex.id: vertex for vertex in graph.vertices}
     observed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    disturbed: dict[tuple[str, str, str], list[bool]] = defaultdict(list)  # per module it ran in
     for plan, module in profiles:
         for vertex_id, ms, calls in module.kernel_calls():
             vertex = by_id[vertex_id]
             choice = plan.nodes[vertex.name]
-            observed[_kernel(vertex.workload.key(), choice.strategy, choice.decisions)].extend([ms] * calls)
+            kernel = _kernel(vertex.workload.key(), choice.strategy, choice.decisions)
+            observed[kernel].extend([ms] * calls)
+            disturbed[kernel].append(module.disturbed)
     if not observed:
         return space
     ratios = []
@@ -113,9 +122,10 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
     scale = median(ratios) if ratios else 1.0
 
     def priced(node_name: str, option: Option) -> Option:
-        times = observed.get(_kernel(vertices[node_name].workload.key(), option.name, option.decisions))
-        if times:  # the median over the rounds of profiling: priced by the modules, not the kernel's timing
-            return replace(option, latency_ms=median(times), disturbed=False)
+        kernel = _kernel(vertices[node_name].workload.key(), option.name, option.decisions)
+        if kernel in observed:  # the median over the rounds of profiling: priced by the modules, not its timing
+            return replace(option, latency_ms=median(observed[kernel]),
+                           disturbed=2 * sum(disturbed[kernel]) > len(disturbed[kernel]))
         return replace(option, latency_ms=option.latency_ms * scale)
 
     fixed = [module.fixed_ms() for _, module in profiles]

@@ -3,19 +3,21 @@ them with a runner, and append every result or failure to the store as it arrive
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..progress import Progress
 from ..target import DseTarget
 from .builder import Builder, BuildResult
 from .candidate import MeasurableCandidate
 from .runner import RunResult, Runner
-from .store import MeasurementStore, Record, failure_counts, held_records
+from .store import MeasurementStore, Record, held_records, unsettled_counts
 
-# Failed measurements of one kernel after which later runs keep its failure instead of measuring it again
-FAILED_ATTEMPTS = 3
+# Measurements of one kernel that failed or stayed disturbed, after which later runs keep the best of them
+# instead of measuring it again
+UNSETTLED_ATTEMPTS = 3
 
 
 def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Record:
@@ -39,44 +41,57 @@ def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTar
     """Measure ``candidates`` (of any kind with a registered build function) on the parsed ``target``; one
     record per candidate, in order.
 
-    Candidates the store holds a success of are not measured again (a disturbed timing was taken again
-    when measured, see :class:`~tvm_dse.measure.MeasureSettings`). One that only failed is measured once
-    more per call while it has failed fewer than ``FAILED_ATTEMPTS`` times (a board lost or a disk full
-    passes; a kernel that cannot build stops costing a build per run), unless ``retry_failed`` is False;
-    ``tvm-dse logs prune`` drops failures, so they are all tried again. All builds finish before the first
-    run, so host measurements never share the CPU with the compiler; runs measuring into one store take
-    turns (see :meth:`MeasurementStore.measuring`), and the one that waited measures only what the other
-    did not.
+    Candidates the store holds a quiet success of are not measured again. One it holds only failures of
+    is measured once more per call while it has fewer than ``UNSETTLED_ATTEMPTS`` failed or disturbed
+    records (a board lost or a disk full passes; a kernel that cannot build stops costing a build per run),
+    and one it holds only disturbed timings of (each was taken again while it was measured, see
+    :class:`~tvm_dse.measure.MeasureSettings`: other work was busy throughout) likewise, when the runner
+    finds the target quiet now (:meth:`Runner.busy`; on a busy machine it would be disturbed again).
+    ``retry_failed`` False keeps what the store holds; ``tvm-dse logs prune`` drops failures, so they are
+    all tried again. All builds finish before the first run, so host measurements never share the CPU
+    with the compiler; runs measuring into one store take turns (see :meth:`MeasurementStore.measuring`),
+    and the one that waited measures only what the other did not.
     """
     resolved = [candidate.resolved(target) for candidate in candidates]
-    records, missing = _held_and_missing(resolved, target, store, retry_failed)
+    busy = functools.cache(runner.busy)  # asked once per call, and only if a disturbed timing is held
+    records, missing, kept = _held_and_missing(resolved, target, store, retry_failed, busy)
     if missing and store is not None:
         def waiting() -> None:
             if show_progress:
                 print(f"waiting for another run measuring into {store.path} to finish", file=sys.stderr, flush=True)
 
         with store.measuring(waiting):
-            records, missing = _held_and_missing(resolved, target, store, retry_failed)  # measured meanwhile
+            # what the other run measured meanwhile
+            records, missing, kept = _held_and_missing(resolved, target, store, retry_failed, busy)
             _measure(missing, records, target, runner, store, builder, show_progress)
     elif missing:
         _measure(missing, records, target, runner, store, builder, show_progress)
+    if kept and show_progress:
+        print(f"{kept} kernel timing(s) that stayed disturbed kept as the tuning log holds them, not measured again "
+              f"now: {busy()}", file=sys.stderr, flush=True)
     return [records[candidate.key(target)] for candidate in resolved]
 
 
 def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget, store: MeasurementStore | None,
-                      retry_failed: bool) -> tuple[dict[str, Record], dict[str, MeasurableCandidate]]:
-    """What the store holds for the candidates that need no measuring, and by key those that do."""
+                      retry_failed: bool, busy: Callable[[], str]
+                      ) -> tuple[dict[str, Record], dict[str, MeasurableCandidate], int]:
+    """What the store holds for the candidates that need no measuring, by key those that do, and how many
+    disturbed timings are kept only because the target is ``busy``."""
     stored = store.records() if store is not None else []  # read once for both
-    known, failures = held_records(stored), failure_counts(stored) if retry_failed else {}
+    known, unsettled = held_records(stored), unsettled_counts(stored) if retry_failed else {}
     records: dict[str, Record] = {}
     missing: dict[str, MeasurableCandidate] = {}
+    kept = 0
     for candidate in resolved:
         key = candidate.key(target)
-        if key in known and (known[key].ok or not retry_failed or failures.get(key, 0) >= FAILED_ATTEMPTS):
-            records[key] = known[key]
-        else:
+        held = known.get(key)
+        retry = retry_failed and held is not None and not held.trusted and unsettled.get(key, 0) < UNSETTLED_ATTEMPTS
+        if held is None or (retry and (not held.ok or not busy())):
             missing.setdefault(key, candidate)
-    return records, missing
+        else:
+            kept += retry and key not in records
+            records[key] = held
+    return records, missing, kept
 
 
 def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record], target: DseTarget, runner: Runner,
@@ -113,5 +128,6 @@ def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record]
         disturbed = sum(records[key].disturbed for key in missing)
         if disturbed:
             print(f"{disturbed} of {len(missing)} kernel timings stayed disturbed after every attempt (their "
-                  "samples spread, or other work was busy on the machine): kept, marked disturbed in the tuning log",
+                  "samples spread, or other work was busy on the machine): kept, marked disturbed in the tuning "
+                  "log; a later run measures them again when the machine is quiet",
                   file=sys.stderr, flush=True)

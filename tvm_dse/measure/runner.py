@@ -158,6 +158,12 @@ class Runner(ABC):
         """Raise :class:`MeasurementError`, naming the cause, when the target cannot be reached: called
         before any work, so a run with everything already measured fails as early as one without."""
 
+    def busy(self) -> str:
+        """What keeps the target from being quiet now ("" when it is quiet), so that a kernel whose timings
+        stayed disturbed is worth timing again (see :func:`~tvm_dse.measure.measure_candidates`). A runner
+        that cannot watch its target's other work says so: those timings are then kept."""
+        return "the target's other work cannot be watched from here"
+
 
 class LocalRunner(Runner):
     """Measures on this machine, one candidate at a time (parallel runs would disturb each other).
@@ -168,6 +174,14 @@ class LocalRunner(Runner):
     kernels again in turn). A window during which other work took more than ``max_others`` of the machine
     is timed again (``attempts`` windows in all); each of its kernels keeps its timing from the first quiet
     window, else its least spread one, flagged as disturbed."""
+
+    def busy(self) -> str:
+        """How much of this machine other work took while it was watched for :data:`WATCHABLE_S`, where
+        that is more than ``max_others`` ("" where it is not)."""
+        others = watch_this_machine()
+        time.sleep(WATCHABLE_S)
+        share = others()
+        return f"other work took {share:.0%} of this machine" if share > self.settings.max_others else ""
 
     def run(self, builds: Sequence[BuildResult],
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:

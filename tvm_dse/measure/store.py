@@ -6,8 +6,9 @@ of the kernel it used to build. Writers take an exclusive
 ``flock`` around each append and readers a shared one, so two runs writing the same store interleave
 whole lines. Every record is checked on its way in (see :meth:`Record.problem`): a truncated, corrupt or
 invalid line (a killed writer, a hand edit, an imported file) is skipped with a warning that names the
-file and line, and an invalid record is never written. A key is priced by its fastest successful record;
-its failures count only while it has none (see :meth:`MeasurementStore.held`).
+file and line, and an invalid record is never written. A key is priced by its fastest quiet successful
+record, a disturbed one (timed while other work was busy, see :class:`~tvm_dse.timing.Timing`) only while
+it has none; its failures count only while it has no success (see :func:`improves`).
 
 A store may be scoped to one target and TVM version (the tuning logs keep one such store per pair):
 records of another target or version are then refused on append and skipped with a warning on read, so
@@ -100,6 +101,11 @@ class Record:
     def disturbed(self) -> bool:
         """A success timed while the machine was busy or its samples spread (see :class:`~tvm_dse.timing.Timing`)."""
         return self.ok and bool(self.latency.get("disturbed"))
+
+    @property
+    def trusted(self) -> bool:
+        """A success timed on a quiet machine: the price of its kernel."""
+        return self.ok and not self.disturbed
 
     @property
     def median_ms(self) -> float | None:
@@ -237,25 +243,27 @@ class MeasurementStore:
         return len(before), len(after)
 
     def held(self) -> dict[str, Record]:
-        """What the store holds for every key: its fastest successful record, else its latest failure."""
+        """What the store holds for every key: its best success (see :func:`improves`), else its latest
+        failure."""
         return held_records(self.records())
 
-    def failures(self) -> dict[str, int]:
-        """How many failed records every key without a successful one has."""
-        return failure_counts(self.records())
+    def unsettled(self) -> dict[str, int]:
+        """How many failed or disturbed records every key without a quiet success has."""
+        return unsettled_counts(self.records())
 
     def extend(self, records: Iterable[Record]) -> None:
         for record in records:
             self.append(record)
 
     def best(self, target_key: str, schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
-        """:func:`fastest_records` of the store's records."""
-        return fastest_records(self.records(), target_key, schedule_versions)
+        """:func:`best_records` of the store's records."""
+        return best_records(self.records(), target_key, schedule_versions)
 
 
 def held_records(records: Iterable[Record]) -> dict[str, Record]:
-    """Per key, the fastest successful record, else the latest failure: a failure (a board lost, a disk
-    full) never hides a success, and a slower timing of a kernel never replaces a faster one."""
+    """Per key, the best success (see :func:`improves`), else the latest failure: a failure (a board lost,
+    a disk full) never hides a success, and a slower or disturbed timing of a kernel never replaces a
+    faster quiet one."""
     held: dict[str, Record] = {}
     for record in records:
         current = held.get(record.key)
@@ -264,35 +272,42 @@ def held_records(records: Iterable[Record]) -> dict[str, Record]:
     return held
 
 
-def failure_counts(records: Iterable[Record]) -> dict[str, int]:
-    """How many failed records every key without a successful one has."""
+def unsettled_counts(records: Iterable[Record]) -> dict[str, int]:
+    """How many failed or disturbed records every key without a quiet success has: the attempts to measure
+    it that gave nothing to trust."""
     counts: dict[str, int] = {}
-    succeeded = set()
+    settled = set()
     for record in records:
-        if record.ok:
-            succeeded.add(record.key)
+        if record.trusted:
+            settled.add(record.key)
         else:
             counts[record.key] = counts.get(record.key, 0) + 1
-    return {key: count for key, count in counts.items() if key not in succeeded}
+    return {key: count for key, count in counts.items() if key not in settled}
 
 
 def improves(record: Record, current: Record) -> bool:
     """Whether ``record`` prices its key better than ``current`` (same key): a success over a failure, a
-    faster success over a slower one."""
-    return record.ok and (not current.ok or record.median_ms < current.median_ms)
+    quiet success over a disturbed one (a timing under load is no price, however it came out), a faster
+    success over a slower one of the same kind."""
+    if not (record.ok and current.ok):
+        return record.ok
+    if record.disturbed != current.disturbed:
+        return current.disturbed
+    return record.median_ms < current.median_ms
 
 
-def fastest_records(records: Iterable[Record], target_key: str,
-                    schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
-    """The fastest successful record of every (workload key, strategy) on ``target_key``, measured with the
-    strategy's current schedule version (``schedule_versions``: strategy name -> version) under the running
-    TVM: default and tuned decisions alike (layout conversions and unknown strategies left out)."""
+def best_records(records: Iterable[Record], target_key: str,
+                 schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
+    """The best successful record (see :func:`improves`) of every (workload key, strategy) on
+    ``target_key``, measured with the strategy's current schedule version (``schedule_versions``: strategy
+    name -> version) under the running TVM: default and tuned decisions alike (layout conversions and
+    unknown strategies left out)."""
     best: dict[tuple[str, str], Record] = {}
     for record in records:
         if (not record.ok or record.target != target_key or record.tvm_version != tvm.__version__
                 or not record.schedule_is_current(schedule_versions)):
             continue
         pair = (record.workload_key, record.strategy)
-        if pair not in best or record.median_ms < best[pair].median_ms:
+        if pair not in best or improves(record, best[pair]):
             best[pair] = record
     return best

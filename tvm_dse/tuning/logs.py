@@ -94,8 +94,9 @@ class TuningLogs:
 
     def add(self, records: Iterable[Record], target: str | None = None) -> dict[tuple[str, str], int]:
         """Add ``records`` to the stores of their own targets and TVM versions, skipping those that would
-        change nothing: per key, only a success faster than the success held, or a first success, is added
-        (failures only where the key has no record at all).
+        change nothing: per key, only a success that prices it better than the one held (see
+        :func:`~tvm_dse.measure.store.improves`: faster, or quiet where the one held was disturbed), or a first
+        success, is added (failures only where the key has no record at all).
 
         With ``target``, every record must be for that target key: otherwise TvmDseError, and nothing is
         added. Returns the number of records added per (target key, TVM version).
@@ -165,9 +166,10 @@ class TuningLogs:
         return len(records)
 
     def prune(self) -> dict[Path, tuple[int, int]]:
-        """Keep the fastest successful record of every key; drop failures (the next run measures those
-        kernels again), records of schedule versions no strategy builds any more, and unreadable or invalid
-        lines (each named in a warning); returns (records before, after) per store."""
+        """Keep the best successful record of every key (see :meth:`MeasurementStore.held`); drop failures
+        (the next run measures those kernels again), records of schedule versions no strategy builds any
+        more, and unreadable or invalid lines (each named in a warning); returns (records before, after) per
+        store."""
         versions = schedule_versions()
 
         def keep(records: list[Record]) -> list[Record]:

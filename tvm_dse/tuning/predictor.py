@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import TvmDseError
 from ..measure import Record
-from ..measure.store import fastest_records
+from ..measure.store import best_records
 from ..strategies import all_strategies, schedule_versions
 from ..strategies.base import PRECISIONS
 from ..target import DseTarget
@@ -60,10 +60,10 @@ class Sample:
 
 
 def samples_from(records: Iterable[Record], target: DseTarget) -> list[Sample]:
-    """The fastest successful record of every (workload, strategy) among ``records`` on ``target`` (see
-    :func:`tvm_dse.measure.store.fastest_records`)."""
+    """The best successful record of every (workload, strategy) among ``records`` on ``target`` (see
+    :func:`tvm_dse.measure.store.best_records`)."""
     return [Sample(Workload.from_dict(r.workload), r.strategy, r.median_ms)
-            for r in fastest_records(records, target.key, schedule_versions()).values()]
+            for r in best_records(records, target.key, schedule_versions()).values()]
 
 
 class LatencyPredictor:
