@@ -96,10 +96,10 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
         assert any(f"dse_{vertex_id}_{strategy}" in name for name in profile.functions)
     assert 0 <= profile.fixed_ms() < profile.total_ms
     # modules timed while the machine was mostly disturbed give disturbed prices, and the report says so
-    busy = replace(profile, disturbed=True)
-    assert ModuleProfile.median([busy, busy, profile]).disturbed
-    assert not ModuleProfile.median([busy, profile, profile]).disturbed
-    for module in (profile, busy):
+    quiet, busy = replace(profile, disturbed=False), replace(profile, disturbed=True)
+    assert ModuleProfile.median([busy, busy, quiet]).disturbed
+    assert not ModuleProfile.median([busy, quiet, quiet]).disturbed
+    for module in (quiet, busy):
         repriced = price_in_model(result.space, result.graph, [(plan, module)])
         chosen = [node.options[index] for node, index in zip(repriced.nodes, result.search.assignment)
                   if node.is_tunable]
