@@ -62,7 +62,7 @@ class ModuleProfile:
         functions = {name: (median(p.functions[name][0] for p in profiles if name in p.functions),
                             max(p.functions[name][1] for p in profiles if name in p.functions)) for name in names}
         return cls(functions, median(profile.total_ms for profile in profiles),
-                   2 * sum(profile.disturbed for profile in profiles) > len(profiles))
+                   _mostly([profile.disturbed for profile in profiles]))
 
     def kernel_calls(self) -> list[tuple[int, float, int]]:
         """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""
@@ -124,8 +124,7 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
     def priced(node_name: str, option: Option) -> Option:
         kernel = _kernel(vertices[node_name].workload.key(), option.name, option.decisions)
         if kernel in observed:  # the median over the rounds of profiling: priced by the modules, not its timing
-            return replace(option, latency_ms=median(observed[kernel]),
-                           disturbed=2 * sum(disturbed[kernel]) > len(disturbed[kernel]))
+            return replace(option, latency_ms=median(observed[kernel]), disturbed=_mostly(disturbed[kernel]))
         return replace(option, latency_ms=option.latency_ms * scale)
 
     fixed = [module.fixed_ms() for _, module in profiles]
@@ -138,6 +137,11 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
         "options": sum(len(node.options) for node in space.nodes if node.is_tunable),
         "fixed_ms_range": [min(fixed), max(fixed)]}
     return repriced
+
+
+def _mostly(flags: Sequence[bool]) -> bool:
+    """Whether most of ``flags`` are set: a median of timings is disturbed when most of them were."""
+    return 2 * sum(flags) > len(flags)
 
 
 def _kernel(workload_key: str, strategy: str, decisions: Mapping[str, object] | None) -> tuple[str, str, str]:
