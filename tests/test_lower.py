@@ -11,7 +11,7 @@ from tvm import te
 
 from tvm_dse import build_graph, load_model
 from tvm_dse.layouts import Layout, transform
-from tvm_dse.lower import build_layout_transform, build_plan, lower_plan
+from tvm_dse.lower import build_layout_transform, build_plan, followed_vertex, follower_name, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.quant import ActivationQuant
 from tvm_dse.strategies import get_strategy
@@ -66,8 +66,10 @@ def test_conversions_only_where_layouts_change(models):
         # into the stem's blocked layout after the input; back to NCHW before the classifier's reshape, written
         # by the spatial mean that produces it (tvm_dse.output_fusion)
         assert [n for n in names if n.startswith("layout_")] == [f"layout_NCHW_to_{stem_input}"], target_family.name
+        blocked_layout = f"NCHW{target.fp32_lanes}c"
+        last_join = [v for v in graph.vertices if v.kind == "join"][-1]
         assert [n for n in names if "layout_" in n and not n.startswith("layout_")] == \
-            [f"mean_layout_NCHW{target.fp32_lanes}c_to_NCHW"], target_family.name
+            [f"{follower_name(last_join.id, blocked_layout, 'mean')}_layout_{blocked_layout}_to_NCHW"], target_family.name
     plain = lower_plan(model, _uniform(model, graph, "direct_nchw"), HOST, graph)
     assert not [gv for gv in plain.functions if gv.name_hint.startswith("layout_")]
 
@@ -88,8 +90,13 @@ def test_pools_in_blocked_layouts_are_vectorized_over_the_channel_block(models):
         target = target_family.dse_target
         module = lower_plan(model, Plan.uniform(model, graph, target, "spatial_pack_nchwc"), target, graph)
         reductions = {gv.name_hint: func.script() for gv, func in module.functions.items()
-                      if gv.name_hint.startswith(("max_pool2d", "mean"))}
-        assert reductions, [gv.name_hint for gv in module.functions]
+                      if "max_pool2d" in gv.name_hint or "mean" in gv.name_hint}
+        # each named after the vertex whose choice gives it its layout (so profiles price it with that
+        # vertex's options): the stem's max pool after the stem, the classifier's mean after the last join
+        stem, last_join = graph.nodes[0], [v for v in graph.vertices if v.kind == "join"][-1]
+        stem_output = get_strategy("spatial_pack_nchwc").layouts(stem.workload, target).output
+        assert sorted(map(followed_vertex, reductions)) == \
+            sorted([(stem.id, stem_output), (last_join.id, f"NCHW{target.fp32_lanes}c")]), list(reductions)
         for name, script in reductions.items():
             # the window loops run outside the lanes of the channel block, which reduce as one vector
             assert re.search(rf'in T\.vectorized\(T\.int64\({target.fp32_lanes}\)\):\s+'

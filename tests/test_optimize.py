@@ -19,6 +19,7 @@ from tvm_dse.ops import conversion_folds
 from tvm_dse.plan import Plan
 from tvm_dse.profiling import ModuleProfile, price_in_model, profile_module
 from tvm_dse.space import DesignSpace
+from tvm_dse.strategies import get_strategy
 from tvm_dse.thread_pool import spin_count
 from tvm_dse.timing import SteadyState, Timing
 from tvm_dse.testing import onnxruntime_outputs, relative_error
@@ -95,6 +96,21 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
         strategy = plan.nodes[vertices[vertex_id].name].strategy
         assert any(f"dse_{vertex_id}_{strategy}" in name for name in profile.functions)
     assert 0 <= profile.fixed_ms() < profile.total_ms
+    # the pools run in the layout the vertex before them chose and are priced with its options: the stem's
+    # max pool, and the classifier's mean after the last residual add
+    stem, last_join = result.graph.nodes[0], [v for v in result.graph.vertices if v.kind == "join"][-1]
+    stem_layout = get_strategy(plan.nodes[stem.name].strategy).layouts(stem.workload, result.target).output
+    pools = profile.follower_ms()
+    assert {vertex_id for vertex_id, _ in pools} == {stem.id, last_join.id} and (stem.id, stem_layout) in pools
+    assert priced["vertices_with_pools"] == 2
+    repriced = price_in_model(result.space, result.graph, [(plan, profile)])
+    stem_kernel = next(ms for vertex_id, ms, _ in calls if vertex_id == stem.id)
+    stem_choice, join_layout = plan.nodes[stem.name], plan.join_layouts[last_join.name]
+    stem_option = next(o for o in repriced.nodes[stem.id].options
+                       if o.name == stem_choice.strategy and (o.decisions or {}) == (stem_choice.decisions or {}))
+    assert stem_option.latency_ms == pytest.approx(stem_kernel + pools[(stem.id, stem_layout)])
+    join_option = next(o for o in repriced.nodes[last_join.id].options if o.name == join_layout)
+    assert join_option.latency_ms == pools[(last_join.id, join_layout)]  # (a tiny mean may come out at 0)
     # modules timed while the machine was mostly disturbed give disturbed prices, and the report says so
     quiet, busy = replace(profile, disturbed=False), replace(profile, disturbed=True)
     assert ModuleProfile.median([busy, busy, quiet]).disturbed

@@ -11,7 +11,7 @@ from tvm_dse import optimize
 from tvm_dse.frontend import load_model
 from tvm_dse.graph import build_graph
 from tvm_dse.layouts import codes_layout
-from tvm_dse.lower import build_plan, lower_plan
+from tvm_dse.lower import build_plan, follower_name, lower_plan
 from tvm_dse.plan import NodeChoice, Plan, PlanError
 from tvm_dse.errors import TvmDseError
 from tvm_dse.accuracy import AccuracyBound, Calibration, CalibrationError, calibrate
@@ -122,7 +122,8 @@ def test_the_int8_plan_keeps_the_digits_accuracy(digits):
     layouts = {v.name: get_strategy(plan.nodes[v.name].strategy).layouts(v.workload, host) for v in graph.nodes}
     expected = [rf"fused_dse_{graph.node('conv1').id}_im2col_int8_add_relu_layout_{layouts['conv1'].output}_to_"
                 rf"{layouts['conv2'].data}",
-                rf"fused_max_pool2d_layout_{layouts['conv2'].output}_to_{layouts['conv3'].data}",
+                rf"fused_{follower_name(graph.node('conv2').id, layouts['conv2'].output, 'max_pool2d')}_layout_"
+                rf"{layouts['conv2'].output}_to_{layouts['conv3'].data}",
                 rf"layout_NCHW_to_{layouts['conv1'].data}"]
     assert len(writing_codes) == len(expected), writing_codes
     assert all(re.fullmatch(rf"{pattern}\d*", name) for pattern, name in zip(expected, writing_codes)), \

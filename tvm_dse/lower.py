@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from math import prod
 from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax, s_tir, te
+from tvm import relax, s_tir, te, topi
 
 from .build import BuiltModel
 from .frontend import Model
-from .graph import DseGraph, build_graph
+from .graph import TUNABLE_KINDS, DseGraph, build_graph
 from .layouts import NATIVE_LAYOUTS, Layout, changes_precision_only, holds, native_layout, transform
 from .ops import OpClass, Writer, activation_writers, call_class, conversion_folds, passes_layout, tensor_shape
 from .output_fusion import CONVERSION_FUNC_PREFIX, WRITTEN_BY_PRODUCER, write_outputs_in_place
@@ -56,6 +57,30 @@ from .timing import Timing
 # joins the writer's output stage): the search prices each as that rule says (pricing.py).
 _OPAQUE = 8
 _TUNABLE_NAME = re.compile(r"dse_(\d+)_")
+# A pool (or a spatial mean) runs in the layout of the activation it reads, which the plan's choice at one
+# vertex (a kernel or a join) decides: its function is named after that vertex and layout, so the profile of
+# a module prices it with that vertex's options (profiling.py). ``__`` ends the layout, which may hold ``_``
+# (``NCHW8c_u8``); fusion may prefix the name and append what it fused.
+_FOLLOWER_NAME = re.compile(r"(?:^|_)follows_(\d+)_(\w+?)__")
+
+
+def follower_name(vertex_id: int, layout: str, op: str) -> str:
+    """The function name of ``op`` running in ``layout``, the layout vertex ``vertex_id``'s choice decides."""
+    return f"follows_{vertex_id}_{layout}__{op}"
+
+
+def followed_vertex(function_name: str) -> tuple[int, str] | None:
+    """(vertex id, layout) in a function name :func:`follower_name` made (fused or not), else None."""
+    match = _FOLLOWER_NAME.search(function_name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def _mean(data: te.Tensor, axes: list[int], keepdims: bool) -> te.Tensor:
+    return topi.divide(topi.sum(data, axes, keepdims), prod(int(data.shape[axis]) for axis in axes))
+
+
+# the TOPI computes of the reductions ops.py lets pass a layout (over H and W only)
+_SPATIAL_REDUCTIONS = {"mean": _mean, "max": topi.max, "sum": topi.sum}
 
 
 def _constant_in_layout(constant: tvm.ir.Constant, layout: str) -> relax.Expr:
@@ -79,6 +104,8 @@ class _PlanRewriter:
         helpers = tvm.IRModule({gv: f for gv, f in model.mod.functions.items() if gv.name_hint != "main"})
         self.builder = relax.BlockBuilder(helpers)
         self.values: dict[relax.Var, tuple[relax.Expr, str]] = {}
+        # per value: the vertex whose choice decides its layout (see _layout_owner)
+        self.owners: dict[relax.Var, int] = {}
         self.conversions: dict[tuple[Any, str, ActivationQuant | None], relax.Expr] = {}
         self.writers, self.readers = activation_writers(model.mod["main"])
 
@@ -91,6 +118,9 @@ class _PlanRewriter:
                     self.values[old] = (new, self._native(new))
                 for index, binding in enumerate(b for block in main.body.blocks for b in block.bindings):
                     self.values[binding.var] = self._lower(index, binding.value)
+                    owner = self._layout_owner(index, binding.value)
+                    if owner is not None:
+                        self.owners[binding.var] = owner
                 result = self._native_expr(main.body.body)
                 output = self.builder.emit_output(result)
             self.builder.emit_func_output(output)
@@ -128,6 +158,18 @@ class _PlanRewriter:
         value, current = self._arg(expr)
         return self._convert(expr, self._native(expr)) if current else value  # the model's own rank decides
 
+    def _layout_owner(self, index: int, value: relax.Expr) -> int | None:
+        """The vertex whose choice decides the layout of binding ``index``'s value: a kernel or a join
+        itself, a layout-transparent operator its activation's owner; None where the model's own layout
+        holds it whatever the plan."""
+        vertex = self.by_binding.get(index)
+        if vertex is not None and vertex.kind in (*TUNABLE_KINDS, "join"):
+            return vertex.id
+        if isinstance(value, relax.Call) and passes_layout(value):
+            return next((self.owners[arg] for arg in value.args if isinstance(arg, relax.Var) and arg in self.owners),
+                        None)
+        return None
+
     def _lower(self, index: int, value: relax.Expr) -> tuple[relax.Expr, str]:
         vertex = self.by_binding.get(index)
         if vertex is not None and vertex.is_tunable:
@@ -163,17 +205,22 @@ class _PlanRewriter:
         first, layout = self._arg(call.args[0])
         if kind is OpClass.ELEMENTWISE_UNARY:
             return self.builder.emit(relax.Call(call.op, [first, *call.args[1:]], call.attrs)), layout
+        # pools and spatial reductions in TOPI's compute, as legalizing their Relax operators would give
+        # them, named for the vertex that decides their layout
+        owner = self.owners.get(call.args[0])
         if kind is OpClass.POOL and layout:
             attrs = call.attrs
-            make = relax.op.nn.max_pool2d if call.op.name == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
-            options = dict(pool_size=attrs.pool_size, strides=attrs.strides, padding=attrs.padding,
-                           dilation=attrs.dilation, ceil_mode=bool(attrs.ceil_mode), layout=layout, out_layout=layout)
-            if call.op.name == "relax.nn.avg_pool2d":
+            pool_type = "max" if call.op.name == "relax.nn.max_pool2d" else "avg"
+            options = dict(kernel=attrs.pool_size, stride=attrs.strides, dilation=attrs.dilation,
+                           padding=attrs.padding, pool_type=pool_type, ceil_mode=bool(attrs.ceil_mode), layout=layout)
+            if pool_type == "avg":
                 options["count_include_pad"] = bool(attrs.count_include_pad)
-            return self.builder.emit(make(first, **options)), layout
+            return self.builder.emit_te(topi.nn.pool2d, first, **options, primfunc_name_hint=self._follower(
+                owner, layout, f"{pool_type}_pool2d")), layout
         if kind is OpClass.SPATIAL_REDUCTION and layout:
-            make = getattr(relax.op, call.op.name.removeprefix("relax."))
-            return self.builder.emit(make(first, list(Layout.parse(layout).spatial_axes), keepdims=True)), layout
+            operator = call.op.name.removeprefix("relax.")
+            return self.builder.emit_te(_SPATIAL_REDUCTIONS[operator], first, list(Layout.parse(layout).spatial_axes),
+                                        True, primfunc_name_hint=self._follower(owner, layout, operator)), layout
         if kind is OpClass.ELEMENTWISE_BINARY:
             return self._lower_elementwise(call, vertex)
         if kind is OpClass.CONCAT:
@@ -181,6 +228,10 @@ class _PlanRewriter:
             fields = [self._convert(f, layout) for f in call.args[0].fields]
             return self.builder.emit(relax.op.concat(fields, axis=Layout.parse(layout).channel_axis)), layout
         return None
+
+    @staticmethod
+    def _follower(owner: int | None, layout: str, op: str) -> str:
+        return op if owner is None else follower_name(owner, layout, op)
 
     def _join_layout(self, call: relax.Call, operands: Any, vertex: Any) -> str:
         """The layout a join's operands meet in (the plan validated its own choice against the graph)."""

@@ -8,9 +8,12 @@ ResNet-50 a quarter under what they measured. So on a target that runs here, the
 modules themselves: uniform plans of the space (one strategy wherever it applies; see pipeline.py for
 which) are built and run in steady state with the virtual machine's instrument hook timing every function
 call; each (workload, strategy) option that ran takes its median time per call in those modules, its fused
-epilogue and any conversion folded into it included. What no choice changes in those plans (pools, the
-classifier, the runtime's own calls between functions) becomes the space's ``fixed_ms``. Several profiles
-of one module (taken in rounds, see pipeline.py) combine by their medians.
+epilogue and any conversion folded into it included. A pool or spatial mean runs in the layout of what it
+reads, so lowering names it after the vertex (a kernel or a join) whose choice decides that layout: each
+option of that vertex also carries the pools' time in its output layout. What no choice changes in those
+plans (reshapes, operators fixed to the model's layout, the runtime's own calls between functions) becomes
+the space's ``fixed_ms``. Several profiles of one module (taken in rounds, see pipeline.py) combine by their
+medians.
 
 The hook costs a few microseconds per call; the instrumented runs' total is set against a steady-state
 timing of the same module without the hook, and the difference taken off each call evenly.
@@ -29,9 +32,10 @@ import numpy as np
 
 from .build import BuiltModel
 from .graph import DseGraph
+from .lower import followed_vertex
 from .output_fusion import CONVERSION_FUNC_PREFIX
 from .plan import Plan
-from .space import DesignSpace, Option
+from .space import DesignSpace, Option, SpaceNode
 from .timing import SteadyState
 
 # The name lowering gives a tunable node's kernel (lower.py: ``dse_<vertex id>_<strategy>``); fusion
@@ -69,12 +73,23 @@ class ModuleProfile:
         return [(int(match.group(1)), ms, calls) for name, (ms, calls) in self.functions.items()
                 if (match := _KERNEL_NAME.search(name))]
 
+    def follower_ms(self) -> dict[tuple[int, str], float]:
+        """ms per run of the pools that ran in the layout a vertex chose, per (vertex id, layout)."""
+        totals: dict[tuple[int, str], float] = defaultdict(float)
+        for name, (ms, calls) in self.functions.items():
+            followed = None if _KERNEL_NAME.search(name) else followed_vertex(name)
+            if followed is not None:
+                totals[followed] += ms * calls
+        return dict(totals)
+
     def fixed_ms(self) -> float:
-        """ms per run outside the tunable kernels and the standalone conversions (the space prices those);
-        0 where those took the whole steady-state time: the hook's overhead is taken off every call evenly,
-        and the runtime's own calls cost less than that, so their share can come out below 0."""
-        return max(0.0, self.total_ms - sum(ms * calls for name, (ms, calls) in self.functions.items()
-                                            if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX)))
+        """ms per run outside the tunable kernels, the standalone conversions and the pools following a
+        choice (the space prices those); 0 where those took the whole steady-state time: the hook's overhead
+        is taken off every call evenly, and the runtime's own calls cost less than that, so their share can
+        come out below 0."""
+        priced = sum(ms * calls for name, (ms, calls) in self.functions.items()
+                     if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX))
+        return max(0.0, self.total_ms - priced - sum(self.follower_ms().values()))
 
 
 def profile_module(built: BuiltModel, feed: Mapping[str, np.ndarray], settings: SteadyState = PROFILE_TIMING,
@@ -96,9 +111,11 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
     """``space`` repriced from the ``profiles`` of plans of its options: each tunable option that ran
     (its workload, strategy and decisions) takes the median of its times per call in the modules (over the
     plans and the nodes of its workload); one that never ran (a kernel tuned since) keeps its isolated time
-    scaled by the median in-module/isolated ratio of those that did; ``fixed_ms`` is the median of the
-    modules' time outside the choices (their range is kept in the metadata). An option priced by modules
-    whose timings were mostly disturbed is marked disturbed."""
+    scaled by the median in-module/isolated ratio of those that did. Every option of a kernel or join adds
+    the median time of the pools reading its output in its output layout (where no module ran them in that
+    layout: the median over the layouts that did). ``fixed_ms`` is the median of the modules' time outside
+    the choices (their range is kept in the metadata). An option priced by modules whose timings were
+    mostly disturbed is marked disturbed."""
     vertices = {vertex.name: vertex for vertex in graph.vertices}
     by_id = {vertex.id: vertex for vertex in graph.vertices}
     observed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -112,6 +129,18 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
             disturbed[kernel].append(module.disturbed)
     if not observed:
         return space
+    pools: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for _, module in profiles:
+        for followed, ms in module.follower_ms().items():
+            pools[followed].append(ms)
+    pools_by_vertex: dict[int, list[float]] = defaultdict(list)
+    for (vertex_id, _), times in pools.items():
+        pools_by_vertex[vertex_id].extend(times)
+
+    def pools_ms(node_name: str, option: Option) -> float:
+        vertex_id = vertices[node_name].id
+        times = pools.get((vertex_id, option.output_layout)) or pools_by_vertex.get(vertex_id)
+        return median(times) if times else 0.0
     ratios = []
     for node in space.nodes:
         if node.is_tunable:
@@ -121,21 +150,25 @@ def price_in_model(space: DesignSpace, graph: DseGraph, profiles: Sequence[tuple
                     ratios.append(median(times) / option.latency_ms)
     scale = median(ratios) if ratios else 1.0
 
-    def priced(node_name: str, option: Option) -> Option:
-        kernel = _kernel(vertices[node_name].workload.key(), option.name, option.decisions)
+    def priced(node: SpaceNode, option: Option) -> Option:
+        if node.kind == "join":  # free but for the pools after it
+            return replace(option, latency_ms=pools_ms(node.name, option))
+        if not node.is_tunable:
+            return option
+        kernel = _kernel(vertices[node.name].workload.key(), option.name, option.decisions)
         if kernel in observed:  # the median over the rounds of profiling: priced by the modules, not its timing
-            return replace(option, latency_ms=median(observed[kernel]), disturbed=_mostly(disturbed[kernel]))
-        return replace(option, latency_ms=option.latency_ms * scale)
+            return replace(option, latency_ms=median(observed[kernel]) + pools_ms(node.name, option),
+                           disturbed=_mostly(disturbed[kernel]))
+        return replace(option, latency_ms=option.latency_ms * scale + pools_ms(node.name, option))
 
     fixed = [module.fixed_ms() for _, module in profiles]
-    repriced = space.repriced(lambda node, option: priced(node.name, option) if node.is_tunable else option,
-                              fixed_ms=median(fixed))
-    # pools and the like run in the layouts of the kernels around them: how far the modules' fixed time
-    # differs says how much one figure for every plan can miss
+    repriced = space.repriced(priced, fixed_ms=median(fixed))
+    # what stays fixed (the runtime's calls, reshapes, ...) still differs a little between the modules:
+    # how far says how much one figure for every plan can miss
     repriced.metadata["priced_in_model"] = {
         "modules": len(profiles), "options_observed": len(ratios), "isolated_scale": scale,
         "options": sum(len(node.options) for node in space.nodes if node.is_tunable),
-        "fixed_ms_range": [min(fixed), max(fixed)]}
+        "vertices_with_pools": len({vertex_id for vertex_id, _ in pools}), "fixed_ms_range": [min(fixed), max(fixed)]}
     return repriced
 
 

@@ -91,7 +91,12 @@ def _pricing(report: dict[str, Any]) -> str:
     low, high = priced["fixed_ms_range"]
     return (f"kernels priced as {priced['modules']} modules (the uniform plans) ran them ({priced['options_observed']} "
             f"of {priced['options']} options seen there, the rest at {priced['isolated_scale']:.2f}x their isolated "
-            f"time); what no choice changes took {low:.3f}-{high:.3f} ms in those modules")
+            f"time){_pools(priced)}; what no choice changes took {low:.3f}-{high:.3f} ms in those modules")
+
+
+def _pools(priced: dict[str, Any]) -> str:
+    owners = priced.get("vertices_with_pools", 0)
+    return f", with the pools after {owners} node(s) priced in the layout each option gives them" if owners else ""
 
 
 def _disturbed_prices(report: dict[str, Any]) -> str:

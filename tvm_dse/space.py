@@ -2,12 +2,13 @@
 
 Every vertex of the DSE graph becomes a :class:`SpaceNode` with its :class:`Option` s: the applicable
 strategies of a tunable node (measured latency, layouts, memory), the layouts a join may meet in
-(free), the model's own layout for inputs, layout-fixed operators and outputs (free). Every edge
+(free, or priced by the pools after it where modules were profiled: see profiling.py), the model's own
+layout for inputs, layout-fixed operators and outputs (free). Every edge
 carries the cost of each (producer option, consumer option) pair: the measured latency of converting
 the producer's output from its layout to the consumer's input layout, zero when they agree.
 
 A plan's cost is the sum of its options' latencies and its edges' conversion costs, plus the space's
-``fixed_ms`` (what runs whatever the choices: pools, the classifier, where those were measured); its peak memory is
+``fixed_ms`` (what runs whatever the choices, where that was measured); its peak memory is
 the transformed weights of every node (resident) plus the largest workspace (one scratch buffer shared
 by nodes that run one at a time) plus the largest pair of live activations around one node. The space
 saves to and loads from JSON, so searchers are tested and compared without TVM.
