@@ -11,10 +11,11 @@ The steps (:func:`lower_plan`):
    layout, shared by all consumers; into 8-bit codes for an int8 strategy, quantizing with the node's
    calibrated input quantization); relu/clip/bias add/pooling/spatial means run in whatever layout
    their input has (exactly the calls :func:`tvm_dse.ops.passes_layout` names, as the DSE graph prices
-   them; per-channel constants converted with numpy); residual adds and concats bring their
-   inputs to one layout (the plan's join layout, else the first of their inputs' layouts that holds
-   every operand and the result, else the model's own); every other operator and the outputs get the
-   model's own layout back.
+   them; per-channel constants converted with numpy; a pool or spatial mean is named after the kernel or
+   join whose choice gives it its layout, so profiles price it with that choice); residual adds and
+   concats bring their inputs to one layout (the plan's join layout, else the first of their inputs'
+   layouts that holds every operand and the result, else the model's own); every other operator and the
+   outputs get the model's own layout back.
 2. Legalize the remaining Relax operators, fold constants (the weight transforms disappear into new
    constants), fuse (bias, residual add and activation join their convolution's PrimFunc; so does a
    conversion that only quantizes, where the value has no other consumer: the producer writes codes).
