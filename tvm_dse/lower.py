@@ -57,12 +57,26 @@ from .timing import Timing
 # PrimFunc), except one that only changes precision and folds into its writer by ops.conversion_folds (it
 # joins the writer's output stage): the search prices each as that rule says (pricing.py).
 _OPAQUE = 8
-_TUNABLE_NAME = re.compile(r"dse_(\d+)_")
+# A tunable node's kernel is named ``dse_<vertex id>_<strategy>``; fusion prefixes it and output fusion may
+# append what it folded. Nodes of one workload and strategy with the same epilogue share one function,
+# named after the first of them.
+_KERNEL_NAME = re.compile(r"(?:^|_)dse_(\d+)_")
 # A pool (or a spatial mean) runs in the layout of the activation it reads, which the plan's choice at one
 # vertex (a kernel or a join) decides: its function is named after that vertex and layout, so the profile of
 # a module prices it with that vertex's options (profiling.py). ``__`` ends the layout, which may hold ``_``
 # (``NCHW8c_u8``); fusion may prefix the name and append what it fused.
 _FOLLOWER_NAME = re.compile(r"(?:^|_)follows_(\d+)_(\w+?)__")
+
+
+def kernel_name(vertex_id: int, strategy: str) -> str:
+    """The function name of vertex ``vertex_id``'s kernel under ``strategy``."""
+    return f"dse_{vertex_id}_{strategy}"
+
+
+def kernel_vertex(function_name: str) -> int | None:
+    """The vertex id in a function name :func:`kernel_name` made (fused or not), else None."""
+    match = _KERNEL_NAME.search(function_name)
+    return int(match.group(1)) if match else None
 
 
 def follower_name(vertex_id: int, layout: str, op: str) -> str:
@@ -196,7 +210,7 @@ class _PlanRewriter:
                    for i in range(count)]
         output = self.builder.emit_te(
             lambda x, *w: strategy_compute(strategy, x, w, workload, self.target, quant), data, *weights,
-            primfunc_name_hint=f"dse_{vertex.id}_{strategy.name}")
+            primfunc_name_hint=kernel_name(vertex.id, strategy.name))
         return output, layouts.output
 
     def _lower_transparent(self, call: relax.Call, vertex: Any) -> tuple[relax.Expr, str] | None:
@@ -273,9 +287,9 @@ def _schedule_module(mod: tvm.IRModule, graph: DseGraph, plan: Plan, target: Dse
     for global_var, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        match = _TUNABLE_NAME.search(global_var.name_hint)
-        if match and has_block(s_tir.Schedule(func), MAIN_BLOCK):
-            vertex = vertices[int(match.group(1))]
+        vertex_id = kernel_vertex(global_var.name_hint)
+        if vertex_id is not None and has_block(s_tir.Schedule(func), MAIN_BLOCK):
+            vertex = vertices[vertex_id]
             choice = plan.nodes[vertex.name]
             sch = s_tir.Schedule(func)
             decider = Decider(sch, dict(choice.decisions or {}))

@@ -22,7 +22,6 @@ timing of the same module without the hook, and the difference taken off each ca
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from statistics import median
@@ -32,16 +31,12 @@ import numpy as np
 
 from .build import BuiltModel
 from .graph import DseGraph
-from .lower import followed_vertex
+from .lower import followed_vertex, kernel_vertex
 from .output_fusion import CONVERSION_FUNC_PREFIX
 from .plan import Plan
 from .space import DesignSpace, Option, SpaceNode
 from .timing import SteadyState
 
-# The name lowering gives a tunable node's kernel (lower.py: ``dse_<vertex id>_<strategy>``); fusion
-# prefixes it and output fusion may append what it folded. Nodes of one workload and strategy with the same
-# epilogue share one function, named after the first of them: its calls are priced per call.
-_KERNEL_NAME = re.compile(r"(?:^|_)dse_(\d+)_")
 PROFILE_RUNS = 20
 # Each profile's unhooked timing: modules are profiled in several rounds (see pipeline.py) and the medians
 # kept, so one round needs fewer samples than a reported latency
@@ -70,14 +65,14 @@ class ModuleProfile:
 
     def kernel_calls(self) -> list[tuple[int, float, int]]:
         """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""
-        return [(int(match.group(1)), ms, calls) for name, (ms, calls) in self.functions.items()
-                if (match := _KERNEL_NAME.search(name))]
+        return [(vertex_id, ms, calls) for name, (ms, calls) in self.functions.items()
+                if (vertex_id := kernel_vertex(name)) is not None]
 
     def follower_ms(self) -> dict[tuple[int, str], float]:
         """ms per run of the pools that ran in the layout a vertex chose, per (vertex id, layout)."""
         totals: dict[tuple[int, str], float] = defaultdict(float)
         for name, (ms, calls) in self.functions.items():
-            followed = None if _KERNEL_NAME.search(name) else followed_vertex(name)
+            followed = None if kernel_vertex(name) is not None else followed_vertex(name)
             if followed is not None:
                 totals[followed] += ms * calls
         return dict(totals)
@@ -88,7 +83,7 @@ class ModuleProfile:
         is taken off every call evenly, and the runtime's own calls cost less than that, so their share can
         come out below 0."""
         priced = sum(ms * calls for name, (ms, calls) in self.functions.items()
-                     if _KERNEL_NAME.search(name) or name.startswith(CONVERSION_FUNC_PREFIX))
+                     if kernel_vertex(name) is not None or name.startswith(CONVERSION_FUNC_PREFIX))
         return max(0.0, self.total_ms - priced - sum(self.follower_ms().values()))
 
 
