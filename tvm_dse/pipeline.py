@@ -3,7 +3,7 @@
 import and session (:func:`start`) -> calibration -> design space (measured, then [priced in the modules])
 -> [sensitivity] -> search ->
 [tune, search again] -> plan -> build -> [accuracy loop] -> verify (the best plans timed end to end) ->
-validate -> reference (onnxruntime) -> report.
+confirm (the chosen plan timed again, in rounds alternating with onnxruntime) -> validate -> report.
 
 A stage reads the :class:`RunContext` (model, graph, parsed target, measurement session, options) and
 what earlier stages returned; it records its wall time in the context. A new stage (a cost model in place
@@ -42,11 +42,11 @@ from .search import (NoFeasiblePlan, SearchResult, best_plans, compare, fits_lim
 from .space import DesignSpace
 from .strategies import get_strategy
 from .target import DseTarget, physical_cores
-from .timing import Timing
+from .timing import Sampler, Timing, median_round, steady_state, watch_this_machine
 from .tuning import shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
-from .validation import (QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError, onnxruntime_timing,
-                         relative_error)
+from .validation import (ONNXRUNTIME_SETTLE_S, QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError,
+                         onnxruntime_sampler, relative_error)
 from .version import __version__
 
 
@@ -54,6 +54,10 @@ from .version import __version__
 # end) are taken in rounds alternating between the modules, and the median round kept: this machine's speed
 # may drift for seconds at a time, and a module timed at once would carry its phase into the comparison.
 ROUNDS = 3
+# Rounds of the chosen plan's latency, alternating with onnxruntime's: what the report says. The machine's
+# speed may stay 10-30% off for several seconds at a time (a virtual machine's neighbours; measured on 2
+# cores, steal time nil), so the figure is the median over rounds spread across some 15 s.
+CONFIRMING_ROUNDS = 5
 # The uniform plans profiled: the two cheapest (by isolated kernels) and any other within this factor of the
 # cheapest. A slower one would not be chosen; an option only it runs is priced at its isolated time, scaled.
 PROFILED_WITHIN = 2.0
@@ -136,8 +140,7 @@ class _Timed:
     @property
     def run(self) -> ModelRun:
         """The first round's outputs with the median round's timing."""
-        median_round = sorted(self.timings, key=lambda timing: timing.median_ms)[(len(self.timings) - 1) // 2]
-        return replace(self.first, timing=median_round)
+        return replace(self.first, timing=median_round(self.timings))
 
 
 def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
@@ -448,32 +451,80 @@ def validate(context: RunContext, plan: Plan, built: BuiltModel, calibrated: Cal
     return Validation(error, run)
 
 
-def reference(context: RunContext, calibrated: Calibrated, plan: Plan) -> dict[str, Any]:
-    """onnxruntime's latency on the same model, input and machine, timed as the plan was, after it (its
-    threads spin after each run and would slow the plan's runs); or why there is none."""
+@dataclass
+class Confirmation:
+    """The chosen plan timed after the choice: its run (the verification's outputs, the timing of its median
+    round), and onnxruntime's latency beside it (or why there is none), each with its rounds."""
+
+    run: ModelRun
+    rounds_ms: list[float]
+    reference: dict[str, Any]
+
+
+def confirm(context: RunContext, calibrated: Calibrated, verification: Verification) -> Confirmation:
+    """Time the chosen plan once more, after the choice: of several plans that run alike, the one that
+    measured fastest in the verification's rounds did so partly by chance, so those rounds flatter it. On a
+    host target, in ``CONFIRMING_ROUNDS`` rounds alternating with onnxruntime on the same model, input and machine (each
+    round a steady-state timing of its own, after a pause that lets the other runtime's threads stop
+    spinning), each one's median round kept: a machine's speed drifts for seconds at a time, and rounds
+    alternating see the same drifts, so the ratio holds where the figures move. On a board, the plan is timed
+    once more there. A plan verified alone with no onnxruntime to time keeps the verification's rounds."""
+    plan, built = verification.plan, verification.built
+    feed = _validation_feed(context, plan, calibrated)[0]
+    settings = context.options.measurement.steady_state
+    reference, onnxruntime = _reference(context, feed)
+    if len(verification.rows) == 1 and onnxruntime is None:
+        # nothing chosen among several and nothing to time beside it: the verification's rounds stand
+        return Confirmation(verification.run, verification.rows[0]["rounds_ms"], reference)
+    if not context.target.runs_on_host:
+        run = replace(verification.run, timing=context.session.run_model(built, feed, settings, context.workdir).timing)
+        return Confirmation(run, [run.timing.median_ms], reference)
+    contenders = {"plan": lambda: built.time(feed, settings)}
+    if onnxruntime is not None:
+        contenders["onnxruntime"] = lambda: steady_state(onnxruntime, settings, watch_this_machine)
+    progress = context.session.progress(CONFIRMING_ROUNDS * len(contenders), "timing the plan" + (
+        " and onnxruntime in alternating rounds" if onnxruntime is not None else " once more"))
+    rounds: dict[str, list[Timing]] = {name: [] for name in contenders}
+    with context.timed("confirm_s"):
+        for turn in range(CONFIRMING_ROUNDS):
+            for name, time_round in contenders.items():
+                if len(contenders) > 1 and (turn or name != "plan"):
+                    time.sleep(ONNXRUNTIME_SETTLE_S)
+                rounds[name].append(time_round())
+                if progress is not None:
+                    progress.advance(note=f"{name}: {rounds[name][-1].median_ms:.3f} ms")
+    if progress is not None:
+        progress.close()
+    if onnxruntime is not None:
+        reference.update(latency=median_round(rounds["onnxruntime"]).to_dict(),
+                         rounds_ms=[timing.median_ms for timing in rounds["onnxruntime"]])
+    return Confirmation(replace(verification.run, timing=median_round(rounds["plan"])),
+                        [timing.median_ms for timing in rounds["plan"]], reference)
+
+
+def _reference(context: RunContext, feed: dict[str, np.ndarray]) -> tuple[dict[str, Any], Sampler | None]:
+    """What the report says of onnxruntime before it is timed, and a sampler running it on ``feed``; or why
+    it is not timed, and None."""
     model, target = context.model, context.target
     if not context.options.measurement.reference:
-        return {"omitted": "not asked for (reference=False, --no-reference)"}
+        return {"omitted": "not asked for (reference=False, --no-reference)"}, None
     if not target.runs_on_host:
-        return {"omitted": f"onnxruntime is not timed on boards: {target.key} has no onnxruntime to call"}
+        return {"omitted": f"onnxruntime is not timed on boards: {target.key} has no onnxruntime to call"}, None
     if model.onnx_model is None:
-        return {"omitted": "the model was not given as ONNX"}
+        return {"omitted": "the model was not given as ONNX"}, None
     try:
         import onnxruntime
     except ImportError:
-        return {"omitted": "onnxruntime is not installed (pip install onnxruntime)"}
-    feed, _ = _validation_feed(context, plan, calibrated)
-    with context.timed("reference_s"):
-        timing = onnxruntime_timing(model.onnx_model, feed, physical_cores(),
-                                    context.options.measurement.steady_state)
-    return {"runtime": f"onnxruntime {onnxruntime.__version__}", "threads": physical_cores(),
-            "latency": timing.to_dict()}
+        return {"omitted": "onnxruntime is not installed (pip install onnxruntime)"}, None
+    return ({"runtime": f"onnxruntime {onnxruntime.__version__}", "threads": physical_cores()},
+            onnxruntime_sampler(model.onnx_model, feed, physical_cores()))
 
 
 def report(context: RunContext, plan: Plan, choice: Choice, comparison: list[Any], validation: Validation,
            tuned: list[Any], accuracy: dict[str, Any] | None, verification: Verification,
-           onnxruntime: dict[str, Any]) -> dict[str, Any]:
+           confirmation: Confirmation) -> dict[str, Any]:
     """The report of the run, as plain data."""
     return build_report(context.model, context.graph, context.target, plan, choice.space, choice.search, comparison,
                         validation.run.timing, validation.error, context.timings, tuned,
-                        context.options.measurement.top_k, accuracy, verification.rows, onnxruntime)
+                        context.options.measurement.top_k, accuracy, verification.rows, confirmation.reference,
+                        confirmation.rounds_ms)

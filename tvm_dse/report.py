@@ -22,12 +22,13 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
                  timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None,
                  accuracy: dict[str, Any] | None = None, verified: Sequence[dict[str, Any]] = (),
-                 reference: dict[str, Any] | None = None) -> dict[str, Any]:
+                 reference: dict[str, Any] | None = None, latency_rounds_ms: Sequence[float] = ()) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
     chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity, ``verified``
     the plans timed end to end (predicted and measured), ``reference`` onnxruntime's latency (or why it
-    was not timed); ``latency`` is the chosen plan's steady-state timing."""
+    was not timed); ``latency`` is the chosen plan's steady-state timing, the median of its
+    ``latency_rounds_ms``."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -45,7 +46,8 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
     return {
         "model": model.name, "model_fingerprint": model.fingerprint, "target": target.to_dict(),
         "target_key": target.key, "gflop": graph.flops / 1e9,
-        "latency": latency.to_dict(), "gflops": latency.gflops(graph.flops),
+        "latency": latency.to_dict(), "latency_rounds_ms": list(latency_rounds_ms),
+        "gflops": latency.gflops(graph.flops),
         "predicted_ms": search.cost_ms, "peak_memory_mb": search.peak_memory_bytes / MB,
         "conversion_ms": space.transform_cost(search.assignment), "fixed_ms": space.fixed_ms,
         "priced_in_model": space.metadata.get("priced_in_model"),
@@ -72,7 +74,9 @@ def _with_ratio(reference: dict[str, Any] | None, latency: Timing) -> dict[str, 
 def latency_line(report: dict[str, Any]) -> str:
     """The plan's measured latency, its prediction and onnxruntime's beside it, in one line."""
     latency = report["latency"]
-    line = (f"{latency['median_ms']:.3f} ms measured (median of {latency['repeats']} x {latency['number']} runs, "
+    rounds = len(report.get("latency_rounds_ms") or ())
+    line = (f"{latency['median_ms']:.3f} ms measured ({f'median round of {rounds}, ' if rounds > 1 else ''}"
+            f"median of {latency['repeats']} x {latency['number']} runs, "
             f"spread {100 * latency['spread']:.1f}%{', the machine was DISTURBED' if latency['disturbed'] else ''}"
             f"), {report['predicted_ms']:.3f} ms predicted")
     reference = report.get("reference")

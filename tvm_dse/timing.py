@@ -147,6 +147,12 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: 
     return replace(timing, runs=runs + attempt_runs, disturbed=busy or timing.spread > settings.max_spread)
 
 
+def median_round(rounds: Sequence[Timing]) -> Timing:
+    """The round of median latency (the lower middle one of an even count): a machine's speed drifts for
+    seconds at a time, so a whole model is timed in rounds apart in time and its median round kept."""
+    return sorted(rounds, key=lambda timing: timing.median_ms)[(len(rounds) - 1) // 2]
+
+
 def least_disturbed(attempt: Callable[[], tuple[Timing, tuple[bool, ...]]], attempts: int,
                     max_spread: float) -> tuple[Timing, tuple[bool, ...], int]:
     """Take ``attempt`` (a timing and its faults: the machine was busy, too few runs were batched, ...)

@@ -10,12 +10,15 @@ import numpy as np
 import onnx
 
 from .errors import TvmDseError
-from .timing import SteadyState, Timing, callable_sampler, steady_state, watch_this_machine
+from .timing import Sampler, callable_sampler
 
 # fp32 outputs of two correct implementations differ by rounding only
 VALIDATION_BOUND = 1e-4
 # int8 nodes change outputs by their quantization error (ResNet-18 all-int8: ~0.02); a broken kernel by far more
 QUANTIZED_VALIDATION_BOUND = 0.05
+# onnxruntime's idle worker threads spin for a while after a run: a pause that lets them stop before the
+# other runtime's round (and the other's before onnxruntime's)
+ONNXRUNTIME_SETTLE_S = 0.5
 
 
 class ValidationError(TvmDseError):
@@ -51,11 +54,11 @@ def onnxruntime_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], 
     return onnxruntime_session(model, threads).run(None, dict(feed))
 
 
-def onnxruntime_timing(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int,
-                       settings: SteadyState = SteadyState()) -> Timing:
-    """onnxruntime's steady-state latency on ``feed`` with ``threads`` intra-op threads, timed as tvm_dse's
-    modules are. Its worker threads spin after each run and would slow whatever runs next on the same
-    cores: time it in a phase of its own, never call by call between another runtime's runs."""
+def onnxruntime_sampler(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads: int) -> Sampler:
+    """A sampler running ``model`` on ``feed`` in onnxruntime with ``threads`` intra-op threads, for a
+    steady-state timing as tvm_dse's modules get. Its worker threads spin after each run and would slow
+    whatever runs next on the same cores: time it in rounds of its own, each after a pause of
+    :data:`ONNXRUNTIME_SETTLE_S` for the other runtime's, never call by call between another runtime's runs."""
     session = onnxruntime_session(model, threads)
     feed = dict(feed)
-    return steady_state(callable_sampler(lambda: session.run(None, feed)), settings, watch_this_machine)
+    return callable_sampler(lambda: session.run(None, feed))
