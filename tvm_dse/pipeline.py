@@ -464,11 +464,11 @@ class Confirmation:
 def confirm(context: RunContext, calibrated: Calibrated, verification: Verification) -> Confirmation:
     """Time the chosen plan once more, after the choice: of several plans that run alike, the one that
     measured fastest in the verification's rounds did so partly by chance, so those rounds flatter it. On a
-    host target, in ``CONFIRMING_ROUNDS`` rounds alternating with onnxruntime on the same model, input and machine (each
-    round a steady-state timing of its own, after a pause that lets the other runtime's threads stop
-    spinning), each one's median round kept: a machine's speed drifts for seconds at a time, and rounds
-    alternating see the same drifts, so the ratio holds where the figures move. On a board, the plan is timed
-    once more there. A plan verified alone with no onnxruntime to time keeps the verification's rounds."""
+    host target, in ``CONFIRMING_ROUNDS`` rounds alternating with onnxruntime on the same model, input and
+    machine (each round a steady-state timing of its own, after a pause that lets the other runtime's
+    threads stop spinning), each one's median round kept: a machine's speed drifts for seconds at a time,
+    and rounds alternating spread both over the same drifts. On a board, the plan is timed once more there.
+    A plan verified alone with no onnxruntime to time keeps the verification's rounds."""
     plan, built = verification.plan, verification.built
     feed = _validation_feed(context, plan, calibrated)[0]
     settings = context.options.measurement.steady_state
@@ -477,8 +477,8 @@ def confirm(context: RunContext, calibrated: Calibrated, verification: Verificat
         # nothing chosen among several and nothing to time beside it: the verification's rounds stand
         return Confirmation(verification.run, verification.rows[0]["rounds_ms"], reference)
     if not context.target.runs_on_host:
-        run = replace(verification.run, timing=context.session.run_model(built, feed, settings, context.workdir).timing)
-        return Confirmation(run, [run.timing.median_ms], reference)
+        timing = context.session.run_model(built, feed, settings, context.workdir).timing
+        return Confirmation(replace(verification.run, timing=timing), [timing.median_ms], reference)
     contenders = {"plan": lambda: built.time(feed, settings)}
     if onnxruntime is not None:
         contenders["onnxruntime"] = lambda: steady_state(onnxruntime, settings, watch_this_machine)
