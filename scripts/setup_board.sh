@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Set up the emulated aarch64 board from scratch: a real aarch64 Python running TVM's RPC server under
-# qemu user-mode emulation, plus the aarch64 cross compiler to build for it. Idempotent: a second run
-# checks and returns. Needs root (apt-get) and the Debian and PyPI registries.
+# qemu user-mode emulation, plus the aarch64 cross compiler to build for it; then the execution profiler
+# that runs on it (tvm_dse/core_model). Idempotent: a second run checks each and returns. Needs root
+# (apt-get) and the Debian and PyPI registries.
 #
-#   scripts/setup_board.sh            # into $TVM_DSE_BOARD_DIR or ~/.cache/tvm_dse/board-aarch64
+#   scripts/setup_board.sh   # into $TVM_DSE_BOARD_DIR or ~/.cache/tvm_dse/board-aarch64, the profiler into
+#                            # $TVM_DSE_PROFILER_DIR or ~/.cache/tvm_dse/profiler
 #
 # Layout of the board folder: sysroot/ (arm64 libc + Python 3.11 from Debian), site/ (aarch64 wheels of
 # the same TVM as the host), python (the launcher: qemu-aarch64 running the sysroot's python3.11).
+# The profiler folder: libblock_counts.so (the QEMU plugin, built from tvm_dse/core_model/block_counts.c
+# against the plugin header of the installed qemu-user's own source package, kept in qemu-VERSION/).
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 board=${TVM_DSE_BOARD_DIR:-$HOME/.cache/tvm_dse/board-aarch64}
 stamp_version=3  # bump when the contents below change, so old boards are rebuilt
@@ -35,12 +40,6 @@ wheels=(
 stamp="$board/.complete"
 wanted="$stamp_version ${host_packages[*]} ${sysroot_packages[*]} ${wheels[*]}"
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && command -v qemu-aarch64 >/dev/null \
-   && command -v aarch64-linux-gnu-gcc >/dev/null; then
-  echo "emulated board ready in $board"
-  exit 0
-fi
-start=$(date +%s)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian replaces a package's version when it ships a security fix; fall back to the current one then,
@@ -59,45 +58,102 @@ download_pinned() {  # NAME=VERSION, as arm64
   fi
 }
 
-echo "setting up the emulated aarch64 board in $board"
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  as_root dpkg --add-architecture arm64
-fi
-as_root apt-get update -qq
-install_pinned "${host_packages[@]}"
+setup_board() {
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && command -v qemu-aarch64 >/dev/null \
+     && command -v aarch64-linux-gnu-gcc >/dev/null; then
+    echo "emulated board ready in $board"
+    return
+  fi
+  local start
+  start=$(date +%s)
+  echo "setting up the emulated aarch64 board in $board"
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    as_root dpkg --add-architecture arm64
+  fi
+  as_root apt-get update -qq
+  install_pinned "${host_packages[@]}"
 
-rm -rf "$board.partial"
-mkdir -p "$board.partial/debs" "$board.partial/sysroot" "$board.partial/wheels" "$board.partial/site"
-(
-  cd "$board.partial/debs"
-  for package in "${sysroot_packages[@]}"; do download_pinned "$package"; done
-  for deb in *.deb; do dpkg -x "$deb" ../sysroot; done
-)
-python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-  --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
-  --python-version 3.11 --implementation cp --dest "$board.partial/wheels" "${wheels[@]}"
-python3 - "$board.partial/wheels" "$board.partial/site" <<'PY'
+  rm -rf "$board.partial"
+  mkdir -p "$board.partial/debs" "$board.partial/sysroot" "$board.partial/wheels" "$board.partial/site"
+  (
+    cd "$board.partial/debs"
+    for package in "${sysroot_packages[@]}"; do download_pinned "$package"; done
+    for deb in *.deb; do dpkg -x "$deb" ../sysroot; done
+  )
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
+    --python-version 3.11 --implementation cp --dest "$board.partial/wheels" "${wheels[@]}"
+  python3 - "$board.partial/wheels" "$board.partial/site" <<'PY'
 import sys, zipfile, pathlib
 wheels, site = map(pathlib.Path, sys.argv[1:])
 for wheel in sorted(wheels.glob("*.whl")):
     zipfile.ZipFile(wheel).extractall(site)
 PY
-# The board only runs compiled modules: TVM's compiler library (240 MB) stays on the host.
-rm -f "$board.partial"/site/tvm/lib/libtvm_compiler.so
-rm -rf "$board.partial/debs" "$board.partial/wheels"
+  # The board only runs compiled modules: TVM's compiler library (240 MB) stays on the host.
+  rm -f "$board.partial"/site/tvm/lib/libtvm_compiler.so
+  rm -rf "$board.partial/debs" "$board.partial/wheels"
 
-# The launcher is the board's python: `-0` makes qemu report the launcher as argv[0], so when TVM's RPC
-# server re-executes sys.executable for its worker it goes through qemu again (there is no binfmt_misc).
-cat > "$board.partial/python" <<SH
+  # The launcher is the board's python: `-0` makes qemu report the launcher as argv[0], so when TVM's RPC
+  # server re-executes sys.executable for its worker it goes through qemu again (there is no binfmt_misc).
+  cat > "$board.partial/python" <<SH
 #!/bin/sh
 here=\$(cd "\$(dirname "\$0")" && pwd)
 export PYTHONHOME="\$here/sysroot/usr" PYTHONPATH="\$here/site" TVM_USE_RUNTIME_LIB=1 PYTHONNOUSERSITE=1
 exec qemu-aarch64 -L "\$here/sysroot" -0 "\$here/python" "\$here/sysroot/usr/bin/python3.11" "\$@"
 SH
-chmod +x "$board.partial/python"
-"$board.partial/python" -c "import tvm, numpy; print('board python:', tvm.__version__, 'numpy', numpy.__version__)"
+  chmod +x "$board.partial/python"
+  "$board.partial/python" -c "import tvm, numpy; print('board python:', tvm.__version__, 'numpy', numpy.__version__)"
 
-rm -rf "$board"
-mv "$board.partial" "$board"
-echo "$wanted" > "$stamp"
-echo "emulated board ready in $board ($(( $(date +%s) - start )) s)"
+  rm -rf "$board"
+  mv "$board.partial" "$board"
+  echo "$wanted" > "$stamp"
+  echo "emulated board ready in $board ($(( $(date +%s) - start )) s)"
+}
+
+# The execution profiler (tvm_dse/core_model): LLVM 19's machine-code tools and the QEMU plugin.
+profiler=${TVM_DSE_PROFILER_DIR:-$HOME/.cache/tvm_dse/profiler}
+profiler_stamp_version=1  # bump when the steps below change
+llvm_packages=("llvm-19=1:19.1.7-3~deb12u1")
+plugin_source="$root/tvm_dse/core_model/block_counts.c"
+
+setup_profiler() {
+  # the plugin header must come from the same QEMU as the emulator that loads the plugin
+  local qemu_version wanted_profiler header_dir
+  qemu_version=$(dpkg-query -W -f='${source:Version}' qemu-user)
+  wanted_profiler="$profiler_stamp_version ${llvm_packages[*]} qemu=$qemu_version $(sha256sum < "$plugin_source")"
+  if [ -f "$profiler/.complete" ] && [ "$(cat "$profiler/.complete")" = "$wanted_profiler" ] \
+     && command -v llvm-mca-19 >/dev/null; then
+    echo "execution profiler ready in $profiler"
+    return
+  fi
+  echo "setting up the execution profiler in $profiler"
+  install_pinned "${llvm_packages[@]}"
+  header_dir="$profiler/qemu-${qemu_version//[:+~]/_}"
+  if [ ! -f "$header_dir/qemu-plugin.h" ]; then
+    # Debian's qemu packages ship no plugin header: take it from QEMU's source package, through source
+    # entries made from the machine's own binary entries where it has none
+    if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      for list in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$list" ] && sed 's/^Types: deb$/Types: deb-src/' "$list" | as_root tee "${list%.sources}-tvm-dse-src.sources" >/dev/null
+      done
+      for list in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$list" ] && sed -n 's/^deb /deb-src /p' "$list" | as_root tee "${list%.list}-tvm-dse-src.list" >/dev/null
+      done
+    fi
+    as_root apt-get update -qq
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && apt-get source --download-only -qq -o APT::Sandbox::User=root "qemu=$qemu_version" >/dev/null \
+      && tar -xJf qemu_*.orig.tar.xz --wildcards '*/include/qemu/qemu-plugin.h')
+    mkdir -p "$header_dir"
+    cp "$work"/qemu-*/include/qemu/qemu-plugin.h "$header_dir/"
+    rm -rf "$work"
+  fi
+  gcc -O2 -shared -fPIC -Wall -Wextra -Wno-unused-parameter -I "$header_dir" "$plugin_source" \
+    -o "$profiler/libblock_counts.so"
+  echo "$wanted_profiler" > "$profiler/.complete"
+  echo "execution profiler ready in $profiler"
+}
+
+setup_board
+setup_profiler
