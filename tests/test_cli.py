@@ -70,6 +70,9 @@ def test_errors_go_to_stderr_with_status_2(capsys):
     assert "--shape 'input=1,3,x'" in capsys.readouterr().err
     assert main(["optimize", "missing.onnx", "--kernel-repeat", "0", "--no-retry-failed"]) == 2
     assert "kernel timing setting repeat must be a whole number of at least 1; got 0" in capsys.readouterr().err
+    assert main(["optimize", "zoo:squeezenet1_1-small", "--target", "host", "--cost-model"]) == 2
+    said = capsys.readouterr()
+    assert "every cost modeled" in said.out and "the cost model prices aarch64 cores" in said.err
 
 
 @pytest.mark.faults

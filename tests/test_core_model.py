@@ -85,7 +85,7 @@ def test_the_model_prices_an_unscheduled_convolution_far_above_a_scheduled_one(t
     from onnx import TensorProto, helper, numpy_helper
 
     import tvm_dse
-    from tvm_dse.core_model import profile_library
+    from tvm_dse.core_model import LibraryRun, profile_libraries
     from tvm_dse.lower import build_plan
 
     shape = [1, 16, 14, 14]
@@ -97,14 +97,18 @@ def test_the_model_prices_an_unscheduled_convolution_far_above_a_scheduled_one(t
     graph = tvm_dse.build_graph(model)
     target = tvm_dse.parse_target("cortex-a72")
     plan = tvm_dse.Plan.uniform(model, graph, target, "spatial_pack_nchwc")
+    feed = model.random_feed(seed=0)
+    built = {"default": tvm_dse.build_baseline(model, target), "spatial pack": build_plan(model, plan, target, graph)}
+    runs = [LibraryRun(module.export(tmp_path / f"{index}.so"), feed=feed) for index, module in enumerate(built.values())]
+    expected = tvm_dse.build_baseline(model, "host").run(feed)[0]
     cycles, instructions = {}, {}
-    for name, built in (("default", tvm_dse.build_baseline(model, target)),
-                        ("spatial pack", build_plan(model, plan, target, graph))):
-        profile = profile_library(built.export(tmp_path / f"{name}.so"), [shape], ["float32"])
-        instructions[name] = profile.instructions
-        cycles[name] = modeled_cycles(profile, "aarch64-linux-gnu", "cortex-a72", ["+neon"])
+    for name, run in zip(built, profile_libraries(runs)):
+        instructions[name] = run.profile.instructions
+        cycles[name] = modeled_cycles(run.profile, "aarch64-linux-gnu", "cortex-a72", ["+neon"])
         # the convolution's multiply-adds ran in the library's own functions, each block named after one
-        assert all(block.function for block in profile.blocks)
+        assert all(block.function for block in run.profile.blocks)
+        # what ran on the emulated board computed the convolution
+        assert np.allclose(run.outputs[0], expected, rtol=1e-4, atol=1e-4)
     assert cycles["spatial pack"] * 4 < cycles["default"]
     # the default build runs at least one scalar instruction per multiply-add; the scheduled one 4 per vector
     assert instructions["default"] > 16 * 16 * 9 * 14 * 14
@@ -115,3 +119,69 @@ def test_without_the_profiler_set_up_the_error_says_how_to_set_it_up(tmp_path, m
     monkeypatch.setenv("TVM_DSE_PROFILER_DIR", str(tmp_path))
     with pytest.raises(ProfilerError, match="scripts/setup_board.sh"):
         profile_command(["qemu-aarch64", "/bin/true"])
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("core", ["cortex-a72", "cortex-a55"])
+def test_optimize_for_an_aarch64_core_without_a_board_prices_everything_with_the_model(tmp_path, core):
+    import tvm_dse
+    from tvm_dse.core_model import MODELED_LOGS
+    from tvm_dse.testing.matrix import matrix_model
+    from tvm_dse.tuning import TuningLogs
+
+    logs = tmp_path / "logs"
+    result = tvm_dse.optimize(matrix_model("concat_2_6"), target=f"llvm -mtriple=aarch64 -mcpu={core} -mattr=+neon",
+                              logs=logs, out_dir=tmp_path / "out", verify=1)
+    report = result.report
+    assert report["costs"]["source"] == "model" and core in report["costs"]["core"]
+    assert result.plan.provenance["costs"] == report["costs"]
+    first_line = (tmp_path / "out" / "report.md").read_text().splitlines()[2]
+    assert first_line.startswith("- Costs: every cost is MODELED for") and "not measured" in first_line
+    assert report["latency"]["median_ms"] > 0 and report["predicted_ms"] > 0
+    # the exported library ran on the emulated board and matched TVM's default build on this machine
+    assert report["validation"]["relative_error_vs_tvm_default"] < 1e-4
+    assert (tmp_path / "out" / "concat_2_6.aarch64.so").is_file()
+    # modeled records are kept apart from measurements, and a second run reuses them
+    assert TuningLogs(logs).stores() == []
+    modeled = TuningLogs(logs / MODELED_LOGS).stores()
+    assert [store.target_key for store in modeled] == [report["target_key"]]
+    held = len(modeled[0].records())
+    again = tvm_dse.optimize(matrix_model("concat_2_6"), target=f"llvm -mtriple=aarch64 -mcpu={core} -mattr=+neon",
+                             logs=logs, verify=1)
+    assert len(modeled[0].records()) == held
+    assert again.report["predicted_ms"] == pytest.approx(report["predicted_ms"])
+
+
+def test_the_cost_model_refuses_a_core_it_cannot_price_before_any_work(tmp_path):
+    import tvm_dse
+    from tvm_dse.errors import TargetError
+    from tvm_dse.testing.matrix import matrix_model
+
+    with pytest.raises(TargetError, match="prices aarch64 cores"):
+        tvm_dse.optimize(matrix_model("concat_2_6"), target="host", cost_model=True, logs=tmp_path)
+
+
+@pytest.mark.sweep
+def test_host_code_is_profiled_under_x86_emulation_for_the_validation(tmp_path):
+    """The validation's path: a kernel built for an AVX2 target, profiled under qemu-x86_64 and priced for
+    a core llvm-mca knows, its outputs those of the same model built for this machine."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    import tvm_dse
+    from tvm_dse.core_model import LibraryRun, profile_libraries
+
+    shape = [1, 8, 8, 8]
+    weights = numpy_helper.from_array(np.ones((8, 8, 1, 1), np.float32), "w")
+    graph_proto = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [weights])
+    model = tvm_dse.load_model(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)]), name="conv")
+    target = tvm_dse.parse_target("llvm -mcpu=haswell -num-cores=1")
+    feed = model.random_feed(seed=0)
+    library = tvm_dse.build_baseline(model, target).export(tmp_path / "conv.so")
+    run = profile_libraries([LibraryRun(library, feed=feed)], "x86_64")[0]
+    assert np.allclose(run.outputs[0], tvm_dse.build_baseline(model, "host").run(feed)[0], rtol=1e-5, atol=1e-5)
+    # at least one instruction per 8 multiply-adds (AVX2's fp32 lanes)
+    assert run.profile.instructions > 8 * 8 * 8 * 8 // 8
+    assert modeled_cycles(run.profile, target.triple, "haswell") > 0

@@ -126,7 +126,7 @@ def _command_build(args: argparse.Namespace) -> int:
 def _command_optimize(args: argparse.Namespace) -> int:
     from .measure import MeasureSettings
     from .optimize import optimize
-    from .report import latency_line
+    from .report import costs_line, latency_line
 
     if args.tracker and not args.key:
         raise TvmDseError("--tracker needs --key: the key the boards registered under")
@@ -142,8 +142,14 @@ def _command_optimize(args: argparse.Namespace) -> int:
                 raise TvmDseError(f"{args.accuracy_data} has no 'labels' array (top-1 needs one label per sample)")
             inputs = {name: data[name] for name in data.files if name != "labels"}
             accuracy = AccuracyBound(inputs, data["labels"], max_loss=args.max_accuracy_loss)
-    print(f"optimizing {args.model} for {args.target} with {args.searcher}"
-          + (f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"), flush=True)
+    from .options import MeasurementOptions
+    from .target import parse_target
+
+    if MeasurementOptions(rpc=rpc, cost_model=args.cost_model).prices_by_model(parse_target(args.target)):
+        where = ", every cost modeled for its core (no board measures it)"
+    else:
+        where = f", measuring over RPC ({args.tracker or args.rpc})" if rpc else " on this machine"
+    print(f"optimizing {args.model} for {args.target} with {args.searcher}{where}", flush=True)
     result = optimize(args.model, args.target, rpc=rpc, searcher=args.searcher, budget=args.budget,
                       memory_limit=args.memory_limit, out_dir=args.out, force=args.force,
                       input_shapes=_input_shapes(args.shape), logs=args.logs, shipped_logs=not args.cold,
@@ -152,12 +158,14 @@ def _command_optimize(args: argparse.Namespace) -> int:
                       accuracy=accuracy, precisions=args.precisions.split(",") if args.precisions else None,
                       settings=MeasureSettings(repeat=args.kernel_repeat), seed=args.seed, repeat=args.repeat,
                       verify=args.verify, reference=not args.no_reference,
-                      profile=not args.no_profile, retry_failed=not args.no_retry_failed)
+                      profile=not args.no_profile, retry_failed=not args.no_retry_failed, cost_model=args.cost_model)
     report = result.report
+    print(f"costs: {costs_line(report)}")
     print(f"plan: {latency_line(report)}")
+    taken = "modeled" if report["costs"]["source"] == "model" else "measured"
     for row in report["verified_plans"]:
         print(f"  {row['plan']:20s} {row['predicted_ms']:9.3f} ms predicted {row['measured']['median_ms']:9.3f} ms "
-              f"measured{'  <- chosen' if row['chosen'] else ''}")
+              f"{taken}{'  <- chosen' if row['chosen'] else ''}")
     print(f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
           f"(relative error {report['validation']['relative_error_vs_tvm_default']:.1e})")
     if report.get("accuracy"):
@@ -407,6 +415,10 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--no-profile", action="store_true",
                           help="price kernels by their isolated measurements only, without building and profiling "
                                "the uniform plans as whole modules (host targets; quicker, predicts low)")
+    optimize.add_argument("--cost-model", action="store_true",
+                          help="price every kernel and plan with the cost model of the target's aarch64 core "
+                               "(execution profile under emulation, cycles from llvm-mca) even where --tracker or "
+                               "--rpc names a board; an aarch64 target with neither is always priced so")
     optimize.add_argument("--no-retry-failed", action="store_true",
                           help="keep what the tuning log holds of kernels it holds only failures or disturbed "
                                "timings of, instead of measuring them again (up to three attempts per kernel)")

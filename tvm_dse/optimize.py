@@ -78,15 +78,17 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     ``model`` is an ONNX path, ``"zoo:NAME"``, an ``onnx.ModelProto``, a Relax ``IRModule`` or a
     :class:`Model`; ``target`` a preset (``"host"``, ``"rpi4"``, ...), a TVM target string, dict or
     ``tvm.target.Target``. The options come as an :class:`~tvm_dse.options.OptimizeOptions` or by their flat
-    names (see :meth:`~tvm_dse.options.OptimizeOptions.from_keywords`): ``rpc``, ``settings``, ``logs``,
-    ``shipped_logs``, ``top_k``, ``repeat``, ``reference``, ``profile``, ``retry_failed`` (measurement);
+    names (see :meth:`~tvm_dse.options.OptimizeOptions.from_keywords`): ``rpc``, ``cost_model``, ``settings``,
+    ``logs``, ``shipped_logs``, ``top_k``, ``repeat``, ``reference``, ``profile``, ``retry_failed`` (measurement);
     ``searcher``, ``budget``, ``memory_limit``, ``compare_searchers``, ``verify`` (search); ``precisions``,
     ``calibration_data``, ``calibration_method``, ``accuracy`` (precision); ``tune_trials``; ``out_dir``,
     ``input_shapes``, ``seed``, ``show_progress``. Every option is checked before any work starts.
 
     The best plans the search finds are built and timed as whole models in steady state (see
     :class:`~tvm_dse.timing.SteadyState`); the fastest measured is the plan, then timed once more for the
-    report's latency, on a host target in rounds alternating with onnxruntime for the report's ratio.
+    report's latency, on a host target in rounds alternating with onnxruntime for the report's ratio. An
+    aarch64 target without ``rpc`` (or any with ``cost_model=True``) is priced by the cost model of its core
+    instead (:mod:`tvm_dse.core_model`): every latency is then modeled, and the report says so.
 
     Raises
     ------

@@ -20,6 +20,7 @@ from .frontend import InputShapes
 from .measure import MeasureSettings
 from .search import Budget, get_searcher
 from .strategies.base import PRECISIONS
+from .target import DseTarget
 from .timing import SteadyState
 from .tuning import TuningLogs
 
@@ -32,7 +33,12 @@ class MeasurementOptions:
     ----------
     rpc
         Where a board target is measured: ``"tracker=127.0.0.1:9190,key=rpi4"`` (or the dict form), or a
-        direct ``"HOST:PORT"``. None measures on this machine (host targets only).
+        direct ``"HOST:PORT"``. None measures on this machine, or, for an aarch64 target, prices everything
+        with the cost model of its core (see ``cost_model``).
+    cost_model
+        Price kernels and plans with the cost model of the target's core (:mod:`tvm_dse.core_model`) instead
+        of measuring them, even where ``rpc`` names a board (to compare the two); the model's results are
+        kept in ``logs`` apart from measurements. Always the case for an aarch64 target without ``rpc``.
     settings
         How kernels are timed (see :class:`tvm_dse.measure.MeasureSettings`).
     logs
@@ -63,6 +69,7 @@ class MeasurementOptions:
     """
 
     rpc: str | Mapping[str, str] | None = None
+    cost_model: bool = False
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     logs: str | Path | TuningLogs | None = None
     shipped_logs: bool = True
@@ -77,6 +84,10 @@ class MeasurementOptions:
             raise TvmDseError(f"top_k must be at least 1 (strategies measured per node); got {self.top_k}")
         if self.repeat < 1:
             raise TvmDseError(f"repeat must be at least 1 (timed samples of the whole model); got {self.repeat}")
+
+    def prices_by_model(self, target: DseTarget) -> bool:
+        """Whether ``target``'s costs come from the cost model: asked for, or an aarch64 target with no board."""
+        return self.cost_model or (self.rpc is None and target.is_aarch64 and not target.runs_on_host)
 
     @property
     def steady_state(self) -> SteadyState:

@@ -6,8 +6,9 @@ import and session (:func:`start`) -> calibration -> design space (measured, the
 confirm (the chosen plan timed again, in rounds alternating with onnxruntime) -> validate -> report.
 
 A stage reads the :class:`RunContext` (model, graph, parsed target, measurement session, options) and
-what earlier stages returned; it records its wall time in the context. A new stage (a cost model in place
-of measurement) is a new function here and a line in ``optimize``.
+what earlier stages returned; it records its wall time in the context. Where the costs come from is the
+session's runner: measurement on this machine or on boards, or the cost model of a core
+(:class:`~tvm_dse.core_model.ModeledRunner`), which the stages take as they take a board.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import numpy as np
 from .accuracy.calibration import Calibration, calibrate, calibration_feeds
 from .accuracy.sensitivity import Sensitivity, measure_sensitivity
 from .build import BuiltModel, build_baseline
+from .core_model import HOST_VALIDATION, MODEL_VERSION, MODELED_LOGS, ModeledRunner
 from .errors import TvmDseError
 from .frontend import Model, ModelLike, check_optimizable, load_model
 from .graph import DseGraph, build_graph
 from .lower import build_plan
-from .measure import Builder, MeasurementSession, make_runner
+from .measure import Builder, MeasurementSession, Runner, make_runner
 from .measure.runner import ModelRun
 from .options import OptimizeOptions
 from .plan import Plan
@@ -43,7 +45,7 @@ from .space import DesignSpace
 from .strategies import get_strategy
 from .target import DseTarget, physical_cores
 from .timing import Sampler, Timing, median_round, steady_state, watch_this_machine
-from .tuning import shipped_target_keys, tune_plan_kernels
+from .tuning import TuningLogs, shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
 from .validation import (ONNXRUNTIME_SETTLE_S, QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError,
                          onnxruntime_sampler, relative_error)
@@ -76,6 +78,7 @@ class RunContext:
     session: MeasurementSession
     options: OptimizeOptions
     workdir: Path
+    costs: dict[str, Any] = field(default_factory=dict)  # where the costs come from (:func:`cost_source`)
     timings: dict[str, float] = field(default_factory=dict)
     profiles: list[tuple[Plan, ModuleProfile]] = field(default_factory=list)  # the uniform plans', once taken
 
@@ -145,8 +148,11 @@ class _Timed:
 
 def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunContext:
     """Import the model, check the options against the target, and open the measurement session (the
-    tuning logs' store of the target, with the shipped records added where asked)."""
-    runner = make_runner(target, options.measurement.rpc, options.measurement.settings)
+    tuning logs' store of the target, with the shipped records added where asked; for a target priced by
+    the cost model, its own store of modeled records)."""
+    modeled = options.measurement.prices_by_model(target)
+    runner = ModeledRunner(target) if modeled else make_runner(target, options.measurement.rpc,
+                                                               options.measurement.settings)
     if options.precision.accuracy is not None and not target.runs_on_host:
         raise TvmDseError(f"accuracy is measured by running plans on this machine; {target.key} does not run here")
     runner.check()
@@ -155,7 +161,9 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
     imported = load_model(model, options.input_shapes)
     check_optimizable(imported)
     logs = options.measurement.tuning_logs()
-    if options.measurement.shipped_logs:
+    if modeled:  # kept apart from measurements, per version of the model
+        logs = TuningLogs(logs.root / MODELED_LOGS)
+    elif options.measurement.shipped_logs:
         logs.add_shipped(target)
         shipped = shipped_target_keys()
         if options.show_progress and target.key not in shipped:
@@ -164,7 +172,17 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
                   flush=True)
     session = MeasurementSession(target, runner, logs.store(target), Builder(directory=workdir / "kernels"),
                                  options.show_progress, options.measurement.retry_failed)
-    return RunContext(imported, build_graph(imported), target, session, options, workdir)
+    return RunContext(imported, build_graph(imported), target, session, options, workdir,
+                      cost_source(runner, options))
+
+
+def cost_source(runner: Runner, options: OptimizeOptions) -> dict[str, Any]:
+    """Where a run's costs come from, for the plan's provenance and the report."""
+    if isinstance(runner, ModeledRunner):
+        return {"source": "model", "core": runner.core.describe(), "model_version": MODEL_VERSION,
+                "host_validation": HOST_VALIDATION}
+    rpc = options.measurement.rpc
+    return {"source": "measured", "where": "this machine" if rpc is None else f"boards over RPC ({rpc})"}
 
 
 def claim_output_dir(path: Path, force: bool) -> Path:
@@ -304,7 +322,7 @@ def make_plan(context: RunContext, choice: Choice, calibrated: Calibrated) -> Pl
     """The plan the search chose, calibrated where it has int8 nodes."""
     budget = context.options.search.budget
     return _plan(context, choice.space, choice.search.assignment, calibrated, searcher=context.options.search.searcher,
-                 budget=budget.to_dict() if budget is not None else "default")
+                 budget=budget.to_dict() if budget is not None else "default", costs=context.costs)
 
 
 def _plan(context: RunContext, space: DesignSpace, assignment: list[int], calibrated: Calibrated,
@@ -476,6 +494,8 @@ def confirm(context: RunContext, calibrated: Calibrated, verification: Verificat
     if len(verification.rows) == 1 and onnxruntime is None:
         # nothing chosen among several and nothing to time beside it: the verification's rounds stand
         return Confirmation(verification.run, verification.rows[0]["rounds_ms"], reference)
+    if context.session.runner.repeatable:  # a model: the same figure again
+        return Confirmation(verification.run, [verification.run.timing.median_ms], reference)
     if not context.target.runs_on_host:
         timing = context.session.run_model(built, feed, settings, context.workdir).timing
         return Confirmation(replace(verification.run, timing=timing), [timing.median_ms], reference)
@@ -508,6 +528,8 @@ def _reference(context: RunContext, feed: dict[str, np.ndarray]) -> tuple[dict[s
     model, target = context.model, context.target
     if not context.options.measurement.reference:
         return {"omitted": "not asked for (reference=False, --no-reference)"}, None
+    if context.costs["source"] == "model":
+        return {"omitted": f"the costs are modeled for {context.costs['core']}; onnxruntime runs on no model"}, None
     if not target.runs_on_host:
         return {"omitted": f"onnxruntime is not timed on boards: {target.key} has no onnxruntime to call"}, None
     if model.onnx_model is None:
@@ -527,4 +549,4 @@ def report(context: RunContext, plan: Plan, choice: Choice, comparison: list[Any
     return build_report(context.model, context.graph, context.target, plan, choice.space, choice.search, comparison,
                         validation.run.timing, validation.error, context.timings, tuned,
                         context.options.measurement.top_k, accuracy, verification.rows, confirmation.reference,
-                        confirmation.rounds_ms)
+                        confirmation.rounds_ms, context.costs)

@@ -22,13 +22,14 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
                  comparison: Sequence[Any], latency: Timing, validation_error: float,
                  timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None,
                  accuracy: dict[str, Any] | None = None, verified: Sequence[dict[str, Any]] = (),
-                 reference: dict[str, Any] | None = None, latency_rounds_ms: Sequence[float] = ()) -> dict[str, Any]:
+                 reference: dict[str, Any] | None = None, latency_rounds_ms: Sequence[float] = (),
+                 costs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
     chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity, ``verified``
     the plans timed end to end (predicted and measured), ``reference`` onnxruntime's latency (or why it
     was not timed); ``latency`` is the chosen plan's steady-state timing, the median of its
-    ``latency_rounds_ms``."""
+    ``latency_rounds_ms``; ``costs`` says where every cost came from (measured, or the cost model's)."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -45,7 +46,7 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
              for point in pareto_front(space)]
     return {
         "model": model.name, "model_fingerprint": model.fingerprint, "target": target.to_dict(),
-        "target_key": target.key, "gflop": graph.flops / 1e9,
+        "target_key": target.key, "costs": costs or {"source": "measured"}, "gflop": graph.flops / 1e9,
         "latency": latency.to_dict(), "latency_rounds_ms": list(latency_rounds_ms),
         "gflops": latency.gflops(graph.flops),
         "predicted_ms": search.cost_ms, "peak_memory_mb": search.peak_memory_bytes / MB,
@@ -71,9 +72,21 @@ def _with_ratio(reference: dict[str, Any] | None, latency: Timing) -> dict[str, 
     return {**reference, "plan_over_reference": latency.median_ms / reference["latency"]["median_ms"]}
 
 
+def costs_line(report: dict[str, Any]) -> str:
+    """Where the report's costs come from, in one line."""
+    costs = report["costs"]
+    if costs["source"] != "model":
+        return f"every cost measured ({costs.get('where', 'where the target is')})"
+    validation = costs["host_validation"]
+    return (f"every cost is MODELED for {costs['core']}, not measured (cost model version {costs['model_version']}: "
+            f"execution profile under emulation, cycles from llvm-mca; {validation})")
+
+
 def latency_line(report: dict[str, Any]) -> str:
-    """The plan's measured latency, its prediction and onnxruntime's beside it, in one line."""
+    """The plan's measured (or modeled) latency, its prediction and onnxruntime's beside it, in one line."""
     latency = report["latency"]
+    if report["costs"]["source"] == "model":
+        return f"{latency['median_ms']:.3f} ms modeled, {report['predicted_ms']:.3f} ms predicted from the modeled kernels"
     rounds = len(report.get("latency_rounds_ms") or ())
     line = (f"{latency['median_ms']:.3f} ms measured ({f'median round of {rounds}, ' if rounds > 1 else ''}"
             f"median of {latency['repeats']} x {latency['number']} runs, "
@@ -90,6 +103,8 @@ def latency_line(report: dict[str, Any]) -> str:
 
 def _pricing(report: dict[str, Any]) -> str:
     priced = report.get("priced_in_model")
+    if report["costs"]["source"] == "model":
+        return "kernels priced by the cost model one at a time"
     if not priced:
         return "kernels priced by their isolated measurements"
     low, high = priced["fixed_ms_range"]
@@ -115,6 +130,7 @@ def _disturbed_prices(report: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
     lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
+             f"- Costs: {costs_line(report)}",
              f"- Latency: {latency_line(report)}",
              f"- {report['gflops']:.1f} GFLOP/s ({report['gflop']:.3f} GFLOP); of the prediction "
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "

@@ -27,11 +27,17 @@ _INTERNAL_OPTIONS = frozenset({"kind", "tag", "host", "from_device", "target_dev
 
 @dataclass(frozen=True)
 class Preset:
-    """A named board or CPU: its description and the TVM target options that describe it."""
+    """A named board or CPU: its description, the TVM target options that describe it and, for the cost
+    model of boards that are not at hand (:mod:`tvm_dse.core_model`), its cores' clock, the memory
+    bandwidth its cores share (a sustained copy's, typical of such boards: not a peak figure) and the size
+    of its last-level cache."""
 
     name: str
     description: str
     options: Mapping[str, Any]
+    clock_ghz: float | None = None
+    bandwidth_gbs: float | None = None
+    cache_mb: float | None = None
 
 
 def _aarch64(mcpu: str, mattr: tuple[str, ...], cores: int) -> dict[str, Any]:
@@ -46,13 +52,17 @@ _NEON_V82 = ("+neon", "+dotprod", "+fullfp16")
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("rpi4", "Raspberry Pi 4: 4x Cortex-A72, NEON", _aarch64("cortex-a72", _NEON, 4)),
-        Preset("rpi3", "Raspberry Pi 3: 4x Cortex-A53, NEON", _aarch64("cortex-a53", _NEON, 4)),
-        Preset("rpi5", "Raspberry Pi 5: 4x Cortex-A76, NEON, dotprod, fp16", _aarch64("cortex-a76", _NEON_V82, 4)),
-        Preset("cortex-a72", "Cortex-A72 (4 cores), NEON", _aarch64("cortex-a72", _NEON, 4)),
-        Preset("cortex-a53", "Cortex-A53 (4 cores), NEON", _aarch64("cortex-a53", _NEON, 4)),
-        Preset("cortex-a76", "Cortex-A76 (4 cores), NEON, dotprod, fp16", _aarch64("cortex-a76", _NEON_V82, 4)),
-        Preset("cortex-a55", "Cortex-A55 (4 cores), NEON, dotprod, fp16", _aarch64("cortex-a55", _NEON_V82, 4)),
+        Preset("rpi4", "Raspberry Pi 4: 4x Cortex-A72, NEON", _aarch64("cortex-a72", _NEON, 4), 1.8, 4.0, 1.0),
+        Preset("rpi3", "Raspberry Pi 3: 4x Cortex-A53, NEON", _aarch64("cortex-a53", _NEON, 4), 1.2, 2.0, 0.5),
+        Preset("rpi5", "Raspberry Pi 5: 4x Cortex-A76, NEON, dotprod, fp16", _aarch64("cortex-a76", _NEON_V82, 4),
+               2.4, 9.0, 2.0),
+        # the cores by name: clock and bandwidth of a typical board with four of them
+        Preset("cortex-a72", "Cortex-A72 (4 cores), NEON", _aarch64("cortex-a72", _NEON, 4), 1.8, 4.0, 1.0),
+        Preset("cortex-a53", "Cortex-A53 (4 cores), NEON", _aarch64("cortex-a53", _NEON, 4), 1.4, 2.0, 0.5),
+        Preset("cortex-a76", "Cortex-A76 (4 cores), NEON, dotprod, fp16", _aarch64("cortex-a76", _NEON_V82, 4),
+               2.4, 9.0, 2.0),
+        Preset("cortex-a55", "Cortex-A55 (4 cores), NEON, dotprod, fp16", _aarch64("cortex-a55", _NEON_V82, 4),
+               1.8, 4.0, 0.5),
     )
 }
 PRESET_ALIASES = {"raspberry-pi-4": "rpi4", "raspberry-pi-3": "rpi3", "raspberry-pi-5": "rpi5"}

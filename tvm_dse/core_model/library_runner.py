@@ -1,11 +1,15 @@
-"""Run an exported library's ``main`` once, for the execution profiler: a script of its own, run by the
+"""Run exported libraries' ``main`` once each, for the execution profiler: a script of its own, run by the
 board's (emulated) Python with only TVM's runtime and numpy, never imported by tvm_dse.
 
-    python library_runner.py LIBRARY ARGUMENTS.json MAPS.txt
+    python library_runner.py JOBS.json RESULTS.json
 
-ARGUMENTS.json lists ``[shape, dtype]`` per argument of ``main`` (filled with random values: the kernels
-branch on shapes, not on values). After the run, the lines of ``/proc/self/maps`` that map LIBRARY are
-written to MAPS.txt: under emulation they give the emulated addresses the profile's blocks carry.
+JOBS.json lists one job per library: ``{"library": PATH, "arguments": [[shape, dtype], ...]}``, a kernel
+whose ``main`` takes its inputs and outputs as arguments (random values: the kernels branch on shapes, not
+on values), or ``{"library": PATH, "inputs": NPZ, "outputs": NPZ}``, a model run by TVM's virtual machine on
+its inputs (in ``main``'s order), its outputs written to the second file. Every
+library stays loaded, so each keeps its own addresses. RESULTS.json gets, per job, the bytes its arguments
+and outputs take and the lines of ``/proc/self/maps`` that map its library: under emulation they give the
+emulated addresses the profile's blocks carry.
 """
 
 import json
@@ -13,19 +17,40 @@ import os
 import sys
 
 import numpy as np
-import tvm
-from tvm.runtime.vm import VirtualMachine
+
+# TVM's FFI imports PyTorch wherever it is installed (this machine's Python, when validating on the host):
+# seconds more under emulation, for nothing the libraries use
+sys.modules["torch"] = None
+import tvm  # noqa: E402
+from tvm.runtime.vm import VirtualMachine  # noqa: E402
 
 
-def main(library: str, arguments: str, maps: str) -> None:
-    vm = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+def _flat(result):
+    if isinstance(result, (list, tuple)) or type(result).__name__ == "Array":
+        return [array for item in result for array in _flat(item)]
+    return [result.numpy()]
+
+
+def main(jobs: str, results: str) -> None:
     generator = np.random.default_rng(0)
-    values = [tvm.runtime.tensor(generator.uniform(-1, 1, shape).astype(dtype)) for shape, dtype in
-              json.load(open(arguments))]
-    vm["main"](*values)
-    real = os.path.realpath(library)
-    with open("/proc/self/maps") as mapped, open(maps, "w") as out:
-        out.writelines(line for line in mapped if line.rstrip().endswith(real))
+    done = []
+    for job in json.load(open(jobs)):
+        library = tvm.runtime.load_module(job["library"])
+        if "inputs" in job:
+            values = list(np.load(job["inputs"]).values())
+            outputs = _flat(VirtualMachine(library, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in values]))
+            np.savez(job["outputs"], *outputs)
+        else:
+            values = [generator.uniform(-1, 1, shape).astype(dtype) for shape, dtype in job["arguments"]]
+            library["main"](*[tvm.runtime.tensor(value) for value in values])
+            outputs = []
+        done.append({"bytes": sum(array.nbytes for array in values + outputs),
+                     "real_path": os.path.realpath(job["library"])})
+    with open("/proc/self/maps") as mapped:
+        maps = mapped.readlines()
+    with open(results, "w") as out:
+        json.dump([{"bytes": job["bytes"], "maps": [line for line in maps if line.rstrip().endswith(job["real_path"])]}
+                   for job in done], out)
 
 
 if __name__ == "__main__":

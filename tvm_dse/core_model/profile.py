@@ -3,8 +3,8 @@ with the project's TCG plugin (``block_counts.c``, built by ``scripts/setup_boar
 
 A block is what QEMU translates at once: straight-line code from a start address up to a branch. The plugin
 counts every execution inline (exact for a single thread) and records each block's bytes, so the code can
-be priced afterwards without the binary (:mod:`.throughput`). :func:`profile_library` runs an exported
-library's ``main`` on the emulated board's Python, single-threaded, and keeps the library's own blocks,
+be priced afterwards without the binary (:mod:`.throughput`). :func:`profile_libraries` runs exported
+libraries' ``main`` on the emulated board's Python, single-threaded, and keeps each library's own blocks,
 each named after the function it lies in: LLVM keeps no symbol for some functions it made private (a
 kernel's parallel body may be one), so a block outside every symbol goes to the function symbol before it.
 """
@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from ..board import board_python
 from ..errors import TvmDseError
@@ -31,6 +35,7 @@ LLVM_NM = "llvm-nm-19"
 _PLUGIN_VARIABLE = "QEMU_PLUGIN"
 _RUNNER = Path(__file__).with_name("library_runner.py")
 PROFILE_TIMEOUT_S = 600.0
+LONGEST_X86_INSTRUCTION = 15  # bytes
 
 
 class ProfilerError(TvmDseError, RuntimeError):
@@ -108,33 +113,110 @@ def profile_command(argv: Sequence[str], environment: Mapping[str, str] | None =
         return read_profile(output)
 
 
-def profile_library(library: str | Path, argument_shapes: Sequence[Sequence[int]],
-                    argument_dtypes: Sequence[str]) -> ExecutionProfile:
-    """The blocks of an aarch64 library exported by tvm_dse (a kernel or a whole module) that one run of its
-    ``main`` executes on the emulated board's Python with one thread, on random arguments of the given
-    shapes and dtypes; each block named after the library's function it lies in."""
-    library = Path(library).resolve()
-    launcher = board_python()
+@dataclass(frozen=True)
+class LibraryRun:
+    """One run of an exported library's ``main``: on random arguments of the given shapes and dtypes (a
+    kernel), or on a model's ``feed`` (its inputs by name, in ``main``'s order), its outputs kept."""
+
+    library: Path
+    argument_shapes: Sequence[Sequence[int]] = ()
+    argument_dtypes: Sequence[str] = ()
+    feed: Mapping[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class LibraryProfile:
+    """What one run of a library executed, the bytes its arguments and outputs take, and (for a run on a
+    feed) its outputs."""
+
+    profile: ExecutionProfile
+    bytes_moved: int
+    outputs: list[np.ndarray] | None = None
+
+
+def profile_libraries(runs: Sequence[LibraryRun], arch: str = "aarch64") -> list[LibraryProfile]:
+    """Run libraries exported by tvm_dse for ``arch`` (kernels or whole modules) once each, in one emulated
+    Python process with one thread, and keep each library's own blocks, each named after the library's
+    function it lies in. One process for many libraries: the emulated Python's start (seconds) is paid once.
+
+    aarch64 code runs on the emulated board's Python; x86_64 code (to validate the method where it can be
+    measured) on this machine's own Python under ``qemu-x86_64 -cpu max``, whose translator runs AVX2 but
+    not AVX-512 code."""
+    python = _emulated_python(arch)
     if shutil.which(LLVM_NM) is None:
         raise ProfilerError(f"{LLVM_NM} is missing; run {SETUP_SCRIPT}")
     with tempfile.TemporaryDirectory(prefix="tvm_dse_profile_") as work:
-        arguments, maps = Path(work) / "arguments.json", Path(work) / "maps.txt"
-        arguments.write_text(json.dumps([[list(shape), dtype] for shape, dtype in zip(argument_shapes, argument_dtypes)]))
-        profile = profile_command([str(launcher), str(_RUNNER), str(library), str(arguments), str(maps)],
-                                  {**os.environ, "TVM_NUM_THREADS": "1"})
-        mapped = [line.split() for line in maps.read_text().splitlines()]
+        folder = Path(work)
+        jobs = []
+        for index, run in enumerate(runs):
+            job: dict[str, object] = {"library": str(Path(run.library).resolve())}
+            if run.feed is not None:
+                np.savez(folder / f"inputs{index}.npz", *run.feed.values())
+                job.update(inputs=str(folder / f"inputs{index}.npz"), outputs=str(folder / f"outputs{index}.npz"))
+            else:
+                job["arguments"] = [[list(shape), dtype] for shape, dtype in zip(run.argument_shapes, run.argument_dtypes)]
+            jobs.append(job)
+        (folder / "jobs.json").write_text(json.dumps(jobs))
+        profile = profile_command([*python, str(_RUNNER), str(folder / "jobs.json"), str(folder / "results.json")],
+                                  {**os.environ, "TVM_NUM_THREADS": "1", "TVM_USE_RUNTIME_LIB": "1"})
+        results = json.loads((folder / "results.json").read_text())
+        outputs = [_outputs(folder / f"outputs{index}.npz") if run.feed is not None else None
+                   for index, run in enumerate(runs)]
+    return [LibraryProfile(_library_blocks(profile, Path(job["library"]), result["maps"], arch), result["bytes"], output)
+            for job, result, output in zip(jobs, results, outputs)]
+
+
+def _emulated_python(arch: str) -> list[str]:
+    """The command line of a Python with TVM's runtime, emulated for ``arch`` by QEMU's user mode."""
+    if arch == "aarch64":
+        return [str(board_python())]
+    if arch == "x86_64":
+        return ["qemu-x86_64", "-cpu", "max", sys.executable]
+    raise ProfilerError(f"the profiler runs aarch64 and x86_64 code, not {arch}")
+
+
+def _outputs(path: Path) -> list[np.ndarray]:
+    with np.load(path) as saved:
+        return [saved[f"arr_{index}"] for index in range(len(saved.files))]
+
+
+def _library_blocks(profile: ExecutionProfile, library: Path, maps: Sequence[str], arch: str) -> ExecutionProfile:
+    """The blocks of ``profile`` in ``library``'s mappings (``/proc/self/maps`` lines), each named after the
+    function it lies in, its code read from the library itself: QEMU 7.2 records x86 instructions' bytes
+    short at times (a block's last instruction cut), so on x86 the code read runs the longest instruction's
+    length past the block, and what prices it decodes only the block's own instructions."""
+    mapped = [line.split() for line in maps]
     if not mapped:
-        raise ProfilerError(f"the board's Python did not map {library}")
+        raise ProfilerError(f"the emulated Python did not map {library}")
     base = min(int(fields[0].split("-")[0], 16) - int(fields[2], 16) for fields in mapped)
-    executable = [tuple(int(bound, 16) for bound in fields[0].split("-")) for fields in mapped if "x" in fields[1]]
+    # every mapping of it: qemu-x86_64 shows the code's pages without their execute permission
+    ranges = [tuple(int(bound, 16) for bound in fields[0].split("-")) for fields in mapped]
     symbols = _function_symbols(library)
+    image, segments = library.read_bytes(), _loaded_segments(library)
+    slack = 0 if arch == "aarch64" else LONGEST_X86_INSTRUCTION
     blocks = []
     for block in profile.blocks:
-        if any(start <= block.address < end for start, end in executable):
-            offset = block.address - base
-            name = next((name for start, name in reversed(symbols) if start <= offset), "")
-            blocks.append(Block(block.address, block.instructions, block.executions, block.code, name))
+        if any(start <= block.address < end for start, end in ranges):
+            address = block.address - base
+            name = next((name for start, name in reversed(symbols) if start <= address), "")
+            offset = next(file_offset + address - start for start, size, file_offset in segments
+                          if start <= address < start + size)
+            blocks.append(replace(block, function=name, code=image[offset:offset + len(block.code) + slack]))
     return ExecutionProfile(tuple(blocks))
+
+
+def _loaded_segments(library: Path) -> list[tuple[int, int, int]]:
+    """(address, size in the file, file offset) of each loaded segment of a 64-bit little-endian ELF file."""
+    with open(library, "rb") as elf:
+        header = elf.read(64)
+        table, entry_size, entries = struct.unpack_from("<Q", header, 0x20)[0], *struct.unpack_from("<HH", header, 0x36)
+        elf.seek(table)
+        segments = []
+        for _ in range(entries):
+            kind, _, offset, address, _, file_size = struct.unpack_from("<IIQQQQ", elf.read(entry_size))
+            if kind == 1:  # PT_LOAD
+                segments.append((address, file_size, offset))
+    return segments
 
 
 def _function_symbols(library: Path) -> list[tuple[int, str]]:

@@ -100,7 +100,7 @@ def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record]
     if not missing:
         return
     lock = threading.Lock()
-    progress = Progress(2 * len(missing), f"measuring {len(missing)} kernels on {target.key}") \
+    progress = Progress(2 * len(missing), f"{runner.verb} {len(missing)} kernels on {target.key}") \
         if show_progress else None
 
     def keep(build: BuildResult, run: RunResult | None) -> None:

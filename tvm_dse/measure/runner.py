@@ -135,6 +135,11 @@ def _time_module(module: object, build: BuildResult, device: object, settings: M
 class Runner(ABC):
     """Times built candidates on the target."""
 
+    # whether its timings come out the same every time (a model's): then one is as good as several
+    repeatable = False
+    # what it does to a kernel, for progress lines
+    verb = "measuring"
+
     def __init__(self, settings: MeasureSettings | None = None):
         self.settings = settings or MeasureSettings()
 

@@ -1,0 +1,83 @@
+"""From a profile to milliseconds on a named core: the model's one rule.
+
+A kernel's compute time is its modeled cycles (:func:`~.throughput.modeled_cycles`: every block's
+executions x its cycles per execution on the core, from one thread's run) over the core's clock, divided by
+the cores it may use: tvm_dse's kernels split their outer loop evenly over the cores, so the model takes
+their compute as scaling perfectly. Its memory time is the bytes it must move (its arguments and outputs,
+read or written once) over the bandwidth the cores share, which does not scale, where they do not fit in
+the last-level cache (a kernel run again and again, as kernels are measured, finds in the cache what fits
+there). The modeled latency is the larger of the two. Clock, bandwidth and cache come from the target's
+preset (:data:`tvm_dse.target.PRESETS`: a typical board of that core), or, for a target given by its
+options, from the preset named after its core.
+Caches beyond what llvm-mca assumes (every load a hit), branch mispredictions and the threads' start-up are
+left out: what the model's validation measures is how far that carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import TargetError
+from ..target import PRESETS, DseTarget
+
+# Bumped when the rule or the profiler changes what it yields: modeled records of another version are not reused
+MODEL_VERSION = 1
+# The folder of the tuning logs that keeps modeled records, apart from measurements
+MODELED_LOGS = f"modeled-v{MODEL_VERSION}"
+# How far the method's estimates were from measurements where both can be had: x86 kernels on a host
+# (benchmarks/arm_model.py --validate-on-host, whose table is benchmarks/arm_model_validation.md)
+HOST_VALIDATION = ("validated on an x86 host (AMD EPYC Zen 4, 186 kernels of ResNet-18 and MobileNetV2, one "
+                   "thread): rank correlation 0.99 with measured latencies, median error 8%")
+
+
+@dataclass(frozen=True)
+class Core:
+    """The core a cost is modeled for: its name for llvm-mca, the code's triple and features, its clock,
+    the cores a model may use, the memory bandwidth they share and their last-level cache."""
+
+    mcpu: str
+    triple: str
+    mattr: tuple[str, ...]
+    clock_ghz: float
+    cores: int
+    bandwidth_gbs: float
+    cache_mb: float
+
+    @classmethod
+    def of(cls, target: DseTarget) -> "Core":
+        """The core of an aarch64 target; raises TargetError when its clock and bandwidth are unknown."""
+        if not target.is_aarch64 or not target.mcpu:
+            raise TargetError(f"the cost model prices aarch64 cores named by -mcpu; {target.key} is not one")
+        preset = PRESETS.get(target.preset or "") or PRESETS.get(target.mcpu)
+        if preset is None or None in (preset.clock_ghz, preset.bandwidth_gbs, preset.cache_mb):
+            known = ", ".join(name for name, p in PRESETS.items() if p.clock_ghz is not None)
+            raise TargetError(f"the cost model knows no clock and memory bandwidth for {target.mcpu} (cores and "
+                              f"boards it knows: {known}): give rpc= a tracker and key (or a direct host:port) "
+                              "of a board to measure it on")
+        return cls(target.mcpu, target.triple, target.mattr, preset.clock_ghz, target.num_cores or 1,
+                   preset.bandwidth_gbs, preset.cache_mb)
+
+    def describe(self) -> str:
+        return (f"{self.cores}x {self.mcpu} at {self.clock_ghz:.3g} GHz, {self.bandwidth_gbs:.3g} GB/s, "
+                f"{self.cache_mb:g} MB cache")
+
+
+@dataclass(frozen=True)
+class ModeledCost:
+    """A modeled latency and what it is made of."""
+
+    cycles: float
+    bytes_moved: int
+    compute_ms: float
+    memory_ms: float
+
+    @property
+    def ms(self) -> float:
+        return max(self.compute_ms, self.memory_ms)
+
+
+def modeled_cost(cycles: float, bytes_moved: int, core: Core) -> ModeledCost:
+    """The model's latency of code that ran ``cycles`` on one core and moves ``bytes_moved``."""
+    from_memory = bytes_moved if bytes_moved > core.cache_mb * 2**20 else 0
+    return ModeledCost(cycles, bytes_moved, cycles / (core.clock_ghz * 1e6) / core.cores,
+                       from_memory / (core.bandwidth_gbs * 1e6))
