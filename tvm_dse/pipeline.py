@@ -82,6 +82,12 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     profiles: list[tuple[Plan, ModuleProfile]] = field(default_factory=list)  # the uniform plans', once taken
 
+    @property
+    def measures_here(self) -> bool:
+        """Whether the costs are timed on this machine: a target that runs here, not priced by a model (which
+        an Arm machine may be asked for with ``cost_model``)."""
+        return self.target.runs_on_host and not self.session.runner.repeatable
+
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
         """Add the wall time of the ``with`` body to ``timings[name]``."""
@@ -245,7 +251,7 @@ def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibr
     calls timed in steady state (see :mod:`tvm_dse.profiling`), in ``ROUNDS`` rounds alternating between
     the modules. They are profiled once per run: the space measured again after tuning is priced from the
     same profiles."""
-    if not (context.options.measurement.profile and context.target.runs_on_host):
+    if not (context.options.measurement.profile and context.measures_here):
         return space
     if context.profiles:
         return price_in_model(space, context.graph, context.profiles)
@@ -416,7 +422,8 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
                         and fits_limits(space, u.assignment, **limits)), None)
         if uniform is not None and all(uniform.assignment != assignment for _, assignment in plans):
             plans.append((f"uniform {uniform.name}", uniform.assignment))
-    rounds = ROUNDS if context.target.runs_on_host else 1  # on a board each round uploads every module again
+    # on a board each round uploads every module again; a model gives the same figure every time
+    rounds = ROUNDS if context.measures_here else 1
     progress = context.session.progress(len(plans) * rounds, "timing the best plans end to end")
     timed: list[_Timed] = []
     with context.timed("verify_s"):
