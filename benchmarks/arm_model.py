@@ -56,48 +56,48 @@ def main() -> None:
 def beside_published(models: list[str], target_name: str) -> None:
     """The models' uniform plans modeled for ``target_name``'s core, beside published figures."""
     import tvm_dse
-    from tvm_dse.core_model import Core, LibraryRun, modeled_cost, modeled_cycles, profile_libraries
+    from tvm_dse.core_model import ModeledRunner
     from tvm_dse.lower import build_plan
 
     target = tvm_dse.parse_target(target_name)
-    core = Core.of(target)
+    runner = ModeledRunner(target)
+    core = runner.core
     rows = []
     work = Path(tempfile.mkdtemp(prefix="arm_model_"))
     for name in models:
         model = tvm_dse.load_model(f"zoo:{name}")
         graph = tvm_dse.build_graph(model)
         plan = tvm_dse.Plan.uniform(model, graph, target, UNIFORM)
-        library = build_plan(model, plan, target, graph).export(work / f"{name}.so")
+        built = build_plan(model, plan, target, graph)
         began = time.perf_counter()
-        profiled = profile_libraries([LibraryRun(library, feed=model.random_feed(seed=0))])[0]
-        cycles = modeled_cycles(profiled.profile, core.triple, core.mcpu, core.mattr)
-        cost = modeled_cost(cycles, profiled.bytes_moved, core)
-        kernels = sorted(((function, modeled_cycles(part, core.triple, core.mcpu, core.mattr))
-                          for function, part in profiled.profile.by_function().items()), key=lambda item: -item[1])
+        [functions] = runner.price_functions([(built, model.random_feed(seed=0))], work)
+        modeled_ms = sum(ms * calls for ms, calls in functions.values())
+        costliest = sorted(((function, ms * calls) for function, (ms, calls) in functions.items()),
+                           key=lambda item: -item[1])
         runtime, published = PUBLISHED_MS.get(name, ("", None))
-        rows.append({"model": name, "plan": f"uniform {UNIFORM}", "instructions": profiled.profile.instructions,
-                     "cycles_one_core": cycles, "modeled_ms": cost.ms, "modeled_ms_one_core": cost.ms * core.cores,
+        rows.append({"model": name, "plan": f"uniform {UNIFORM}", "functions": len(functions), "modeled_ms": modeled_ms,
                      "published_runtime": runtime, "published_ms": published,
-                     "modeled_over_published": cost.ms / published if published else None,
+                     "modeled_over_published": modeled_ms / published if published else None,
                      "gflop": graph.flops / 1e9, "profile_s": time.perf_counter() - began,
-                     "costliest_functions": [{"function": f, "share": c / cycles} for f, c in kernels[:5]]})
-        print(f"{name}: {cost.ms:.1f} ms modeled on {core.describe()}"
+                     "costliest_functions": [{"function": f, "share": ms / modeled_ms} for f, ms in costliest[:5]]})
+        print(f"{name}: {modeled_ms:.1f} ms modeled on {core.describe()}"
               + (f", {runtime} published {published:g} ms" if published else ""), flush=True)
     facts = machine()
     lines = [f"# The Arm cost model beside published figures ({facts['date']}, commit {facts['commit']}; profiled "
              f"on {facts['cpu']})", "",
              f"Every tvm_dse latency here is MODELED for {core.describe()} (execution profile on the emulated "
-             "board, cycles per block from llvm-mca, compute scaled over the cores), not measured. The published "
+             "board, cycles per block from llvm-mca, compute scaled over the cores, memory beyond the cache over its "
+             "bandwidth, function by function), not measured. The published "
              "figures are other runtimes' kernels on a real Raspberry Pi 4 (4 threads): they bound the model's "
              "magnitude only.", "",
-             "| model | plan | GFLOP | instructions (one run) | modeled ms, 1 core | modeled ms | published ms | "
-             "modeled / published | costliest functions (share of cycles) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | plan | GFLOP | functions | modeled ms | published ms | modeled / published | "
+             "costliest functions (share of the modeled time) |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         costliest = ", ".join(f"{f['function']} {100 * f['share']:.0f}%" for f in row["costliest_functions"][:3])
         published = f"{row['published_ms']:g} ({row['published_runtime']})" if row["published_ms"] else "-"
         ratio = f"{row['modeled_over_published']:.2f}" if row["modeled_over_published"] else "-"
-        lines.append(f"| {row['model']} | {row['plan']} | {row['gflop']:.2f} | {row['instructions']:.3e} | "
-                     f"{row['modeled_ms_one_core']:.1f} | {row['modeled_ms']:.1f} | {published} | {ratio} | {costliest} |")
+        lines.append(f"| {row['model']} | {row['plan']} | {row['gflop']:.2f} | {row['functions']} | "
+                     f"{row['modeled_ms']:.1f} | {published} | {ratio} | {costliest} |")
     write_results("arm_model", "\n".join(lines) + "\n", {"machine": facts, "core": core.describe(), "rows": rows})
 
 

@@ -115,6 +115,44 @@ def test_the_model_prices_an_unscheduled_convolution_far_above_a_scheduled_one(t
     assert instructions["spatial pack"] < instructions["default"] / 4
 
 
+def test_a_function_is_priced_per_call_and_waits_on_memory_only_beyond_the_cache():
+    from tvm_dse.core_model import Core, function_costs
+
+    core = Core("cortex-a72", "aarch64-linux-gnu", ("+neon",), clock_ghz=2.0, cores=2, bandwidth_gbs=4.0, cache_mb=1.0)
+    costs = function_costs({"conv": 8e6, "pool": 1e3, "_init": 20.0},
+                           {"conv": (2, 2 * 2**19), "pool": (1, 8 * 2**20), "vm.builtin.alloc_tensor": (3, 0)}, core)
+    # per call: half the cycles over 2 GHz and two cores; half a MB fits in the cache
+    assert costs["conv"] == (pytest.approx(4e6 / 2e6 / 2), 2)
+    # 8 MB do not: they stream at 4 GB/s, longer than the compute
+    assert costs["pool"] == (pytest.approx(8 * 2**20 / 4e6), 1)
+    # priced: what the virtual machine called and ran in the library; not the runtime's own functions, nor
+    # the library's code that no call ran (its loading)
+    assert set(costs) == {"conv", "pool"}
+
+
+def test_a_module_is_priced_function_by_function_as_its_virtual_machine_calls_them(tmp_path):
+    import tvm_dse
+    from tvm_dse.core_model import ModeledRunner
+    from tvm_dse.lower import build_plan
+    from tvm_dse.output_fusion import CONVERSION_FUNC_PREFIX
+    from tvm_dse.profiling import ModuleProfile
+    from tvm_dse.testing.matrix import matrix_model
+
+    target = tvm_dse.parse_target("llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72 -mattr=+neon")
+    model = tvm_dse.load_model(matrix_model("concat_2_6"))
+    graph = tvm_dse.build_graph(model)
+    built = build_plan(model, tvm_dse.Plan.uniform(model, graph, target, "spatial_pack_nchwc"), target, graph)
+    [functions] = ModeledRunner(target).price_functions([(built, model.random_feed(seed=0))], tmp_path)
+    # named as the module names them (a function's wrapper and body are one), each called once and priced
+    assert all(not name.startswith("__tvm_ffi_") and not name.endswith("_compute_") for name in functions)
+    assert all(ms > 0 and calls == 1 for ms, calls in functions.values())
+    # every tunable node's kernel, and the conversions around the spatial-pack layout, priced in the module
+    profile = ModuleProfile.modeled(functions)
+    assert sorted(vertex_id for vertex_id, _, _ in profile.kernel_calls()) == sorted(node.id for node in graph.nodes)
+    assert any(name.startswith(CONVERSION_FUNC_PREFIX) for name in functions)
+    assert profile.total_ms == pytest.approx(sum(ms for ms, _ in functions.values()))
+
+
 def test_without_the_profiler_set_up_the_error_says_how_to_set_it_up(tmp_path, monkeypatch):
     monkeypatch.setenv("TVM_DSE_PROFILER_DIR", str(tmp_path))
     with pytest.raises(ProfilerError, match="scripts/setup_board.sh"):
@@ -138,6 +176,10 @@ def test_optimize_for_an_aarch64_core_without_a_board_prices_everything_with_the
     first_line = (tmp_path / "out" / "report.md").read_text().splitlines()[2]
     assert first_line.startswith("- Costs: every cost is MODELED for") and "not measured" in first_line
     assert report["latency"]["median_ms"] > 0 and report["predicted_ms"] > 0
+    # the space priced from its uniform plans' modules, every operator of them modeled: the prediction is
+    # the chosen module's modeled latency but for the conversions, priced as standalone passes
+    assert report["priced_in_model"]["modules"] >= 1
+    assert report["predicted_ms"] == pytest.approx(report["latency"]["median_ms"], rel=0.1)
     # the exported library ran on the emulated board and matched TVM's default build on this machine
     assert report["validation"]["relative_error_vs_tvm_default"] < 1e-4
     assert (tmp_path / "out" / "concat_2_6.aarch64.so").is_file()

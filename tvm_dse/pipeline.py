@@ -246,12 +246,15 @@ def measure(context: RunContext) -> DesignSpace:
 
 
 def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibrated) -> DesignSpace:
-    """On a target that runs here (unless ``profile`` is off): ``space`` repriced from its uniform plans
-    (the two cheapest and those within ``PROFILED_WITHIN`` of the cheapest), each built and its function
-    calls timed in steady state (see :mod:`tvm_dse.profiling`), in ``ROUNDS`` rounds alternating between
-    the modules. They are profiled once per run: the space measured again after tuning is priced from the
-    same profiles."""
-    if not (context.options.measurement.profile and context.measures_here):
+    """On a target that runs here, or one priced by the cost model (unless ``profile`` is off): ``space``
+    repriced from its uniform plans (the two cheapest and those within ``PROFILED_WITHIN`` of the cheapest),
+    each built and priced function by function (see :mod:`tvm_dse.profiling`): here, its function calls
+    timed in steady state in ``ROUNDS`` rounds alternating between the modules; by the model, each run once
+    under emulation and its functions modeled. They are profiled once per run: the space measured again
+    after tuning is priced from the same profiles. Over RPC the space keeps its kernels' own costs."""
+    runner = context.session.runner
+    modeled = isinstance(runner, ModeledRunner)
+    if not (context.options.measurement.profile and (context.measures_here or modeled)):
         return space
     if context.profiles:
         return price_in_model(space, context.graph, context.profiles)
@@ -259,22 +262,31 @@ def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibr
     assignments = {tuple(u.assignment) for rank, u in enumerate(uniform)
                    if rank < 2 or u.cost_ms <= PROFILED_WITHIN * uniform[0].cost_ms}
     plans = [_plan(context, space, list(assignment), calibrated) for assignment in sorted(assignments)]
-    progress = context.session.progress(len(plans) * (1 + ROUNDS), "profiling the uniform plans as whole modules")
+    rounds = 1 if modeled else ROUNDS
+    progress = context.session.progress(len(plans) * (1 + rounds),
+                                        f"{'modeling' if modeled else 'profiling'} the uniform plans as whole modules")
     modules = []
     for plan in plans:
         modules.append(build(context, plan))
         if progress is not None:
             progress.advance(note="built")
-    profiles: list[list[ModuleProfile]] = [[] for _ in plans]
+    feeds = [_validation_feed(context, plan, calibrated)[0] for plan in plans]
     with context.timed("profile_s"):
-        for _ in range(ROUNDS):
-            for plan, built, taken in zip(plans, modules, profiles):
-                taken.append(profile_module(built, _validation_feed(context, plan, calibrated)[0]))
-                if progress is not None:
-                    progress.advance(note=f"{taken[-1].total_ms:.3f} ms")
+        if modeled:
+            priced = runner.price_functions(list(zip(modules, feeds)), context.workdir)
+            context.profiles = [(plan, ModuleProfile.modeled(functions)) for plan, functions in zip(plans, priced)]
+            if progress is not None:
+                progress.advance(len(plans), note="modeled")
+        else:
+            profiles: list[list[ModuleProfile]] = [[] for _ in plans]
+            for _ in range(rounds):
+                for built, feed, taken in zip(modules, feeds, profiles):
+                    taken.append(profile_module(built, feed))
+                    if progress is not None:
+                        progress.advance(note=f"{taken[-1].total_ms:.3f} ms")
+            context.profiles = [(plan, ModuleProfile.median(taken)) for plan, taken in zip(plans, profiles)]
     if progress is not None:
         progress.close()
-    context.profiles = [(plan, ModuleProfile.median(taken)) for plan, taken in zip(plans, profiles)]
     return price_in_model(space, context.graph, context.profiles)
 
 
@@ -424,7 +436,7 @@ def verify(context: RunContext, choice: Choice, calibrated: Calibrated, plan: Pl
             plans.append((f"uniform {uniform.name}", uniform.assignment))
     # on a board each round uploads every module again; a model gives the same figure every time
     rounds = ROUNDS if context.measures_here else 1
-    progress = context.session.progress(len(plans) * rounds, "timing the best plans end to end")
+    progress = context.session.progress(len(plans) * rounds, f"{context.session.runner.verb} the best plans end to end")
     timed: list[_Timed] = []
     with context.timed("verify_s"):
         for label, assignment in plans:

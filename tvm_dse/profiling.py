@@ -17,6 +17,10 @@ medians.
 
 The hook costs a few microseconds per call; the instrumented runs' total is set against a steady-state
 timing of the same module without the hook, and the difference taken off each call evenly.
+
+On a target priced by the cost model (:mod:`tvm_dse.core_model`) the uniform plans' modules are priced the
+same way, function by function, from one run of each under emulation (:meth:`ModuleProfile.modeled`): the
+pools, concatenations and other operators outside the tunable kernels are then modeled as the kernels are.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ class ModuleProfile:
                             max(p.functions[name][1] for p in profiles if name in p.functions)) for name in names}
         return cls(functions, median(profile.total_ms for profile in profiles),
                    _mostly([profile.disturbed for profile in profiles]))
+
+    @classmethod
+    def modeled(cls, functions: Mapping[str, tuple[float, int]]) -> "ModuleProfile":
+        """The profile of a module priced by the cost model: its functions' modeled ms per call and calls per
+        run, its total their sum (the model leaves out the runtime's work between the calls)."""
+        return cls(dict(functions), sum(ms * calls for ms, calls in functions.values()))
 
     def kernel_calls(self) -> list[tuple[int, float, int]]:
         """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""

@@ -103,14 +103,16 @@ def latency_line(report: dict[str, Any]) -> str:
 
 def _pricing(report: dict[str, Any]) -> str:
     priced = report.get("priced_in_model")
-    if report["costs"]["source"] == "model":
-        return "kernels priced by the cost model one at a time"
+    modeled = report["costs"]["source"] == "model"
     if not priced:
-        return "kernels priced by their isolated measurements"
+        return f"kernels priced by {'the cost model one at a time' if modeled else 'their isolated measurements'}"
     low, high = priced["fixed_ms_range"]
-    return (f"kernels priced as {priced['modules']} modules (the uniform plans) ran them ({priced['options_observed']} "
-            f"of {priced['options']} options seen there, the rest at {priced['isolated_scale']:.2f}x their isolated "
-            f"time){_pools(priced)}; what no choice changes took {low:.3f}-{high:.3f} ms in those modules")
+    modules = f"{priced['modules']} modules (the uniform plans)"
+    where = f"by the cost model in {modules}, each run under emulation" if modeled else f"as {modules} ran them"
+    alone, fixed = ("own modeled cost", "was modeled at") if modeled else ("isolated time", "took")
+    return (f"kernels priced {where} ({priced['options_observed']} of {priced['options']} options seen there, the "
+            f"rest at {priced['isolated_scale']:.2f}x their {alone}){_pools(priced)}; what no choice changes {fixed} "
+            f"{low:.3f}-{high:.3f} ms in those modules")
 
 
 def _pools(priced: dict[str, Any]) -> str:

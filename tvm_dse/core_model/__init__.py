@@ -12,12 +12,12 @@ what the model adds or is validated against, not what the emulator measures.
 plugin header of the same QEMU version as the installed ``qemu-user``.
 """
 
-from .cost import HOST_VALIDATION, MODEL_VERSION, MODELED_LOGS, Core, ModeledCost, modeled_cost
+from .cost import HOST_VALIDATION, MODEL_VERSION, MODELED_LOGS, Core, ModeledCost, function_costs, modeled_cost
 from .profile import (Block, ExecutionProfile, LibraryProfile, LibraryRun, ProfilerError, plugin_path, profile_command,
                       profile_libraries)
 from .runner import ModeledRunner
-from .throughput import block_cycles, modeled_cycles
+from .throughput import block_cycles, function_cycles, modeled_cycles
 
 __all__ = ["Block", "Core", "ExecutionProfile", "HOST_VALIDATION", "LibraryProfile", "LibraryRun", "MODELED_LOGS",
-           "MODEL_VERSION", "ModeledCost", "ModeledRunner", "ProfilerError", "block_cycles", "modeled_cost",
-           "modeled_cycles", "plugin_path", "profile_command", "profile_libraries"]
+           "MODEL_VERSION", "ModeledCost", "ModeledRunner", "ProfilerError", "block_cycles", "function_costs",
+           "function_cycles", "modeled_cost", "modeled_cycles", "plugin_path", "profile_command", "profile_libraries"]

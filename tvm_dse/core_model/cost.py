@@ -9,6 +9,9 @@ the last-level cache (a kernel run again and again, as kernels are measured, fin
 there). The modeled latency is the larger of the two. Clock, bandwidth and cache come from the target's
 preset (:data:`tvm_dse.target.PRESETS`: a typical board of that core), or, for a target given by its
 options, from the preset named after its core.
+A whole module is priced function by function, each call by the same rule (its cycles, and the bytes of
+its arguments and outputs, per call): a module's modeled latency is the sum over the functions it calls;
+the virtual machine's own work between them (allocations, shape checks) is left out.
 Caches beyond what llvm-mca assumes (every load a hit), branch mispredictions and the threads' start-up are
 left out: what the model's validation measures is how far that carries.
 """
@@ -16,6 +19,7 @@ left out: what the model's validation measures is how far that carries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from ..errors import TargetError
 from ..target import PRESETS, DseTarget
@@ -81,3 +85,12 @@ def modeled_cost(cycles: float, bytes_moved: int, core: Core) -> ModeledCost:
     from_memory = bytes_moved if bytes_moved > core.cache_mb * 2**20 else 0
     return ModeledCost(cycles, bytes_moved, cycles / (core.clock_ghz * 1e6) / core.cores,
                        from_memory / (core.bandwidth_gbs * 1e6))
+
+
+def function_costs(cycles: Mapping[str, float], calls: Mapping[str, tuple[int, int]],
+                   core: Core) -> dict[str, tuple[float, int]]:
+    """A module's functions priced per call: for each function called (``calls``: its calls and the bytes
+    of their arguments and outputs) whose code ran (``cycles``, in all its calls), its modeled ms per call
+    and its calls."""
+    return {name: (modeled_cost(cycles[name] / count, moved // count, core).ms, count)
+            for name, (count, moved) in calls.items() if count and name in cycles}

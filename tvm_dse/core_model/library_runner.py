@@ -8,8 +8,10 @@ whose ``main`` takes its inputs and outputs as arguments (random values: the ker
 on values), or ``{"library": PATH, "inputs": NPZ, "outputs": NPZ}``, a model run by TVM's virtual machine on
 its inputs (in ``main``'s order), its outputs written to the second file. Every
 library stays loaded, so each keeps its own addresses. RESULTS.json gets, per job, the bytes its arguments
-and outputs take and the lines of ``/proc/self/maps`` that map its library: under emulation they give the
-emulated addresses the profile's blocks carry.
+and outputs take, for a model the functions its virtual machine called (each one's calls and the bytes of
+their tensor arguments, outputs included: the kernels take their outputs as arguments), and the lines of
+``/proc/self/maps`` that map its library: under emulation they give the emulated addresses the profile's
+blocks carry.
 """
 
 import json
@@ -31,26 +33,42 @@ def _flat(result):
     return [result.numpy()]
 
 
+def _call_counter(calls):
+    """A virtual machine's instrument adding each call of a function, and its tensor arguments' bytes, to
+    ``calls`` (function name -> [calls, bytes])."""
+    def instrument(func, name, before, result, *args):
+        if before:
+            counted = calls.setdefault(name, [0, 0])
+            counted[0] += 1
+            counted[1] += sum(int(np.prod(argument.shape)) * np.dtype(str(argument.dtype)).itemsize
+                              for argument in args if hasattr(argument, "shape") and hasattr(argument, "dtype"))
+        return 0  # go on normally
+    return instrument
+
+
 def main(jobs: str, results: str) -> None:
     generator = np.random.default_rng(0)
     done = []
     for job in json.load(open(jobs)):
         library = tvm.runtime.load_module(job["library"])
+        calls = {}
         if "inputs" in job:
             values = list(np.load(job["inputs"]).values())
-            outputs = _flat(VirtualMachine(library, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in values]))
+            machine = VirtualMachine(library, tvm.cpu())
+            machine.set_instrument(_call_counter(calls))
+            outputs = _flat(machine["main"](*[tvm.runtime.tensor(v) for v in values]))
             np.savez(job["outputs"], *outputs)
         else:
             values = [generator.uniform(-1, 1, shape).astype(dtype) for shape, dtype in job["arguments"]]
             library["main"](*[tvm.runtime.tensor(value) for value in values])
             outputs = []
-        done.append({"bytes": sum(array.nbytes for array in values + outputs),
+        done.append({"bytes": sum(array.nbytes for array in values + outputs), "calls": calls,
                      "real_path": os.path.realpath(job["library"])})
     with open("/proc/self/maps") as mapped:
         maps = mapped.readlines()
     with open(results, "w") as out:
-        json.dump([{"bytes": job["bytes"], "maps": [line for line in maps if line.rstrip().endswith(job["real_path"])]}
-                   for job in done], out)
+        json.dump([{"bytes": job["bytes"], "calls": job["calls"],
+                    "maps": [line for line in maps if line.rstrip().endswith(job["real_path"])]} for job in done], out)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ A block is what QEMU translates at once: straight-line code from a start address
 counts every execution inline (exact for a single thread) and records each block's bytes, so the code can
 be priced afterwards without the binary (:mod:`.throughput`). :func:`profile_libraries` runs exported
 libraries' ``main`` on the emulated board's Python, single-threaded, and keeps each library's own blocks,
-each named after the function it lies in: LLVM keeps no symbol for some functions it made private (a
-kernel's parallel body may be one), so a block outside every symbol goes to the function symbol before it.
+each named after the module's function it lies in: TVM compiles a function ``NAME`` of a module into a
+wrapper ``__tvm_ffi_NAME`` and a body ``NAME_compute_``, both counted as ``NAME``, and LLVM keeps no symbol
+for some functions it made private (a kernel's parallel body may be one), so a block outside every symbol
+goes to the function symbol before it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,6 +38,8 @@ _PLUGIN_VARIABLE = "QEMU_PLUGIN"
 _RUNNER = Path(__file__).with_name("library_runner.py")
 PROFILE_TIMEOUT_S = 600.0
 LONGEST_X86_INSTRUCTION = 15  # bytes
+# How TVM's code generator names the symbols of a module's function NAME: its FFI wrapper, its body
+_WRAPPER_PREFIX, _BODY_SUFFIX = "__tvm_ffi_", "_compute_"
 
 
 class ProfilerError(TvmDseError, RuntimeError):
@@ -126,12 +130,14 @@ class LibraryRun:
 
 @dataclass(frozen=True)
 class LibraryProfile:
-    """What one run of a library executed, the bytes its arguments and outputs take, and (for a run on a
-    feed) its outputs."""
+    """What one run of a library executed, the bytes its arguments and outputs take, and for a run on a
+    feed its outputs and the functions the virtual machine called: per function name, its calls and the
+    bytes of their tensor arguments (outputs included)."""
 
     profile: ExecutionProfile
     bytes_moved: int
     outputs: list[np.ndarray] | None = None
+    calls: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def profile_libraries(runs: Sequence[LibraryRun], arch: str = "aarch64") -> list[LibraryProfile]:
@@ -162,7 +168,8 @@ def profile_libraries(runs: Sequence[LibraryRun], arch: str = "aarch64") -> list
         results = json.loads((folder / "results.json").read_text())
         outputs = [_outputs(folder / f"outputs{index}.npz") if run.feed is not None else None
                    for index, run in enumerate(runs)]
-    return [LibraryProfile(_library_blocks(profile, Path(job["library"]), result["maps"], arch), result["bytes"], output)
+    return [LibraryProfile(_library_blocks(profile, Path(job["library"]), result["maps"], arch), result["bytes"],
+                           output, {name: (count, moved) for name, (count, moved) in result["calls"].items()})
             for job, result, output in zip(jobs, results, outputs)]
 
 
@@ -220,12 +227,13 @@ def _loaded_segments(library: Path) -> list[tuple[int, int, int]]:
 
 
 def _function_symbols(library: Path) -> list[tuple[int, str]]:
-    """(offset, name) of the library's defined functions, by offset."""
+    """(offset, name of the module's function it belongs to) of the library's defined function symbols, by
+    offset."""
     listed = subprocess.run([LLVM_NM, "--defined-only", "--format=posix", str(library)],
                             capture_output=True, text=True, check=True).stdout
     symbols = []
     for line in listed.splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[1] in "tTwW" and not fields[0].startswith("$"):  # "$x": code, not a function
-            symbols.append((int(fields[2], 16), fields[0]))
+            symbols.append((int(fields[2], 16), fields[0].removeprefix(_WRAPPER_PREFIX).removesuffix(_BODY_SUFFIX)))
     return sorted(symbols)

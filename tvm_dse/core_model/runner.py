@@ -2,8 +2,9 @@
 of timed, so that ``optimize`` works for an aarch64 target with no board (or beside one, to compare).
 
 Each library is profiled on the emulated board's Python (:mod:`.profile`: its outputs are real, its time is
-not) and priced by :func:`.cost.modeled_cost`; a candidate's "timing" is that one modeled figure, the same
-every time (:attr:`~tvm_dse.measure.Runner.repeatable`).
+not) and priced by :func:`.cost.modeled_cost` (a whole module function by function, :func:`.cost.function_costs`);
+a candidate's "timing" is that one modeled figure, the same every time
+(:attr:`~tvm_dse.measure.Runner.repeatable`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from ..measure.builder import BuildResult
 from ..measure.runner import ModelRun, RunResult
 from ..target import DseTarget, physical_cores
 from ..timing import SteadyState, Timing
-from .cost import Core, modeled_cost
+from .cost import Core, function_costs, modeled_cost
 from .profile import SETUP_SCRIPT, LibraryProfile, LibraryRun, ProfilerError, plugin_path, profile_libraries
-from .throughput import LLVM_MCA, modeled_cycles
+from .throughput import LLVM_MCA, function_cycles, modeled_cycles
 
 # Candidates profiled in one emulated process: its start (the board's Python and TVM, seconds) is paid once
 CANDIDATES_PER_PROCESS = 8
@@ -95,6 +96,26 @@ class ModeledRunner(Runner):
 
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
                   workdir: str | Path) -> ModelRun:
+        [(outputs, functions)] = self._profile_models([(built, feed)], workdir)
+        modeled_ms = sum(ms * calls for ms, calls in functions.values())
+        return ModelRun(outputs, Timing.from_seconds([modeled_ms / 1e3]), self.board)
+
+    def price_functions(self, models: Sequence[tuple[Any, Mapping[str, np.ndarray]]],
+                        workdir: str | Path) -> list[dict[str, tuple[float, int]]]:
+        """Each built module (a :class:`tvm_dse.build.BuiltModel`) run once on its feed and priced function by
+        function: per function of its library that the virtual machine called, the modeled ms per call and
+        the calls per run. Modules are profiled in parallel, one emulated process each."""
+        return [functions for _, functions in self._profile_models(models, workdir)]
+
+    def _profile_models(self, models: Sequence[tuple[Any, Mapping[str, np.ndarray]]], workdir: str | Path
+                        ) -> list[tuple[list[np.ndarray], dict[str, tuple[float, int]]]]:
+        """Each module's outputs on its feed and its functions' modeled ms per call and calls per run."""
         with tempfile.TemporaryDirectory(dir=workdir) as work:
-            profile = profile_libraries([LibraryRun(built.export(Path(work) / "modeled.so"), feed=feed)], self.arch)[0]
-        return ModelRun(profile.outputs, self._timing(profile), self.board)
+            runs = [LibraryRun(built.export(Path(work) / f"modeled{index}.so"), feed=feed)
+                    for index, (built, feed) in enumerate(models)]
+            with ThreadPoolExecutor(physical_cores()) as pool:
+                profiles = list(pool.map(lambda run: profile_libraries([run], self.arch)[0], runs))
+        core = self.core
+        return [(profile.outputs or [],
+                 function_costs(function_cycles(profile.profile, core.triple, core.mcpu, core.mattr), profile.calls, core))
+                for profile in profiles]

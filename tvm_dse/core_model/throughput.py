@@ -10,6 +10,7 @@ is priced the same way, which understates it, but such blocks carry a negligible
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 import subprocess
 from typing import Sequence
 
@@ -57,9 +58,17 @@ def block_cycles(codes: Sequence[bytes], triple: str, mcpu: str, mattr: Sequence
 
 def modeled_cycles(profile: ExecutionProfile, triple: str, mcpu: str, mattr: Sequence[str] = ()) -> float:
     """The profile's cycles on ``mcpu``: each block's executions times its cycles per execution."""
+    return sum(function_cycles(profile, triple, mcpu, mattr).values())
+
+
+def function_cycles(profile: ExecutionProfile, triple: str, mcpu: str, mattr: Sequence[str] = ()) -> dict[str, float]:
+    """The profile's cycles on ``mcpu`` per function its blocks lie in (see :meth:`ExecutionProfile.by_function`)."""
     per_block = block_cycles([block.code for block in profile.blocks], triple, mcpu, mattr,
                              [block.instructions for block in profile.blocks])
-    return sum(block.executions * cycles for block, cycles in zip(profile.blocks, per_block))
+    cycles: dict[str, float] = defaultdict(float)
+    for block, per_execution in zip(profile.blocks, per_block):
+        cycles[block.function] += block.executions * per_execution
+    return dict(cycles)
 
 
 def _disassemble_blocks(codes: Sequence[bytes], triple: str, features: list[str],
