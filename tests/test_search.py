@@ -109,6 +109,27 @@ def test_exact_finds_the_brute_force_optimum(small_space):
     assert result.cost_ms == pytest.approx(expected, rel=1e-9)
 
 
+def test_the_solvers_debugging_lines_on_standard_output_are_dropped_and_the_rest_kept(monkeypatch, capfd):
+    """HiGHS prints a debugging line to file descriptor 1 now and then (from C++, past Python's streams)."""
+    import os
+
+    from tvm_dse.search import exact
+
+    solve = exact.milp
+
+    def printing(*args, **kwargs):
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+        os.write(1, b"a line of another library\n")
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "milp", printing)
+    space = chain_space(6, seed=0, options=(2, 3))
+    expected, _ = brute_force_optimum(space)
+    assert ExactSearcher().search(space).cost_ms == pytest.approx(expected, rel=1e-9)
+    out = capfd.readouterr().out
+    assert "HighsMipSolverData" not in out and "a line of another library" in out
+
+
 def test_exact_under_a_memory_bound_is_the_brute_force_bounded_optimum(small_space):
     for limit in memory_limits(small_space):
         expected, _ = brute_force_optimum(small_space, limit)
@@ -374,16 +395,18 @@ def test_search_package_imports_no_tvm():
     # tvm_dse/__init__.py imports TVM, so importing the package proves nothing: read the import statements
     modules = sorted(SEARCH_PACKAGE.glob("*.py")) + [SEARCH_PACKAGE.parent / "space.py",
                                                       SEARCH_PACKAGE.parent / "progress.py",
+                                                      SEARCH_PACKAGE.parent / "native_output.py",
                                                       SEARCH_PACKAGE.parent / "testing" / "spaces.py"]
-    assert len(modules) >= 8
-    allowed_relative = {"space", "progress", "base", "baselines", "exact", "qlearning"}
+    assert len(modules) >= 9
+    allowed_relative = {"space", "progress", "native_output", "base", "baselines", "exact", "qlearning"}
     for path in modules:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    # inside the package, the space and the progress lines only: nothing that reaches TVM
+                    # inside the package, the space, the progress lines and the solver's output filter only:
+                    # nothing that reaches TVM
                     assert (node.module or "").split(".")[-1] in allowed_relative, f"{path.name}: {node.module}"
                     continue
                 names = [node.module]

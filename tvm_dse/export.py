@@ -7,18 +7,15 @@ export the same way without importing each other.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager
 
 import tvm
 
 from .errors import TvmDseError
+from .native_output import lines_dropped
 from .target import DseTarget
 from .thread_pool import setting_object
 
@@ -28,24 +25,10 @@ AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 _EMPTY_RUNTIME_WARNING = re.compile(rb"^\[[0-9:]+\] \S+:[0-9]+: Warning: [^:\n]*:\s*$")
 
 
-@contextmanager
-def runtime_warnings_without_message_dropped() -> Iterator[None]:
+def runtime_warnings_without_message_dropped() -> ContextManager[None]:
     """Hold back what is written to the process's standard error (file descriptor 2, where TVM's C++ runtime
     logs) in the ``with`` body, then write it through except the runtime's warnings that carry no message."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().splitlines(keepends=True) if not _EMPTY_RUNTIME_WARNING.match(line)]
-            if kept:
-                os.write(2, b"".join(kept))
+    return lines_dropped(2, _EMPTY_RUNTIME_WARNING)
 
 
 def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:

@@ -17,6 +17,7 @@ unconstrained optimum's for the latency/memory trade-off.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,12 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
+from ..native_output import lines_dropped
 from ..space import DesignSpace
 from .base import Budget, Evaluator, Searcher, check_number
+
+# A debugging line HiGHS's MIP solver prints to standard output now and then, whatever its output options
+HIGHS_DEBUG_LINE = re.compile(rb"^HighsMipSolverData::\w+ tmpSolver\.run\(\);\s*$")
 
 
 class _Program:
@@ -139,8 +144,9 @@ class _Program:
         if time_limit is not None:
             options["time_limit"] = time_limit
         c = self.latency_objective if objective == "latency" else self.memory_objective
-        result = milp(c, integrality=self.integrality, bounds=self.bounds,
-                      constraints=LinearConstraint(self.matrix, self.lower, upper), options=options)
+        with lines_dropped(1, HIGHS_DEBUG_LINE):
+            result = milp(c, integrality=self.integrality, bounds=self.bounds,
+                          constraints=LinearConstraint(self.matrix, self.lower, upper), options=options)
         if result.x is None:
             return None, result.message, False
         assignment = [int(np.argmax(result.x[start:end])) for start, end in zip(self.offsets, self.offsets[1:])]
