@@ -160,16 +160,17 @@ def test_without_the_profiler_set_up_the_error_says_how_to_set_it_up(tmp_path, m
 
 
 @pytest.mark.sweep
-@pytest.mark.parametrize("core", ["cortex-a72", "cortex-a55"])
-def test_optimize_for_an_aarch64_core_without_a_board_prices_everything_with_the_model(tmp_path, core):
+@pytest.mark.parametrize("target, core", [("llvm -mtriple=aarch64 -mcpu=cortex-a72 -mattr=+neon", "cortex-a72"),
+                                          ("llvm -mtriple=aarch64 -mcpu=cortex-a55 -mattr=+neon", "cortex-a55"),
+                                          ("llvm -mtriple=aarch64-linux-gnu", "cortex-a72")])  # the design card's call
+def test_optimize_for_an_aarch64_core_without_a_board_prices_everything_with_the_model(tmp_path, target, core):
     import tvm_dse
     from tvm_dse.core_model import MODELED_LOGS
     from tvm_dse.testing.matrix import matrix_model
     from tvm_dse.tuning import TuningLogs
 
     logs = tmp_path / "logs"
-    result = tvm_dse.optimize(matrix_model("concat_2_6"), target=f"llvm -mtriple=aarch64 -mcpu={core} -mattr=+neon",
-                              logs=logs, out_dir=tmp_path / "out", verify=1)
+    result = tvm_dse.optimize(matrix_model("concat_2_6"), target=target, logs=logs, out_dir=tmp_path / "out", verify=1)
     report = result.report
     assert report["costs"]["source"] == "model" and core in report["costs"]["core"]
     assert result.plan.provenance["costs"] == report["costs"]
@@ -188,10 +189,22 @@ def test_optimize_for_an_aarch64_core_without_a_board_prices_everything_with_the
     modeled = TuningLogs(logs / MODELED_LOGS).stores()
     assert [store.target_key for store in modeled] == [report["target_key"]]
     held = len(modeled[0].records())
-    again = tvm_dse.optimize(matrix_model("concat_2_6"), target=f"llvm -mtriple=aarch64 -mcpu={core} -mattr=+neon",
-                             logs=logs, verify=1)
+    again = tvm_dse.optimize(matrix_model("concat_2_6"), target=target, logs=logs, verify=1)
     assert len(modeled[0].records()) == held
     assert again.report["predicted_ms"] == pytest.approx(report["predicted_ms"])
+
+
+def test_an_aarch64_target_that_names_no_core_is_modeled_as_the_default_board_and_says_so():
+    from tvm_dse.core_model import Core
+    from tvm_dse.core_model.cost import GENERIC_AARCH64_PRESET
+    from tvm_dse.target import PRESETS, parse_target
+
+    board = PRESETS[GENERIC_AARCH64_PRESET]
+    core = Core.of(parse_target("llvm -mtriple=aarch64-linux-gnu"))
+    assert (core.mcpu, core.cores, core.clock_ghz) == (board.options["mcpu"], board.options["num-cores"], board.clock_ghz)
+    assert "names no core" in core.describe() and board.description in core.describe()
+    named = Core.of(parse_target(GENERIC_AARCH64_PRESET))
+    assert named.assumed == "" and core.describe().startswith(named.describe())
 
 
 def test_the_cost_model_refuses_a_core_it_cannot_price_before_any_work(tmp_path):

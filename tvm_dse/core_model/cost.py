@@ -8,7 +8,8 @@ read or written once) over the bandwidth the cores share, which does not scale, 
 the last-level cache (a kernel run again and again, as kernels are measured, finds in the cache what fits
 there). The modeled latency is the larger of the two. Clock, bandwidth and cache come from the target's
 preset (:data:`tvm_dse.target.PRESETS`: a typical board of that core), or, for a target given by its
-options, from the preset named after its core.
+options, from the preset named after its core; an aarch64 target that names no core is modeled as
+:data:`GENERIC_AARCH64_PRESET`'s, and says so.
 A whole module is priced function by function, each call by the same rule (its cycles, and the bytes of
 its arguments and outputs, per call): a module's modeled latency is the sum over the functions it calls;
 the virtual machine's own work between them (allocations, shape checks) is left out.
@@ -30,6 +31,9 @@ MODEL_VERSION = 1
 MODELED_LOGS = f"modeled-v{MODEL_VERSION}"
 # How far the method's estimates were from measurements where both can be had: x86 kernels on a host
 # (benchmarks/arm_model.py --validate-on-host, whose table is benchmarks/arm_model_validation.md)
+# The board a generic aarch64 target (``llvm -mtriple=aarch64-linux-gnu``, no -mcpu) is modeled as: the
+# board class whose published figures the model is set beside (benchmarks/arm_model.py)
+GENERIC_AARCH64_PRESET = "rpi4"
 HOST_VALIDATION = ("validated on an x86 host (AMD EPYC Zen 4, 186 kernels of ResNet-18 and MobileNetV2, one "
                    "thread): rank correlation 0.99 with measured latencies, median error 8%")
 
@@ -37,7 +41,8 @@ HOST_VALIDATION = ("validated on an x86 host (AMD EPYC Zen 4, 186 kernels of Res
 @dataclass(frozen=True)
 class Core:
     """The core a cost is modeled for: its name for llvm-mca, the code's triple and features, its clock,
-    the cores a model may use, the memory bandwidth they share and their last-level cache."""
+    the cores a model may use, the memory bandwidth they share, their last-level cache, and why this core
+    where the target named none."""
 
     mcpu: str
     triple: str
@@ -46,12 +51,20 @@ class Core:
     cores: int
     bandwidth_gbs: float
     cache_mb: float
+    assumed: str = ""
 
     @classmethod
     def of(cls, target: DseTarget) -> "Core":
-        """The core of an aarch64 target; raises TargetError when its clock and bandwidth are unknown."""
-        if not target.is_aarch64 or not target.mcpu:
-            raise TargetError(f"the cost model prices aarch64 cores named by -mcpu; {target.key} is not one")
+        """The core of an aarch64 target (:data:`GENERIC_AARCH64_PRESET`'s where it names none); raises
+        TargetError when its clock and bandwidth are unknown."""
+        if not target.is_aarch64:
+            raise TargetError(f"the cost model prices aarch64 cores; {target.key} is not one")
+        if not target.mcpu:
+            board = PRESETS[GENERIC_AARCH64_PRESET]
+            return cls(board.options["mcpu"], target.triple, target.mattr, board.clock_ghz, board.options["num-cores"],
+                       board.bandwidth_gbs, board.cache_mb,
+                       assumed=f"{target.key} names no core: modeled as a {board.description}; give -mcpu or a "
+                               "preset to model another")
         preset = PRESETS.get(target.preset or "") or PRESETS.get(target.mcpu)
         if preset is None or None in (preset.clock_ghz, preset.bandwidth_gbs, preset.cache_mb):
             known = ", ".join(name for name, p in PRESETS.items() if p.clock_ghz is not None)
@@ -63,7 +76,7 @@ class Core:
 
     def describe(self) -> str:
         return (f"{self.cores}x {self.mcpu} at {self.clock_ghz:.3g} GHz, {self.bandwidth_gbs:.3g} GB/s, "
-                f"{self.cache_mb:g} MB cache")
+                f"{self.cache_mb:g} MB cache" + (f" ({self.assumed})" if self.assumed else ""))
 
 
 @dataclass(frozen=True)
