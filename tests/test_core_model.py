@@ -201,7 +201,8 @@ def test_an_aarch64_target_that_names_no_core_is_modeled_as_the_default_board_an
 
     board = PRESETS[GENERIC_AARCH64_PRESET]
     core = Core.of(parse_target("llvm -mtriple=aarch64-linux-gnu"))
-    assert (core.mcpu, core.cores, core.clock_ghz) == (board.options["mcpu"], board.options["num-cores"], board.clock_ghz)
+    assert (core.mcpu, core.cores) == (board.options["mcpu"], board.options["num-cores"])
+    assert core.clock_ghz == board.clock_ghz
     assert "names no core" in core.describe() and board.description in core.describe()
     named = Core.of(parse_target(GENERIC_AARCH64_PRESET))
     assert named.assumed == "" and core.describe().startswith(named.describe())

@@ -29,11 +29,11 @@ from ..target import PRESETS, DseTarget
 MODEL_VERSION = 1
 # The folder of the tuning logs that keeps modeled records, apart from measurements
 MODELED_LOGS = f"modeled-v{MODEL_VERSION}"
-# How far the method's estimates were from measurements where both can be had: x86 kernels on a host
-# (benchmarks/arm_model.py --validate-on-host, whose table is benchmarks/arm_model_validation.md)
 # The board a generic aarch64 target (``llvm -mtriple=aarch64-linux-gnu``, no -mcpu) is modeled as: the
 # board class whose published figures the model is set beside (benchmarks/arm_model.py)
 GENERIC_AARCH64_PRESET = "rpi4"
+# How far the method's estimates were from measurements where both can be had: x86 kernels on a host
+# (benchmarks/arm_model.py --validate-on-host, whose table is benchmarks/arm_model_validation.md)
 HOST_VALIDATION = ("validated on an x86 host (AMD EPYC Zen 4, 186 kernels of ResNet-18 and MobileNetV2, one "
                    "thread): rank correlation 0.99 with measured latencies, median error 8%")
 

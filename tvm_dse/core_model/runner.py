@@ -116,6 +116,6 @@ class ModeledRunner(Runner):
             with ThreadPoolExecutor(physical_cores()) as pool:
                 profiles = list(pool.map(lambda run: profile_libraries([run], self.arch)[0], runs))
         core = self.core
-        return [(profile.outputs or [],
-                 function_costs(function_cycles(profile.profile, core.triple, core.mcpu, core.mattr), profile.calls, core))
+        return [(profile.outputs or [], function_costs(function_cycles(profile.profile, core.triple, core.mcpu,
+                                                                       core.mattr), profile.calls, core))
                 for profile in profiles]

@@ -10,8 +10,8 @@ is priced the same way, which understates it, but such blocks carry a negligible
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 import subprocess
+from collections import defaultdict
 from typing import Sequence
 
 from .profile import ExecutionProfile, ProfilerError
