@@ -56,7 +56,7 @@ def main() -> None:
 def beside_published(models: list[str], target_name: str) -> None:
     """The models' uniform plans modeled for ``target_name``'s core, beside published figures."""
     import tvm_dse
-    from tvm_dse.core_model import ModeledRunner
+    from tvm_dse.core_model import ModeledRunner, module_ms
     from tvm_dse.lower import build_plan
 
     target = tvm_dse.parse_target(target_name)
@@ -71,7 +71,7 @@ def beside_published(models: list[str], target_name: str) -> None:
         built = build_plan(model, plan, target, graph)
         began = time.perf_counter()
         [functions] = runner.price_functions([(built, model.random_feed(seed=0))], work)
-        modeled_ms = sum(ms * calls for ms, calls in functions.values())
+        modeled_ms = module_ms(functions)
         costliest = sorted(((function, ms * calls) for function, (ms, calls) in functions.items()),
                            key=lambda item: -item[1])
         runtime, published = PUBLISHED_MS.get(name, ("", None))

@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .build import BuiltModel
+from .core_model import module_ms
 from .graph import DseGraph
 from .lower import followed_vertex, kernel_vertex
 from .output_fusion import CONVERSION_FUNC_PREFIX
@@ -71,7 +72,7 @@ class ModuleProfile:
     def modeled(cls, functions: Mapping[str, tuple[float, int]]) -> "ModuleProfile":
         """The profile of a module priced by the cost model: its functions' modeled ms per call and calls per
         run, its total their sum (the model leaves out the runtime's work between the calls)."""
-        return cls(dict(functions), sum(ms * calls for ms, calls in functions.values()))
+        return cls(dict(functions), module_ms(functions))
 
     def kernel_calls(self) -> list[tuple[int, float, int]]:
         """(vertex id in its name, ms per call, calls per run) of every tunable node's kernel function."""

@@ -12,7 +12,8 @@ what the model adds or is validated against, not what the emulator measures.
 plugin header of the same QEMU version as the installed ``qemu-user``.
 """
 
-from .cost import HOST_VALIDATION, MODEL_VERSION, MODELED_LOGS, Core, ModeledCost, function_costs, modeled_cost
+from .cost import (HOST_VALIDATION, MODEL_VERSION, MODELED_LOGS, Core, ModeledCost, function_costs, modeled_cost,
+                   module_ms)
 from .profile import (Block, ExecutionProfile, LibraryProfile, LibraryRun, ProfilerError, plugin_path, profile_command,
                       profile_libraries)
 from .runner import ModeledRunner
@@ -20,4 +21,4 @@ from .throughput import block_cycles, function_cycles, modeled_cycles
 
 __all__ = ["Block", "Core", "ExecutionProfile", "HOST_VALIDATION", "LibraryProfile", "LibraryRun", "MODELED_LOGS",
            "MODEL_VERSION", "ModeledCost", "ModeledRunner", "ProfilerError", "block_cycles", "function_costs",
-           "function_cycles", "modeled_cost", "modeled_cycles", "plugin_path", "profile_command", "profile_libraries"]
+           "function_cycles", "modeled_cost", "modeled_cycles", "module_ms", "plugin_path", "profile_command", "profile_libraries"]

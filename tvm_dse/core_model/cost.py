@@ -107,3 +107,9 @@ def function_costs(cycles: Mapping[str, float], calls: Mapping[str, tuple[int, i
     and its calls."""
     return {name: (modeled_cost(cycles[name] / count, moved // count, core).ms, count)
             for name, (count, moved) in calls.items() if count and name in cycles}
+
+
+def module_ms(functions: Mapping[str, tuple[float, int]]) -> float:
+    """A module's modeled latency from its functions' modeled ms per call and calls (:func:`function_costs`):
+    the sum over its calls."""
+    return sum(ms * calls for ms, calls in functions.values())

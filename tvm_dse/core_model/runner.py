@@ -23,7 +23,7 @@ from ..measure.builder import BuildResult
 from ..measure.runner import ModelRun, RunResult
 from ..target import DseTarget, physical_cores
 from ..timing import SteadyState, Timing
-from .cost import Core, function_costs, modeled_cost
+from .cost import Core, function_costs, modeled_cost, module_ms
 from .profile import SETUP_SCRIPT, LibraryProfile, LibraryRun, ProfilerError, plugin_path, profile_libraries
 from .throughput import LLVM_MCA, function_cycles, modeled_cycles
 
@@ -97,8 +97,7 @@ class ModeledRunner(Runner):
     def run_model(self, built: Any, feed: Mapping[str, np.ndarray], timing: SteadyState,
                   workdir: str | Path) -> ModelRun:
         [(outputs, functions)] = self._profile_models([(built, feed)], workdir)
-        modeled_ms = sum(ms * calls for ms, calls in functions.values())
-        return ModelRun(outputs, Timing.from_seconds([modeled_ms / 1e3]), self.board)
+        return ModelRun(outputs, Timing.from_seconds([module_ms(functions) / 1e3]), self.board)
 
     def price_functions(self, models: Sequence[tuple[Any, Mapping[str, np.ndarray]]],
                         workdir: str | Path) -> list[dict[str, tuple[float, int]]]:
