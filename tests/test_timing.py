@@ -12,7 +12,7 @@ import tvm
 
 from tvm_dse import TvmDseError, build_baseline, load_model
 from tvm_dse.export import load_library, runtime_warnings_without_message_dropped
-from tvm_dse.timing import (SteadyState, Timing, callable_sampler, least_disturbed, steady_state,
+from tvm_dse.timing import (SteadyState, Timing, callable_sampler, least_disturbed, quiet_round, steady_state,
                              watch_this_machine)
 
 QUICK = SteadyState(repeats=8, warmup_ms=0, min_repeat_ms=0)
@@ -92,6 +92,20 @@ def test_least_disturbed_stops_at_the_first_clean_attempt_else_keeps_the_best():
     kept, faults, runs = least_disturbed(attempts((busy_but_tight, (True,)), (quiet_but_spread, (False,)),
                                                   (timing(0.4), (False,))), 3, 0.1)
     assert kept is quiet_but_spread and faults == (False,) and runs == 30
+
+
+def test_the_quiet_round_is_the_fastest_and_flagged_where_the_machine_slowed_between_rounds():
+    def round_of(ms, disturbed=False):
+        return Timing(ms, ms, 0.0, ms, ms, 10, disturbed=disturbed)
+
+    steady = [round_of(ms) for ms in (5.1, 5.0, 5.3, 5.2, 5.05)]
+    assert quiet_round(steady) == steady[1] and not quiet_round(steady).disturbed
+    # three of five rounds in a phase 1.6x slower: the median is slow, the fastest is not, and it says so
+    drifted = [round_of(ms) for ms in (8.0, 5.0, 8.2, 5.1, 8.1)]
+    assert quiet_round(drifted).median_ms == 5.0 and quiet_round(drifted).disturbed
+    assert not quiet_round(drifted, max_drift=0.7).disturbed
+    # a fastest round flagged in itself stays flagged
+    assert quiet_round([round_of(5.0, disturbed=True), round_of(5.1)]).disturbed
 
 
 def test_another_process_busy_on_the_machine_is_seen_and_flagged():

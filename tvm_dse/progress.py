@@ -32,6 +32,10 @@ class Progress:
             self._shown = now
             self._show(note)
 
+    def extend(self, count: int) -> None:
+        """Add ``count`` steps to the total: work found to be needed on the way."""
+        self.total += count
+
     def _show(self, note: str = "") -> None:
         filled = self.width * self.done // self.total if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)

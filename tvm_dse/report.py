@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median_low
 from typing import Any, Sequence
 
 from .frontend import Model
@@ -28,8 +29,9 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
     chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity, ``verified``
     the plans timed end to end (predicted and measured), ``reference`` onnxruntime's latency (or why it
-    was not timed); ``latency`` is the chosen plan's steady-state timing, the median of its
-    ``latency_rounds_ms``; ``costs`` says where every cost came from (measured, or the cost model's)."""
+    was not timed); ``latency`` is the chosen plan's steady-state timing, the fastest of its
+    ``latency_rounds_ms`` (see :func:`tvm_dse.timing.quiet_round`); ``costs`` says where every cost came
+    from (measured, or the cost model's)."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -87,8 +89,9 @@ def latency_line(report: dict[str, Any]) -> str:
     latency = report["latency"]
     if report["costs"]["source"] == "model":
         return f"{latency['median_ms']:.3f} ms modeled, {report['predicted_ms']:.3f} ms predicted from the modeled kernels"
-    rounds = len(report.get("latency_rounds_ms") or ())
-    line = (f"{latency['median_ms']:.3f} ms measured ({f'median round of {rounds}, ' if rounds > 1 else ''}"
+    rounds = report.get("latency_rounds_ms") or ()
+    of_rounds = f"fastest round of {len(rounds)}, median round {median_low(rounds):.3f} ms, " if len(rounds) > 1 else ""
+    line = (f"{latency['median_ms']:.3f} ms measured ({of_rounds}"
             f"median of {latency['repeats']} x {latency['number']} runs, "
             f"spread {100 * latency['spread']:.1f}%{', the machine was DISTURBED' if latency['disturbed'] else ''}"
             f"), {report['predicted_ms']:.3f} ms predicted")

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from statistics import median_low
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -147,10 +148,15 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: 
     return replace(timing, runs=runs + attempt_runs, disturbed=busy or timing.spread > settings.max_spread)
 
 
-def median_round(rounds: Sequence[Timing]) -> Timing:
-    """The round of median latency (the lower middle one of an even count): a machine's speed drifts for
-    seconds at a time, so a whole model is timed in rounds apart in time and its median round kept."""
-    return sorted(rounds, key=lambda timing: timing.median_ms)[(len(rounds) - 1) // 2]
+def quiet_round(rounds: Sequence[Timing], max_drift: float = MAX_SPREAD) -> Timing:
+    """The round of least latency: the machine as it runs when nothing slows it. A virtual machine may run
+    1.5-1.8x slower for minutes at a time with nothing to see in ``/proc/stat`` and one-thread probes
+    unchanged (its neighbours on the host), longer than a few rounds last, so their median is no steadier.
+    Flagged as disturbed where the median round (the lower middle one of an even count) lies more than
+    ``max_drift`` above it: the machine's speed changed between rounds."""
+    fastest = min(rounds, key=lambda timing: timing.median_ms)
+    drifted = median_low(timing.median_ms for timing in rounds) > fastest.median_ms * (1 + max_drift)
+    return replace(fastest, disturbed=fastest.disturbed or drifted)
 
 
 def least_disturbed(attempt: Callable[[], tuple[Timing, tuple[bool, ...]]], attempts: int,
