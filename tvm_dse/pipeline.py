@@ -54,8 +54,8 @@ from .version import __version__
 
 # Whole-model timings that decide something (the profiles pricing the space, the best plans timed end to
 # end) are taken in rounds alternating between the modules: this machine's speed may drift for seconds or
-# minutes at a time, and a module timed at once would carry its phase into the comparison. The profiles
-# keep their median round; the plans timed end to end their fastest (see timing.quiet_round).
+# minutes at a time, and a module timed at once would carry its phase into the comparison. Each keeps its
+# fastest round (see timing.quietest).
 ROUNDS = 3
 # Rounds of the chosen plan's latency, alternating with onnxruntime's: what the report says, each one's
 # fastest round (see timing.quiet_round). A virtual machine's speed may stay 1.5-1.8x off for minutes (its
@@ -287,7 +287,7 @@ def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibr
                     taken.append(profile_module(built, feed))
                     if progress is not None:
                         progress.advance(note=f"{taken[-1].total_ms:.3f} ms")
-            context.profiles = [(plan, ModuleProfile.median(taken)) for plan, taken in zip(plans, profiles)]
+            context.profiles = [(plan, ModuleProfile.quietest(taken)) for plan, taken in zip(plans, profiles)]
     if progress is not None:
         progress.close()
     return price_in_model(space, context.graph, context.profiles)

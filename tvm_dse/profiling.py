@@ -12,8 +12,8 @@ epilogue and any conversion folded into it included. A pool or spatial mean runs
 reads, so lowering names it after the vertex (a kernel or a join) whose choice decides that layout: each
 option of that vertex also carries the pools' time in its output layout. What no choice changes in those
 plans (reshapes, operators fixed to the model's layout, the runtime's own calls between functions) becomes
-the space's ``fixed_ms``. Several profiles of one module (taken in rounds, see pipeline.py) combine by their
-medians.
+the space's ``fixed_ms``. Of several profiles of one module (taken in rounds, see pipeline.py) the quietest
+is kept, as a whole model's fastest round is.
 
 The hook costs a few microseconds per call; the instrumented runs' total is set against a steady-state
 timing of the same module without the hook, and the difference taken off each call evenly.
@@ -40,10 +40,10 @@ from .lower import followed_vertex, kernel_vertex
 from .output_fusion import CONVERSION_FUNC_PREFIX
 from .plan import Plan
 from .space import DesignSpace, Option, SpaceNode
-from .timing import SteadyState
+from .timing import SteadyState, quietest
 
 PROFILE_RUNS = 20
-# Each profile's unhooked timing: modules are profiled in several rounds (see pipeline.py) and the medians
+# Each profile's unhooked timing: modules are profiled in several rounds (see pipeline.py) and the quietest
 # kept, so one round needs fewer samples than a reported latency
 PROFILE_TIMING = SteadyState(repeats=5)
 
@@ -59,14 +59,12 @@ class ModuleProfile:
     disturbed: bool = False
 
     @classmethod
-    def median(cls, profiles: Sequence["ModuleProfile"]) -> "ModuleProfile":
-        """Per function and in total, the median of several profiles of one module: disturbed when most of
-        them were."""
-        names = set().union(*(profile.functions for profile in profiles))
-        functions = {name: (median(p.functions[name][0] for p in profiles if name in p.functions),
-                            max(p.functions[name][1] for p in profiles if name in p.functions)) for name in names}
-        return cls(functions, median(profile.total_ms for profile in profiles),
-                   _mostly([profile.disturbed for profile in profiles]))
+    def quietest(cls, profiles: Sequence["ModuleProfile"]) -> "ModuleProfile":
+        """Of several profiles of one module (rounds apart in time), the one of least total, as a whole
+        model keeps its fastest round (:func:`~tvm_dse.timing.quietest`): disturbed where it was, or where
+        the machine's speed changed between rounds."""
+        fastest, drifted = quietest(profiles, lambda profile: profile.total_ms)
+        return replace(fastest, disturbed=fastest.disturbed or drifted)
 
     @classmethod
     def modeled(cls, functions: Mapping[str, tuple[float, int]]) -> "ModuleProfile":

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import median_low
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ MAX_OTHERS = 0.10
 ATTEMPTS = 3
 # sample(number, repeat) -> ``repeat`` mean seconds per run, each over ``number`` back-to-back runs
 Sampler = Callable[[int, int], Sequence[float]]
+R = TypeVar("R")  # a round of some timing
 # watch() starts watching the machine; calling what it returns gives the share of the machine's CPU time
 # that went to something else meanwhile
 Watch = Callable[[], Callable[[], float]]
@@ -148,14 +149,21 @@ def steady_state(sample: Sampler, settings: SteadyState = SteadyState(), watch: 
     return replace(timing, runs=runs + attempt_runs, disturbed=busy or timing.spread > settings.max_spread)
 
 
+def quietest(rounds: Sequence[R], ms: Callable[[R], float], max_drift: float = MAX_SPREAD) -> tuple[R, bool]:
+    """Of ``rounds`` (timings of one thing apart in time, ``ms`` each one's latency) the one of least latency:
+    the machine as it runs when nothing slows it. A virtual machine may run 1.5-1.8x slower for minutes at a
+    time with nothing to see in ``/proc/stat`` and one-thread probes unchanged (its neighbours on the host),
+    longer than a few rounds last, so their median is no steadier. Returns it and whether the machine's
+    speed changed between rounds: the median round (the lower middle one of an even count) lies more than
+    ``max_drift`` above it."""
+    fastest = min(rounds, key=ms)
+    return fastest, median_low(ms(taken) for taken in rounds) > ms(fastest) * (1 + max_drift)
+
+
 def quiet_round(rounds: Sequence[Timing], max_drift: float = MAX_SPREAD) -> Timing:
-    """The round of least latency: the machine as it runs when nothing slows it. A virtual machine may run
-    1.5-1.8x slower for minutes at a time with nothing to see in ``/proc/stat`` and one-thread probes
-    unchanged (its neighbours on the host), longer than a few rounds last, so their median is no steadier.
-    Flagged as disturbed where the median round (the lower middle one of an even count) lies more than
-    ``max_drift`` above it: the machine's speed changed between rounds."""
-    fastest = min(rounds, key=lambda timing: timing.median_ms)
-    drifted = median_low(timing.median_ms for timing in rounds) > fastest.median_ms * (1 + max_drift)
+    """The fastest of several rounds of a whole model's timing (see :func:`quietest`), flagged as disturbed
+    where it was or where the machine's speed changed between rounds."""
+    fastest, drifted = quietest(rounds, lambda timing: timing.median_ms, max_drift)
     return replace(fastest, disturbed=fastest.disturbed or drifted)
 
 
