@@ -86,10 +86,16 @@ class RunContext:
     profiles: list[tuple[Plan, ModuleProfile]] = field(default_factory=list)  # the uniform plans', once taken
 
     @property
+    def priced_by_model(self) -> bool:
+        """Whether the costs come from the cost model (:mod:`tvm_dse.core_model`) rather than timings: a
+        modeled figure is the same every time, so one is as good as several."""
+        return self.costs.get("source") == "model"
+
+    @property
     def measures_here(self) -> bool:
         """Whether the costs are timed on this machine: a target that runs here, not priced by a model (which
         an Arm machine may be asked for with ``cost_model``)."""
-        return self.target.runs_on_host and not self.session.runner.repeatable
+        return self.target.runs_on_host and not self.priced_by_model
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -255,8 +261,7 @@ def price_in_modules(context: RunContext, space: DesignSpace, calibrated: Calibr
     timed in steady state in ``ROUNDS`` rounds alternating between the modules; by the model, each run once
     under emulation and its functions modeled. They are profiled once per run: the space measured again
     after tuning is priced from the same profiles. Over RPC the space keeps its kernels' own costs."""
-    runner = context.session.runner
-    modeled = isinstance(runner, ModeledRunner)
+    runner, modeled = context.session.runner, context.priced_by_model
     if not (context.options.measurement.profile and (context.measures_here or modeled)):
         return space
     if context.profiles:
@@ -519,7 +524,7 @@ def confirm(context: RunContext, calibrated: Calibrated, verification: Verificat
     if len(verification.rows) == 1 and onnxruntime is None:
         # nothing chosen among several and nothing to time beside it: the verification's rounds stand
         return Confirmation(verification.run, verification.rows[0]["rounds_ms"], reference)
-    if context.session.runner.repeatable:  # a model: the same figure again
+    if context.priced_by_model:  # the same figure again
         return Confirmation(verification.run, [verification.run.timing.median_ms], reference)
     if not context.target.runs_on_host:
         timing = context.session.run_model(built, feed, settings, context.workdir).timing
@@ -565,7 +570,7 @@ def _reference(context: RunContext, feed: dict[str, np.ndarray]) -> tuple[dict[s
     model, target = context.model, context.target
     if not context.options.measurement.reference:
         return {"omitted": "not asked for (reference=False, --no-reference)"}, None
-    if context.costs["source"] == "model":
+    if context.priced_by_model:
         return {"omitted": f"the costs are modeled for {context.costs['core']}; onnxruntime runs on no model"}, None
     if not target.runs_on_host:
         return {"omitted": f"onnxruntime is not timed on boards: {target.key} has no onnxruntime to call"}, None

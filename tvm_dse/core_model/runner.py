@@ -3,8 +3,7 @@ of timed, so that ``optimize`` works for an aarch64 target with no board (or bes
 
 Each library is profiled on the emulated board's Python (:mod:`.profile`: its outputs are real, its time is
 not) and priced by :func:`.cost.modeled_cost` (a whole module function by function, :func:`.cost.function_costs`);
-a candidate's "timing" is that one modeled figure, the same every time
-(:attr:`~tvm_dse.measure.Runner.repeatable`).
+a candidate's "timing" is that one modeled figure, the same every time.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ class ModeledRunner(Runner):
     """Prices builds for ``target``'s core (see :class:`~.cost.Core`; or ``core``, to validate the method on
     this machine's) with the cost model."""
 
-    repeatable = True
     verb = "modeling"
 
     def __init__(self, target: DseTarget, core: Core | None = None):

@@ -135,8 +135,6 @@ def _time_module(module: object, build: BuildResult, device: object, settings: M
 class Runner(ABC):
     """Times built candidates on the target."""
 
-    # whether its timings come out the same every time (a model's): then one is as good as several
-    repeatable = False
     # what it does to a kernel, for progress lines
     verb = "measuring"
 
