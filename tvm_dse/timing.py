@@ -40,7 +40,8 @@ class Timing:
 
     ``repeats`` samples, each the mean of ``number`` runs; ``spread`` is their interquartile range over
     their median; ``runs`` counts every run made, warm-up and discarded attempts included; ``disturbed``
-    says every attempt was spread beyond the steady-state bound or shared the machine with other work.
+    says every attempt was spread beyond the steady-state bound or shared the machine with other work, or,
+    for the fastest of several rounds (:func:`quiet_round`), that the machine's speed changed between them.
     """
 
     median_ms: float
