@@ -535,7 +535,7 @@ def confirm(context: RunContext, calibrated: Calibrated, verification: Verificat
     progress = context.session.progress(CONFIRMING_ROUNDS * len(contenders), "timing the plan" + (
         " and onnxruntime in alternating rounds" if onnxruntime is not None else " once more"))
     rounds: dict[str, list[Timing]] = {name: [] for name in contenders}
-    verified_ms = min(next(row for row in verification.rows if row["chosen"])["rounds_ms"])
+    verified_ms = verification.run.timing.median_ms  # the chosen plan's fastest round in the verification
 
     def slowed() -> bool:  # the machine runs slower than it did for the verification
         return min(timing.median_ms for timing in rounds["plan"]) > verified_ms * (1 + settings.max_spread)
