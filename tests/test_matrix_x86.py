@@ -1,8 +1,8 @@
 """The target matrix on x86 (tvm_dse.testing.matrix): every matrix model under uniform, random and
 reduced-precision plans, built for this machine's CPU and for each x86 family; run and compared with
 onnxruntime where this machine runs the family's code, and the assembly checked against the family's facts
-everywhere. The longer sweep (``-m sweep``) takes the zoo models on the families, their random and
-reduced-precision plans on the host, and the awkward models' uniform plans on the families."""
+everywhere. The longer sweep (``-m sweep``) takes the zoo models on the host and the families, and the
+awkward models' uniform plans on the families."""
 
 import pytest
 
@@ -18,11 +18,11 @@ DEFAULT_UNIFORM = {"concat_8"}
 
 
 def _sweeps(target_family, model, kind):
-    """Whether a case is the sweep's: the zoo models on the families, their random and reduced-precision
-    plans on the host, and the awkward models' uniform plans on the families but one."""
-    if target_family is HOST_FAMILY:
-        return model in ZOO_MODELS and kind != "uniform"
-    return model in ZOO_MODELS or (kind == "uniform" and model not in DEFAULT_UNIFORM)
+    """Whether a case is the sweep's: the zoo models everywhere (the host's optimize tests run zoo models
+    by default), and the awkward models' uniform plans on the families but one."""
+    if model in ZOO_MODELS:
+        return True
+    return target_family is not HOST_FAMILY and kind == "uniform" and model not in DEFAULT_UNIFORM
 
 
 def _cases():
