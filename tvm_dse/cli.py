@@ -126,7 +126,7 @@ def _command_build(args: argparse.Namespace) -> int:
 def _command_optimize(args: argparse.Namespace) -> int:
     from .measure import MeasureSettings
     from .optimize import optimize
-    from .report import costs_line, latency_line
+    from .report import costs_line, costs_modeled, latency_line
 
     if args.tracker and not args.key:
         raise TvmDseError("--tracker needs --key: the key the boards registered under")
@@ -162,7 +162,7 @@ def _command_optimize(args: argparse.Namespace) -> int:
     report = result.report
     print(f"costs: {costs_line(report)}")
     print(f"plan: {latency_line(report)}")
-    taken = "modeled" if report["costs"]["source"] == "model" else "measured"
+    taken = "modeled" if costs_modeled(report["costs"]) else "measured"
     for row in report["verified_plans"]:
         print(f"  {row['plan']:20s} {row['predicted_ms']:9.3f} ms predicted {row['measured']['median_ms']:9.3f} ms "
               f"{taken}{'  <- chosen' if row['chosen'] else ''}")

@@ -38,7 +38,7 @@ from .options import OptimizeOptions
 from .plan import Plan
 from .pricing import measure_space, plan_from_assignment
 from .profiling import ModuleProfile, price_in_model, profile_module
-from .report import build_report
+from .report import MODELED, build_report, costs_modeled
 from .search import (NoFeasiblePlan, SearchResult, best_plans, compare, fits_limits, get_searcher, leanest_plan,
                      uniform_plans)
 from .space import DesignSpace
@@ -89,7 +89,7 @@ class RunContext:
     def priced_by_model(self) -> bool:
         """Whether the costs come from the cost model (:mod:`tvm_dse.core_model`) rather than timings: a
         modeled figure is the same every time, so one is as good as several."""
-        return self.costs.get("source") == "model"
+        return costs_modeled(self.costs)
 
     @property
     def measures_here(self) -> bool:
@@ -194,7 +194,7 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
 def cost_source(runner: Runner, options: OptimizeOptions) -> dict[str, Any]:
     """Where a run's costs come from, for the plan's provenance and the report."""
     if isinstance(runner, ModeledRunner):
-        return {"source": "model", "core": runner.core.describe(), "model_version": MODEL_VERSION,
+        return {"source": MODELED, "core": runner.core.describe(), "model_version": MODEL_VERSION,
                 "host_validation": HOST_VALIDATION}
     rpc = options.measurement.rpc
     return {"source": "measured", "where": "this machine" if rpc is None else f"boards over RPC ({rpc})"}

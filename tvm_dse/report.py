@@ -16,6 +16,9 @@ from .target import DseTarget
 from .thread_pool import describe_spin_count, spin_count
 from .timing import Timing
 
+# the cost source (``costs["source"]``) of a run priced by the cost model rather than by timings
+MODELED = "model"
+
 MB = 2**20
 
 
@@ -74,10 +77,15 @@ def _with_ratio(reference: dict[str, Any] | None, latency: Timing) -> dict[str, 
     return {**reference, "plan_over_reference": latency.median_ms / reference["latency"]["median_ms"]}
 
 
+def costs_modeled(costs: dict[str, Any]) -> bool:
+    """Whether a run's costs (its report's ``costs``) come from the cost model rather than timings."""
+    return costs.get("source") == MODELED
+
+
 def costs_line(report: dict[str, Any]) -> str:
     """Where the report's costs come from, in one line."""
     costs = report["costs"]
-    if costs["source"] != "model":
+    if not costs_modeled(costs):
         return f"every cost measured ({costs.get('where', 'where the target is')})"
     validation = costs["host_validation"]
     return (f"every cost is MODELED for {costs['core']}, not measured (cost model version {costs['model_version']}: "
@@ -87,7 +95,7 @@ def costs_line(report: dict[str, Any]) -> str:
 def latency_line(report: dict[str, Any]) -> str:
     """The plan's measured (or modeled) latency, its prediction and onnxruntime's beside it, in one line."""
     latency = report["latency"]
-    if report["costs"]["source"] == "model":
+    if costs_modeled(report["costs"]):
         return f"{latency['median_ms']:.3f} ms modeled, {report['predicted_ms']:.3f} ms predicted from the modeled kernels"
     rounds = report.get("latency_rounds_ms") or ()
     of_rounds = f"fastest round of {len(rounds)}, median round {median_low(rounds):.3f} ms, " if len(rounds) > 1 else ""
@@ -106,7 +114,7 @@ def latency_line(report: dict[str, Any]) -> str:
 
 def _pricing(report: dict[str, Any]) -> str:
     priced = report.get("priced_in_model")
-    modeled = report["costs"]["source"] == "model"
+    modeled = costs_modeled(report["costs"])
     if not priced:
         return f"kernels priced by {'the cost model one at a time' if modeled else 'their isolated measurements'}"
     low, high = priced["fixed_ms_range"]
@@ -134,6 +142,7 @@ def _disturbed_prices(report: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
+    modeled = costs_modeled(report["costs"])
     lines = [f"# tvm_dse: {report['model']} on {report['target_key']}", "",
              f"- Costs: {costs_line(report)}",
              f"- Latency: {latency_line(report)}",
@@ -141,7 +150,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
              f"choice changes; {_pricing(report)}{_disturbed_prices(report)}",
              f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
-             f"- Thread pool: {describe_spin_count(report['thread_pool_spin_count'])}",
+             f"- Thread pool: {describe_spin_count(report['thread_pool_spin_count'], measured=not modeled)}",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
              f"- Searcher: {report['search']['searcher']}, {report['search']['evaluations']} evaluations, "

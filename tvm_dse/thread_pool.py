@@ -66,11 +66,13 @@ def spin_count() -> str:
     return value
 
 
-def describe_spin_count(value: str) -> str:
-    """What a spin count means, for a report."""
+def describe_spin_count(value: str, measured: bool) -> str:
+    """What a spin count means, for a report; ``measured``: whether the run's costs were timed with it (a
+    run priced by the cost model timed nothing)."""
     waits = "sleep at once" if value == WORKERS_SLEEP else f"spin {value} yields before they sleep"
-    return (f"idle workers {waits} ({SPIN_COUNT}={value}): measured so, and set by the exported library as "
-            "a process loads it, unless the process set its own")
+    how = "measured so, and set" if measured else "set"
+    return (f"idle workers {waits} ({SPIN_COUNT}={value}): {how} by the exported library as a process loads it, "
+            "unless the process set its own")
 
 
 def setting_object(compiler: str) -> Path:
