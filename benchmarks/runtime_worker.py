@@ -6,7 +6,8 @@ on request. It needs numpy and its runtime only (it runs in the peers' own envir
 KIND is tvm (an exported tvm_dse library, TVM's runtime library only), onnxruntime, openvino, ncnn (MODEL is
 the .param beside its .bin), mnn or litert. After a warm-up it writes its output for INPUTS to OUTPUT.npy and
 prints ``ready``; then each line ``round`` on stdin is answered with the median ms per run of a plain
-wall-clock loop of ROUND_S, and ``memory`` with the process's peak resident memory in MB.
+wall-clock loop of ROUND_S, ``memory`` with the process's peak resident memory in MB, and ``runtime memory``
+with its peak once the runtime was imported, before the model was loaded.
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+# tvm_dse's reader of a library's weights, a leaf of numpy and the standard library (tvm_dse itself is not
+# installed in the peers' environments)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tvm_dse"))
+from library_weights import library_weights  # noqa: E402
+
 WARMUP_S = 2.0
 ROUND_S = 1.0
+_runtime_memory_mb = float("nan")  # set by each KIND once its runtime is imported
+
+
+def _runtime_imported() -> None:
+    global _runtime_memory_mb
+    _runtime_memory_mb = _peak_resident_mb()
 
 
 def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
@@ -31,14 +44,17 @@ def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], n
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
+    _runtime_imported()
     vm = VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
     arguments = [tvm.runtime.tensor(array) for array in feed.values()]
+    arguments += [tvm.runtime.from_dlpack(weight) for weight in library_weights(path)]
     return lambda: vm["main"](*arguments)
 
 
 def _onnxruntime(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     import onnxruntime
 
+    _runtime_imported()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -48,6 +64,7 @@ def _onnxruntime(path: str, feed: dict[str, np.ndarray], threads: int) -> Callab
 def _openvino(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     import openvino
 
+    _runtime_imported()
     compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                            "INFERENCE_PRECISION_HINT": "f32",
                                                            "PERFORMANCE_HINT": "LATENCY"})
@@ -58,6 +75,7 @@ def _openvino(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[
 def _ncnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     import ncnn
 
+    _runtime_imported()
     net = ncnn.Net()
     net.opt.num_threads = threads
     # fp32 throughout, as every other contender runs
@@ -79,6 +97,7 @@ def _ncnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], 
 def _mnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     import MNN
 
+    _runtime_imported()
     runtime = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": threads, "precision": "high"},))
     (name, data), = feed.items()
     net = MNN.nn.load_module_from_file(path, [name], [], runtime_manager=runtime)
@@ -89,6 +108,7 @@ def _mnn(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], n
 def _litert(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
+    _runtime_imported()
     interpreter = Interpreter(model_path=path, num_threads=threads)  # XNNPACK delegate by default
     interpreter.allocate_tensors()
     (data,) = feed.values()
@@ -124,8 +144,8 @@ def main(kind: str, path: str, inputs: str, threads: str, output: str) -> None:
     np.save(output, np.asarray(result.numpy() if hasattr(result, "numpy") else result, np.float32))
     print("ready", flush=True)
     for line in sys.stdin:
-        if line.strip() == "memory":
-            print(f"{_peak_resident_mb():.1f}", flush=True)
+        if line.strip() in ("memory", "runtime memory"):
+            print(f"{_peak_resident_mb() if line.strip() == 'memory' else _runtime_memory_mb:.1f}", flush=True)
             continue
         samples, began = [], time.perf_counter()
         while time.perf_counter() - began < ROUND_S or len(samples) < 3:

@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 import tvm_dse
-from tvm_dse.export import load_library
+from tvm_dse.export import load_library, load_weights
 from tvm_dse.report import latency_line
 
 model = sys.argv[1] if len(sys.argv) > 1 else "zoo:resnet18"
@@ -35,8 +35,10 @@ outputs = result.run(feed)
 
 # 4. ...or load the exported library elsewhere with nothing but the TVM runtime: tvm.runtime.load_module(library)
 #    (load_library is that call without the dozens of empty "Scope Loaded:" warnings TVM's runtime prints).
+#    The library holds the weights too; main takes them after the inputs, as tensors viewing the library.
 library = f"{out_dir}/{result.model.name}.{result.target.arch}.so"
 vm = relax.VirtualMachine(load_library(library), tvm.cpu())
-reloaded = vm["main"](tvm.runtime.tensor(feed[result.model.inputs[0].name])).numpy()
+inputs = [tvm.runtime.tensor(feed[model_input.name]) for model_input in result.model.inputs]
+reloaded = vm["main"](*inputs, *load_weights(library)).numpy()
 assert np.array_equal(reloaded, outputs[0])
 print(f"the exported library gives the same outputs; report: {out_dir}/report.md")

@@ -24,12 +24,15 @@ from .export import export_library
 
 
 class BuiltModel:
-    """A Relax executable for one target, with the model's inputs so it can be fed by name."""
+    """A Relax executable for one target, with the model's inputs so it can be fed by name, and the weights its
+    ``main`` takes after them (none where it holds its constants itself)."""
 
-    def __init__(self, executable: relax.VMExecutable, target: DseTarget, inputs: Sequence[ModelInput]):
+    def __init__(self, executable: relax.VMExecutable, target: DseTarget, inputs: Sequence[ModelInput],
+                 weights: Sequence[tvm.runtime.Tensor] = ()):
         self.executable = executable
         self.target = target
         self.inputs = list(inputs)
+        self.weights = list(weights)
         self._vm: relax.VirtualMachine | None = None
 
     def _host_vm(self) -> relax.VirtualMachine:
@@ -43,13 +46,13 @@ class BuiltModel:
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on the host; returns the model outputs in order."""
-        result = self._host_vm()["main"](*_arguments(self.inputs, feed, tvm.cpu()))
+        result = self._host_vm()["main"](*_arguments(self.inputs, feed, tvm.cpu()), *self.weights)
         return _flatten_outputs(result)
 
     def time(self, feed: Mapping[str, np.ndarray], settings: SteadyState = SteadyState()) -> Timing:
         """Steady-state latency on the host (see :func:`tvm_dse.timing.steady_state`)."""
-        return steady_state(tvm_sampler(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()), tvm.cpu()),
-                            settings, watch_this_machine)
+        return steady_state(tvm_sampler(self._host_vm(), _arguments(self.inputs, feed, tvm.cpu()) + self.weights,
+                                        tvm.cpu()), settings, watch_this_machine)
 
     def call_times(self, feed: Mapping[str, np.ndarray], runs: int) -> dict[str, list[float]]:
         """Seconds of every call of each of the module's functions over ``runs`` runs on the host, after one
@@ -57,7 +60,7 @@ class BuiltModel:
         hook is set on a virtual machine of its own, so :meth:`run` and :meth:`time` stay unhooked."""
         self._host_vm()  # refuses a target this machine cannot run
         vm = relax.VirtualMachine(self.executable, tvm.cpu())
-        arguments = _arguments(self.inputs, feed, tvm.cpu())
+        arguments = _arguments(self.inputs, feed, tvm.cpu()) + self.weights
         vm["main"](*arguments)
         seconds: dict[str, list[float]] = defaultdict(list)
         started: dict[str, float] = {}
@@ -75,15 +78,19 @@ class BuiltModel:
         return dict(seconds)
 
     def export(self, path: str | Path) -> Path:
-        """Write a shared library loadable with ``tvm.runtime.load_module`` on the target (cross-compiled for aarch64)."""
-        return export_library(self.executable, self.target, path)
+        """Write a shared library, weights included, loadable on the target (cross-compiled for aarch64) with
+        :func:`tvm_dse.export.load_library`; its ``main`` takes :func:`tvm_dse.export.load_weights`'s tensors
+        after the model's inputs."""
+        return export_library(self.executable, self.target, path, self.weights)
 
     def upload(self, session: "tvm.rpc.RPCSession", workdir: str | Path, name: str = "model.so") -> "RemoteModel":
-        """Export the library as ``workdir/name``, upload it over an RPC ``session`` and load it on that board."""
+        """Export the library as ``workdir/name``, upload it over an RPC ``session`` and load it on that board,
+        with the weights copied there as tensors."""
         library = self.export(Path(workdir) / name)
         session.upload(str(library))
         device = session.cpu(0)
-        return RemoteModel(relax.VirtualMachine(session.load_module(library.name), device), device, self.inputs)
+        return RemoteModel(relax.VirtualMachine(session.load_module(library.name), device), device, self.inputs,
+                           [tvm.runtime.tensor(weight.numpy(), device) for weight in self.weights])
 
     def assembly(self) -> str:
         """The target's assembly of every compiled kernel of the model (to check which instructions it uses)."""
@@ -93,18 +100,21 @@ class BuiltModel:
 class RemoteModel:
     """A built model loaded on a board over an RPC session: run and timed there, fed from here."""
 
-    def __init__(self, vm: relax.VirtualMachine, device: object, inputs: Sequence[ModelInput]):
+    def __init__(self, vm: relax.VirtualMachine, device: object, inputs: Sequence[ModelInput],
+                 weights: Sequence[tvm.runtime.Tensor] = ()):
         self.vm = vm
         self.device = device
         self.inputs = list(inputs)
+        self.weights = list(weights)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on the board; returns the model outputs in order."""
-        return _flatten_outputs(self.vm["main"](*_arguments(self.inputs, feed, self.device)))
+        return _flatten_outputs(self.vm["main"](*_arguments(self.inputs, feed, self.device), *self.weights))
 
     def time(self, feed: Mapping[str, np.ndarray], settings: SteadyState = SteadyState()) -> Timing:
         """Steady-state latency on the board (see :func:`tvm_dse.timing.steady_state`)."""
-        return steady_state(tvm_sampler(self.vm, _arguments(self.inputs, feed, self.device), self.device), settings)
+        return steady_state(tvm_sampler(self.vm, _arguments(self.inputs, feed, self.device) + self.weights,
+                                        self.device), settings)
 
 
 def _arguments(inputs: Sequence[ModelInput], feed: Mapping[str, np.ndarray], device: object) -> list:

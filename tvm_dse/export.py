@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from pathlib import Path
-from typing import ContextManager
+from typing import ContextManager, Sequence
 
+import numpy as np
 import tvm
 
 from .errors import TvmDseError
+from .library_weights import library_weights, weights_object
 from .native_output import lines_dropped
 from .target import DseTarget
 from .thread_pool import setting_object
@@ -31,9 +34,11 @@ def runtime_warnings_without_message_dropped() -> ContextManager[None]:
     return lines_dropped(2, _EMPTY_RUNTIME_WARNING)
 
 
-def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path) -> Path:
+def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path,
+                   weights: Sequence[tvm.runtime.Tensor] = ()) -> Path:
     """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board; the
-    library carries the thread-pool setting it was measured with (:mod:`tvm_dse.thread_pool`)."""
+    library carries the thread-pool setting it was measured with (:mod:`tvm_dse.thread_pool`) and the
+    ``weights`` its ``main`` takes after the inputs (:mod:`tvm_dse.library_weights`; :func:`load_weights`)."""
     from tvm.support import cc
 
     path = Path(path)
@@ -48,8 +53,15 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
         compiler, fcompile = AARCH64_CROSS_COMPILER, cc.cross_compiler(AARCH64_CROSS_COMPILER)
     # a new list each time: TVM appends the module's own object files to it
     addons = [str(setting_object(compiler))]
-    with runtime_warnings_without_message_dropped():
-        executable.export_library(str(path), fcompile=fcompile, addons=addons)
+    with tempfile.TemporaryDirectory(prefix="tvm_dse_weights_") as folder:
+        if weights:
+            try:
+                addons.append(str(weights_object([np.from_dlpack(weight) for weight in weights], compiler,
+                                                 Path(folder))))
+            except RuntimeError as error:
+                raise TvmDseError(str(error)) from None
+        with runtime_warnings_without_message_dropped():
+            executable.export_library(str(path), fcompile=fcompile, addons=addons)
     return path
 
 
@@ -57,3 +69,9 @@ def load_library(path: str | Path) -> tvm.runtime.Module:
     """Load a library written by :func:`export_library` on this machine (for ``relax.VirtualMachine``)."""
     with runtime_warnings_without_message_dropped():
         return tvm.runtime.load_module(str(path))
+
+
+def load_weights(path: str | Path) -> list[tvm.runtime.Tensor]:
+    """The weights a library written by :func:`export_library` holds, on this machine's CPU: pass them to its
+    ``main`` after the model's inputs. They view the library's memory as the process maps it (no copy)."""
+    return [tvm.runtime.from_dlpack(weight) for weight in library_weights(path)]

@@ -25,6 +25,9 @@ The steps (:func:`lower_plan`):
 4. Fold passes that only move data into the kernels before them (:mod:`tvm_dse.output_fusion`): a
    kernel whose output only feeds a layout conversion writes the converted layout itself, and the
    kernels producing a concatenation's operands write their slices of its result.
+
+:func:`build_plan` then makes the (transformed) weights parameters of ``main`` after the model's inputs,
+so that an exported library holds them once, outside TVM's constant pool (:mod:`tvm_dse.library_weights`).
 """
 
 from __future__ import annotations
@@ -363,11 +366,49 @@ def build_layout_transform(nchw_shape: tuple[int, ...], source: str, destination
     return BuiltLayoutTransform(executable, source, destination, tuple(nchw_shape), target)
 
 
+# A constant smaller than this stays in the constant pool (a scale, a zero point): a parameter costs a call
+# argument on every run, a few hundred bytes of constant do not count
+_SMALLEST_WEIGHT_ELEMENTS = 64
+
+
+@relax.expr_functor.mutator
+class _WeightsAsParameters(relax.PyExprMutator):
+    """Replaces each weight constant of a function's body by a new variable, one per distinct constant."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.parameters: list[relax.Var] = []
+        self.weights: list[tvm.runtime.Tensor] = []
+        self._replaced: dict[Any, relax.Var] = {}
+
+    def visit_generic_const_(self, op: tvm.ir.Constant) -> relax.Expr:
+        if prod(op.value.shape) < _SMALLEST_WEIGHT_ELEMENTS:
+            return op
+        if op not in self._replaced:
+            self._replaced[op] = relax.Var(f"weight{len(self.parameters)}", op.ty)
+            self.parameters.append(self._replaced[op])
+            self.weights.append(op.value)
+        return self._replaced[op]
+
+
+def weights_as_parameters(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[tvm.runtime.Tensor]]:
+    """``mod`` with ``main``'s weight constants turned into parameters after its own, and their values in
+    that order."""
+    main = mod["main"]
+    detach = _WeightsAsParameters(mod)
+    body = detach.visit_expr(main.body)
+    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    mod["main"] = relax.Function(list(main.params) + detach.parameters, body, main.ret_ty, main.is_pure,
+                                 main.attrs)
+    return mod, detach.weights
+
+
 def build_plan(model: Model, plan: Plan, target: TargetLike, graph: DseGraph | None = None) -> BuiltModel:
-    """Compile the model as the plan says, for ``target``."""
+    """Compile the model as the plan says, for ``target``; its weights are ``main``'s parameters after the
+    model's inputs (:func:`weights_as_parameters`), which the built model passes."""
     dse_target = parse_target(target)
-    mod = lower_plan(model, plan, dse_target, graph)
+    mod, weights = weights_as_parameters(lower_plan(model, plan, dse_target, graph))
     pipeline = tvm.transform.Sequential(relax.backend.cpu_generic.pipeline.dataflow_lower_passes(dse_target.tvm_target)
                                         + relax.backend.cpu_generic.pipeline.finalize_passes(dse_target.tvm_target))
     executable = tvm.compile(mod, target=dse_target.tvm_target, relax_pipeline=pipeline)
-    return BuiltModel(executable, dse_target, model.inputs)
+    return BuiltModel(executable, dse_target, model.inputs, weights)

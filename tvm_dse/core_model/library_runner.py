@@ -6,8 +6,8 @@ board's (emulated) Python with only TVM's runtime and numpy, never imported by t
 JOBS.json lists one job per library: ``{"library": PATH, "arguments": [[shape, dtype], ...]}``, a kernel
 whose ``main`` takes its inputs and outputs as arguments (random values: the kernels branch on shapes, not
 on values), or ``{"library": PATH, "inputs": NPZ, "outputs": NPZ}``, a model run by TVM's virtual machine on
-its inputs (in ``main``'s order), its outputs written to the second file. Every
-library stays loaded, so each keeps its own addresses. RESULTS.json gets, per job, the bytes its arguments
+its inputs (in ``main``'s order) and the weights the library holds, its outputs written to the second file.
+Every library stays loaded, so each keeps its own addresses. RESULTS.json gets, per job, the bytes its arguments
 and outputs take, for a model the functions its virtual machine called (each one's calls and the bytes of
 their tensor arguments, outputs included: the kernels take their outputs as arguments), and the lines of
 ``/proc/self/maps`` that map its library: under emulation they give the emulated addresses the profile's
@@ -17,8 +17,13 @@ blocks carry.
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
+
+# tvm_dse's reader of a library's weights, a leaf of numpy and the standard library
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from library_weights import library_weights  # noqa: E402
 
 # TVM's FFI imports PyTorch wherever it is installed (this machine's Python, when validating on the host):
 # seconds more under emulation, for nothing the libraries use
@@ -56,7 +61,8 @@ def main(jobs: str, results: str) -> None:
             values = list(np.load(job["inputs"]).values())
             machine = VirtualMachine(library, tvm.cpu())
             machine.set_instrument(_call_counter(calls))
-            outputs = _flat(machine["main"](*[tvm.runtime.tensor(v) for v in values]))
+            weights = [tvm.runtime.from_dlpack(weight) for weight in library_weights(job["library"])]
+            outputs = _flat(machine["main"](*[tvm.runtime.tensor(v) for v in values], *weights))
             np.savez(job["outputs"], *outputs)
         else:
             values = [generator.uniform(-1, 1, shape).astype(dtype) for shape, dtype in job["arguments"]]
