@@ -9,8 +9,12 @@ is named in the table. Every contender runs in a worker process of its own (``ru
 wall-clock loop, 2 s of warm-up, 1 s rounds), with the same threads. Rounds alternate between contenders in
 shuffled order, one at a time: first quiet, then each beside one ``while True`` process started for its
 round. Medians over rounds; ratios to onnxruntime quiet, and each contender's loaded over its own quiet time.
-Peak memory is each worker's peak resident set (TVM: its runtime library only). "tvm_dse, spinning workers"
-is the same library with TVM's default thread pool (idle workers spin; see ``tvm_dse/thread_pool.py``).
+Peak memory is each worker's peak resident set (TVM: its runtime library only); beside tvm_dse's, the
+prediction: the worker's memory once the runtime was imported (measured) plus the plan's memory model.
+"tvm_dse, spinning workers" is the same library with TVM's default thread pool (idle workers spin; see
+``tvm_dse/thread_pool.py``). "tvm_dse, bounded to onnxruntime's peak" is the plan ``optimize`` finds with
+``memory_limit`` set so that the process fits onnxruntime's peak (onnxruntime's peak less the TVM worker's
+runtime memory, both measured first); where the default plan already fits, it is that plan, not run twice.
 
     python benchmarks/deployed.py [--models resnet18,mobilenet_v2,squeezenet1_1,resnet50] [--rounds 5]
                                   [--logs DIR]
@@ -42,6 +46,7 @@ MODELS = ["resnet18", "mobilenet_v2", "squeezenet1_1", "resnet50"]
 SETTLE_S = 0.5  # between rounds: the previous contender's threads stop spinning
 TVM_DEFAULT_SPIN_COUNT = "300000"
 REFERENCE = "onnxruntime"
+BOUNDED = "tvm_dse, bounded to onnxruntime's peak"
 
 
 @dataclass
@@ -92,19 +97,38 @@ def _convert(peer: str, onnx_path: Path, shape: tuple[int, ...], work: Path) -> 
     return converted, ""
 
 
-def _contenders(library: Path, onnx_path: Path, shape: tuple[int, ...], work: Path) -> list[Contender]:
-    # the library carries its own thread-pool setting: the worker starts without tvm_dse's
-    plain = {key: value for key, value in os.environ.items() if key != "TVM_THREAD_POOL_SPIN_COUNT"}
+# the library carries its own thread-pool setting: the worker starts without tvm_dse's
+_PLAIN = {key: value for key, value in os.environ.items() if key != "TVM_THREAD_POOL_SPIN_COUNT"}
+
+
+def _contenders(library: Path, bounded: Path | None, onnx_path: Path, shape: tuple[int, ...],
+                work: Path) -> list[Contender]:
     contenders = [
-        Contender("tvm_dse", "tvm", sys.executable, library, plain),
+        Contender("tvm_dse", "tvm", sys.executable, library, _PLAIN),
         Contender("tvm_dse, spinning workers", "tvm", sys.executable, library,
-                  {**plain, "TVM_THREAD_POOL_SPIN_COUNT": TVM_DEFAULT_SPIN_COUNT}),
-        Contender(REFERENCE, "onnxruntime", sys.executable, onnx_path, plain),
+                  {**_PLAIN, "TVM_THREAD_POOL_SPIN_COUNT": TVM_DEFAULT_SPIN_COUNT}),
+        Contender(REFERENCE, "onnxruntime", sys.executable, onnx_path, _PLAIN),
     ]
+    if bounded is not None:
+        contenders.insert(2, Contender(BOUNDED, "tvm", sys.executable, bounded, _PLAIN))
     for peer, name in (("openvino", "OpenVINO"), ("ncnn", "ncnn"), ("mnn", "MNN"), ("litert", "LiteRT (XNNPACK)")):
         model, missing = _convert(peer, onnx_path, shape, work)
-        contenders.append(Contender(name, peer, str(_peer_python(peer) or ""), model, plain, missing))
+        contenders.append(Contender(name, peer, str(_peer_python(peer) or ""), model, _PLAIN, missing))
     return contenders
+
+
+def _memory_bound_mb(library: Path, onnx_path: Path, inputs: Path, threads: int, work: Path) -> float:
+    """The plan memory that keeps a TVM worker within onnxruntime's peak: onnxruntime's peak less the TVM
+    worker's memory once its runtime is imported, each measured in a worker of its own."""
+    measured = {}
+    for kind, model in (("tvm", library), ("onnxruntime", onnx_path)):
+        worker = RuntimeWorker(sys.executable, kind, model, inputs, threads, work / f"bound_{kind}.npy", _PLAIN)
+        try:
+            worker.wait_ready(kind)
+            measured[kind] = worker.ask("runtime memory" if kind == "tvm" else "memory")
+        finally:
+            worker.close()
+    return measured["onnxruntime"] - measured["tvm"]
 
 
 def _busy() -> subprocess.Popen:
@@ -139,7 +163,7 @@ def _measure(contenders: list[Contender], inputs: Path, threads: int, rounds: in
             results[name] = {
                 "quiet_ms": statistics.median(samples[name]["quiet"]),
                 "loaded_ms": statistics.median(samples[name]["loaded"]),
-                "rounds": samples[name], "peak_mb": worker.ask("memory"),
+                "rounds": samples[name], "peak_mb": worker.ask("memory"), "runtime_mb": worker.ask("runtime memory"),
                 "max_error": float(np.abs(produced - reference).max() / np.abs(reference).max()),
             }
     finally:
@@ -153,22 +177,31 @@ def _table(rows: list[dict], facts: dict, threads: int, rounds: int) -> str:
              f"commit {facts['commit']})", "",
              f"Each contender warm in its own process, {rounds} rounds alternating one at a time; quiet, then beside "
              "one busy process. ms: median of round medians; (x): quiet over onnxruntime quiet; loaded (x): over "
-             "its own quiet; memory: peak resident MB (x onnxruntime's); error: max |difference| over max |output| "
-             "against onnxruntime.", "",
-             "| model | contender | quiet ms (x onnxruntime) | loaded ms (x its quiet) | peak MB (x onnxruntime) | error |",
-             "|---|---|---|---|---|---|"]
+             "its own quiet; memory: peak resident MB (x onnxruntime's); predicted (tvm_dse): the worker's memory "
+             "once TVM's runtime was imported (measured) plus the plan's memory model, and its error; error: max "
+             "|difference| over max |output| against onnxruntime.", "",
+             "| model | contender | quiet ms (x onnxruntime) | loaded ms (x its quiet) | peak MB (x onnxruntime) | "
+             "predicted peak MB | error |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         reference = row["results"][REFERENCE]
         for contender in row["contenders"]:
             name = contender["name"]
             if name not in row["results"]:
-                lines.append(f"| {row['model']} | {name} | {contender['missing']} | | | |")
+                lines.append(f"| {row['model']} | {name} | {contender['missing']} | | | | |")
                 continue
             r = row["results"][name]
+            predicted = ""
+            if name in row["plan_memory_mb"]:
+                estimate = r["runtime_mb"] + row["plan_memory_mb"][name]
+                predicted = f"{estimate:.0f} ({100 * (estimate / r['peak_mb'] - 1):+.1f}%)"
             lines.append(
                 f"| {row['model']} | {name} | {r['quiet_ms']:.2f} ({r['quiet_ms'] / reference['quiet_ms']:.2f}) | "
                 f"{r['loaded_ms']:.2f} ({r['loaded_ms'] / r['quiet_ms']:.1f}) | {r['peak_mb']:.0f} "
-                f"({r['peak_mb'] / reference['peak_mb']:.2f}) | {r['max_error']:.1e} |")
+                f"({r['peak_mb'] / reference['peak_mb']:.2f}) | {predicted} | {r['max_error']:.1e} |")
+    lines += ["", f"{BOUNDED}: the plan memory that keeps a TVM worker within onnxruntime's peak (its peak less the "
+              "TVM worker's runtime memory, measured first), given to optimize as memory_limit:", ""]
+    lines += [f"- {row['model']}: {row['memory_bound_mb']:.1f} MB; {row['bounded']}" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +239,7 @@ def main() -> None:
     import onnx
 
     import tvm_dse
+    from tvm_dse.errors import TvmDseError
     from tvm_dse.target import physical_cores
 
     threads = physical_cores()
@@ -220,10 +254,29 @@ def main() -> None:
         onnx_path = out / f"{name}.onnx"
         onnx.save(result.model.onnx_model, onnx_path)
         (shape,) = [array.shape for array in feed.values()]
-        contenders = _contenders(out / f"{result.model.name}.{result.target.arch}.so", onnx_path, shape, out)
+        library = out / f"{result.model.name}.{result.target.arch}.so"
+        plan_memory = {"tvm_dse": result.report["peak_memory_mb"],
+                       "tvm_dse, spinning workers": result.report["peak_memory_mb"]}
+        bound = _memory_bound_mb(library, onnx_path, inputs, threads, out)
+        bounded = None
+        if plan_memory["tvm_dse"] <= bound:
+            note = f"the default plan fits ({plan_memory['tvm_dse']:.1f} MB): it is that plan"
+        else:
+            try:
+                within = tvm_dse.optimize(f"zoo:{name}", "host", out_dir=out / "bounded", logs=args.logs,
+                                          memory_limit=bound, show_progress=False)
+            except TvmDseError as error:
+                note = f"no plan: {error}"
+            else:
+                bounded = out / "bounded" / library.name
+                plan_memory[BOUNDED] = within.report["peak_memory_mb"]
+                note = (f"its plan's memory {plan_memory[BOUNDED]:.1f} MB (the default plan's "
+                        f"{plan_memory['tvm_dse']:.1f})")
+        contenders = _contenders(library, bounded, onnx_path, shape, out)
         results = _measure(contenders, inputs, threads, args.rounds, out)
         rows.append({"model": name, "results": results, "report_ms": result.report["latency"]["median_ms"],
-                     "contenders": [{"name": c.name, "missing": c.missing} for c in contenders]})
+                     "contenders": [{"name": c.name, "missing": c.missing} for c in contenders],
+                     "plan_memory_mb": plan_memory, "memory_bound_mb": bound, "bounded": note})
         print(json.dumps({"model": name, **{k: round(v["quiet_ms"], 3) for k, v in results.items()}}), flush=True)
     facts = machine()
     write_results("deployed", _table(rows, facts, threads, args.rounds),

@@ -3,18 +3,13 @@ parameters after the inputs, stored in the library's read-only data and read bac
 loaded library, so a process running it holds them once at its peak (the constant pool held them four
 times while loading)."""
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
-import tvm_dse
 from tvm_dse.build import build_baseline
 from tvm_dse.export import load_library, load_weights
 from tvm_dse.frontend import load_model
@@ -22,40 +17,13 @@ from tvm_dse.graph import build_graph
 from tvm_dse.library_weights import ALIGNMENT
 from tvm_dse.lower import build_plan
 from tvm_dse.plan import Plan
+from tvm_dse.process_memory import measure_process_memory
 from tvm_dse.testing import onnxruntime_outputs, relative_error, single_conv_model
 from tvm_dse.workload import Workload
 
 # Winograd F(4,3) weights of this layer (37.7 MB) dwarf its activations (0.2 MB in and out)
 _WIDE_LAYER = Workload("conv2d", 1, 512, 7, 7, 512, kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1),
                        dilation=(1, 1), groups=1)
-# What the runtime-only process does: note its peak before and after loading and running the library; say
-# whether every weight lies inside the library's own mapping of its file
-_LOAD_AND_RUN = """
-import json, os, sys
-os.environ["TVM_USE_RUNTIME_LIB"] = "1"
-sys.modules["torch"] = None
-import numpy as np, tvm
-from tvm.runtime.vm import VirtualMachine
-sys.path.insert(0, {library_weights_folder!r})
-from library_weights import library_weights
-
-def peak():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
-library, inputs, outputs = sys.argv[1:]
-before = peak()
-vm = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
-weights = library_weights(library)
-with open("/proc/self/maps") as maps:
-    mapped = [[int(address, 16) for address in line.split()[0].split("-")] for line in maps
-              if line.rstrip().endswith(os.path.realpath(library))]
-inside = all(any(start <= w.ctypes.data and w.ctypes.data + w.nbytes <= end for start, end in mapped) for w in weights)
-result = vm["main"](*[tvm.runtime.tensor(a) for a in np.load(inputs).values()],
-                    *[tvm.runtime.from_dlpack(w) for w in weights])
-np.save(outputs, result.numpy())
-print(json.dumps({{"growth": peak() - before, "weights": sum(w.nbytes for w in weights), "inside": inside}}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +44,29 @@ def test_a_plans_transformed_weights_are_mains_parameters_after_the_inputs(wide_
     assert relative_error(built.run(feed)[0], reference) <= 1e-4
 
 
-def test_a_runtime_only_process_holds_the_libraries_weights_once_viewing_its_mapped_file(wide_layer, tmp_path):
+def test_a_runtime_only_process_holds_the_librarys_weights_once(wide_layer, tmp_path):
     model, built = wide_layer
     library = built.export(tmp_path / "wide_layer.so")
     weights_bytes = sum(weight.numpy().nbytes for weight in built.weights)
     assert library.stat().st_size < weights_bytes + 2**20  # in the file once
-    feed = model.random_feed(seed=1)
-    np.savez(tmp_path / "inputs.npz", **feed)
-    script = _LOAD_AND_RUN.format(library_weights_folder=str(Path(tvm_dse.__file__).parent))
-    done = subprocess.run([sys.executable, "-c", script, str(library), str(tmp_path / "inputs.npz"),
-                           str(tmp_path / "outputs.npy")], capture_output=True, text=True,
-                          env={**os.environ, "TVM_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    facts = json.loads(done.stdout.splitlines()[-1])
-    assert facts["inside"] and facts["weights"] == weights_bytes
+    memory = measure_process_memory(library, model.random_feed(seed=1))
     # loading, running and the activations add a few MB; the constant pool added the weights four times
-    assert facts["growth"] <= 1.5 * weights_bytes, facts
-    np.testing.assert_array_equal(np.load(tmp_path / "outputs.npy"), built.run(feed)[0])
+    assert weights_bytes <= memory.plan_bytes <= 1.5 * weights_bytes, memory
 
 
-def test_loaded_weights_are_aligned_and_a_library_without_any_runs_without(wide_layer, tmp_path, zoo):
+def test_loaded_weights_view_the_mapped_library_aligned_and_a_library_without_any_runs_without(wide_layer, tmp_path,
+                                                                                                 zoo):
     model, built = wide_layer
     library = built.export(tmp_path / "wide_layer.so")
     vm = relax.VirtualMachine(load_library(library), tvm.cpu())
     weights = load_weights(library)
     assert len(weights) == len(built.weights)
-    assert all(np.from_dlpack(weight).ctypes.data % ALIGNMENT == 0 for weight in weights)
+    with open("/proc/self/maps") as maps:
+        mapped = [[int(address, 16) for address in line.split()[0].split("-")] for line in maps
+                  if line.rstrip().endswith(os.path.realpath(library))]
+    for weight in map(np.from_dlpack, weights):
+        assert weight.ctypes.data % ALIGNMENT == 0
+        assert any(start <= weight.ctypes.data and weight.ctypes.data + weight.nbytes <= end for start, end in mapped)
     feed = model.random_feed(seed=2)
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(feed["x"]), *weights).numpy(), built.run(feed)[0])
 

@@ -145,6 +145,13 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     # measured with the thread-pool setting the library carries (tests/test_thread_pool.py), and says so
     assert report["thread_pool_spin_count"] == spin_count()
     assert f"TVM_THREAD_POOL_SPIN_COUNT={spin_count()}): measured so" in (tmp_path / "report.md").read_text()
+    # the library run once in a process of its own with TVM's runtime library only: the runtime's measured
+    # memory plus the plan's modeled memory predicts that process's peak within 15%
+    memory = report["process_memory"]
+    assert 0 < memory["runtime_mb"] < memory["peak_mb"] and memory["plan_mb"] > 0
+    assert memory["predicted_peak_mb"] == pytest.approx(memory["runtime_mb"] + report["peak_memory_mb"])
+    assert abs(memory["prediction_error"]) <= 0.15, memory
+    assert f"peaked at {memory['peak_mb']:.1f} MB" in (tmp_path / "report.md").read_text()
 
 
 def test_memory_bound_is_respected(logs, tmp_path):

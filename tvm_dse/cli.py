@@ -126,7 +126,7 @@ def _command_build(args: argparse.Namespace) -> int:
 def _command_optimize(args: argparse.Namespace) -> int:
     from .measure import MeasureSettings
     from .optimize import optimize
-    from .report import costs_line, costs_modeled, latency_line
+    from .report import costs_line, costs_modeled, latency_line, memory_line
 
     if args.tracker and not args.key:
         raise TvmDseError("--tracker needs --key: the key the boards registered under")
@@ -166,8 +166,9 @@ def _command_optimize(args: argparse.Namespace) -> int:
     for row in report["verified_plans"]:
         print(f"  {row['plan']:20s} {row['predicted_ms']:9.3f} ms predicted {row['measured']['median_ms']:9.3f} ms "
               f"{taken}{'  <- chosen' if row['chosen'] else ''}")
-    print(f"peak memory {report['peak_memory_mb']:.1f} MB, outputs match TVM's default build "
-          f"(relative error {report['validation']['relative_error_vs_tvm_default']:.1e})")
+    print(f"peak memory {memory_line(report)}")
+    print(f"outputs match TVM's default build (relative error "
+          f"{report['validation']['relative_error_vs_tvm_default']:.1e})")
     if report.get("accuracy"):
         accuracy_row = report["accuracy"]
         print(f"top-1 {accuracy_row['plan_score']:.4f} (fp32 {accuracy_row['fp32_score']:.4f}); int8 nodes: "
@@ -375,7 +376,9 @@ def make_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--searcher", default="qlearning",
                           choices=["qlearning", "exact", "ilp", "greedy", "random", "uniform"])
     optimize.add_argument("--budget", type=int, help="cost evaluations the searcher may spend (default: its own)")
-    optimize.add_argument("--memory-limit", type=float, metavar="MB", help="peak memory bound of the plan")
+    optimize.add_argument("--memory-limit", type=float, metavar="MB",
+                          help="peak memory bound of the plan: its weights, largest workspace and live activations "
+                          "(a process adds its runtime's memory, which the report measures)")
     optimize.add_argument("--out", default="tvm_dse_out",
                           help="output folder (default: tvm_dse_out); one tvm_dse wrote before is replaced whole")
     optimize.add_argument("--force", action="store_true",

@@ -3,8 +3,8 @@
 import -> DSE graph -> calibration -> the design space measured on the target (locally, or on boards over
 RPC; resuming from the tuning logs) -> [per-layer sensitivity] -> graph-level search (-> tune the plan's
 kernels -> search again) -> lower and build the plan -> [accuracy loop] -> check its outputs against TVM's
-default build and time the whole model where the target is -> an :class:`OptimizeResult` with the plan,
-the module and a report.
+default build and time the whole model where the target is -> [the plan's library run in a process of its
+own, for its memory] -> an :class:`OptimizeResult` with the plan, the module and a report.
 """
 
 from __future__ import annotations
@@ -114,8 +114,10 @@ def optimize(model: ModelLike, target: TargetLike = "host", options: OptimizeOpt
     comparison = stages.compare_searchers(context, choice)
     confirmation = stages.confirm(context, calibrated, verification)
     validation = stages.validate(context, plan, built, calibrated, confirmation.run)
+    memory = stages.measure_memory(context, plan, built, calibrated)
     context.timings["total_s"] = time.perf_counter() - started
-    report = stages.report(context, plan, choice, comparison, validation, tuned, accuracy, verification, confirmation)
+    report = stages.report(context, plan, choice, comparison, validation, tuned, accuracy, verification, confirmation,
+                           memory)
     result = OptimizeResult(context.model, context.graph, context.target, plan, built, choice.space, choice.search,
                             report)
     if options.out_dir is not None:

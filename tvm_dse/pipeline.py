@@ -37,6 +37,7 @@ from .measure.runner import ModelRun
 from .options import OptimizeOptions
 from .plan import Plan
 from .pricing import measure_space, plan_from_assignment
+from .process_memory import ProcessMemory, measure_process_memory
 from .profiling import ModuleProfile, price_in_model, profile_module
 from .report import MODELED, build_report, costs_modeled
 from .search import (NoFeasiblePlan, SearchResult, best_plans, compare, fits_limits, get_searcher, leanest_plan,
@@ -584,11 +585,23 @@ def _reference(context: RunContext, feed: dict[str, np.ndarray]) -> tuple[dict[s
             onnxruntime_sampler(model.onnx_model, feed, physical_cores()))
 
 
+def measure_memory(context: RunContext, plan: Plan, built: BuiltModel,
+                   calibrated: Calibrated) -> ProcessMemory | None:
+    """On a host target, the chosen plan's library run once in a process of its own with TVM's runtime library
+    only (:mod:`tvm_dse.process_memory`): the report's measured memory beside the plan's modeled memory. None
+    on a board, where the process running a library is the RPC server's."""
+    if not context.target.runs_on_host:
+        return None
+    with context.timed("memory_s"):
+        library = built.export(context.workdir / "memory" / f"{context.model.name}.so")
+        return measure_process_memory(library, _validation_feed(context, plan, calibrated)[0])
+
+
 def report(context: RunContext, plan: Plan, choice: Choice, comparison: list[Any], validation: Validation,
            tuned: list[Any], accuracy: dict[str, Any] | None, verification: Verification,
-           confirmation: Confirmation) -> dict[str, Any]:
+           confirmation: Confirmation, memory: ProcessMemory | None) -> dict[str, Any]:
     """The report of the run, as plain data."""
     return build_report(context.model, context.graph, context.target, plan, choice.space, choice.search, comparison,
                         validation.run.timing, validation.error, context.timings, tuned,
                         context.options.measurement.top_k, accuracy, verification.rows, confirmation.reference,
-                        confirmation.rounds_ms, context.costs)
+                        confirmation.rounds_ms, context.costs, memory)

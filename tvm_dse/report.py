@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from .frontend import Model
 from .graph import DseGraph
 from .plan import Plan
+from .process_memory import ProcessMemory
 from .space import DesignSpace
 from .target import DseTarget
 from .thread_pool import describe_spin_count, spin_count
@@ -27,14 +28,15 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
                  timings: dict[str, float], tuned: Sequence[Any] = (), top_k: int | None = None,
                  accuracy: dict[str, Any] | None = None, verified: Sequence[dict[str, Any]] = (),
                  reference: dict[str, Any] | None = None, latency_rounds_ms: Sequence[float] = (),
-                 costs: dict[str, Any] | None = None) -> dict[str, Any]:
+                 costs: dict[str, Any] | None = None, memory: ProcessMemory | None = None) -> dict[str, Any]:
     """The report of one optimization, as plain data; ``tuned`` are the kernels tuned on the way
     (:class:`tvm_dse.tuning.TuneResult`), ``top_k`` the strategies measured per node when a predictor
     chose them, ``accuracy`` the accuracy-bounded search's scores and per-layer sensitivity, ``verified``
     the plans timed end to end (predicted and measured), ``reference`` onnxruntime's latency (or why it
     was not timed); ``latency`` is the chosen plan's steady-state timing, the fastest of its
     ``latency_rounds_ms`` (see :func:`tvm_dse.timing.quiet_round`); ``costs`` says where every cost came
-    from (measured, or the cost model's)."""
+    from (measured, or the cost model's); ``memory`` is the plan's library measured in a process of its own
+    (host targets)."""
     from .search.exact import pareto_front
 
     nodes = []
@@ -68,7 +70,30 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "verified_plans": list(verified),
         "reference": _with_ratio(reference, latency),
         "thread_pool_spin_count": spin_count(),
+        "process_memory": None if memory is None else _process_memory(memory, search.peak_memory_bytes),
     }
+
+
+def _process_memory(memory: ProcessMemory, modeled_plan_bytes: float) -> dict[str, float]:
+    """The measured memory of a process running the plan, beside the prediction: the runtime's measured part
+    plus the plan's modeled memory."""
+    predicted = memory.runtime_bytes + modeled_plan_bytes
+    return {"runtime_mb": memory.runtime_bytes / MB, "peak_mb": memory.peak_bytes / MB,
+            "plan_mb": memory.plan_bytes / MB, "predicted_peak_mb": predicted / MB,
+            "prediction_error": predicted / memory.peak_bytes - 1}
+
+
+def memory_line(report: dict[str, Any]) -> str:
+    """The report's memory line: the plan's modeled memory and, where measured, the process's."""
+    line = (f"{report['peak_memory_mb']:.1f} MB as the search prices it (weights, the largest workspace, the "
+            "largest live activations)")
+    measured = report.get("process_memory")
+    if measured:
+        line += (f"; a process running the exported library with TVM's runtime library peaked at "
+                 f"{measured['peak_mb']:.1f} MB, {measured['runtime_mb']:.1f} MB of it the runtime before the model "
+                 f"was loaded (predicted {measured['predicted_peak_mb']:.1f} MB, "
+                 f"{100 * measured['prediction_error']:+.1f}%)")
+    return line
 
 
 def _with_ratio(reference: dict[str, Any] | None, latency: Timing) -> dict[str, Any] | None:
@@ -140,6 +165,18 @@ def _disturbed_prices(report: dict[str, Any]) -> str:
             f"{', ...' if len(disturbed) > 5 else ''}")
 
 
+def _pareto_rows(report: dict[str, Any]) -> list[str]:
+    """The front's table; where the process was measured, with each plan's predicted process peak (the
+    runtime's measured memory plus the plan's modeled memory)."""
+    measured = report.get("process_memory")
+    if not measured:
+        return ["| latency ms | peak memory MB |", "|---|---|"] + [
+            f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} |" for p in report["pareto_front"]]
+    return ["| latency ms | peak memory MB | process peak MB (runtime measured + plan) |", "|---|---|---|"] + [
+        f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} | {measured['runtime_mb'] + p['peak_memory_mb']:.1f} |"
+        for p in report["pareto_front"]]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown page."""
     modeled = costs_modeled(report["costs"])
@@ -149,7 +186,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"- {report['gflops']:.1f} GFLOP/s ({report['gflop']:.3f} GFLOP); of the prediction "
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
              f"choice changes; {_pricing(report)}{_disturbed_prices(report)}",
-             f"- Peak memory of the plan: {report['peak_memory_mb']:.1f} MB",
+             f"- Peak memory of the plan: {memory_line(report)}",
              f"- Thread pool: {describe_spin_count(report['thread_pool_spin_count'], measured=not modeled)}",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
@@ -170,8 +207,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {row['plan']} | {row['predicted_ms']:.3f} | {measured['median_ms']:.3f}"
                          f"{' (disturbed)' if measured['disturbed'] else ''} | {100 * measured['spread']:.1f}% | "
                          f"{'yes' if row['chosen'] else ''} |")
-    lines += ["", "## Latency / memory Pareto front", "", "| latency ms | peak memory MB |", "|---|---|"]
-    lines += [f"| {p['latency_ms']:.3f} | {p['peak_memory_mb']:.1f} |" for p in report["pareto_front"]]
+    lines += ["", "## Latency / memory Pareto front", ""] + _pareto_rows(report)
     if report.get("tuning"):
         lines += ["", "## Kernels tuned", "", "| workload | strategy | trials (new) | default ms | tuned ms |",
                   "|---|---|---|---|---|"]

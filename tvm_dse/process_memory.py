@@ -1,0 +1,82 @@
+"""The memory a deployed library takes, measured: a process of its own, with TVM's runtime library only (no
+compiler, no PyTorch, nothing of tvm_dse but :mod:`tvm_dse.library_weights`), notes its peak resident set
+once the runtime is imported, then loads the library and its weights and runs the model once. The
+difference is what the plan adds, which its memory model predicts
+(:meth:`tvm_dse.space.DesignSpace.peak_memory`: weights, the largest workspace, the largest live
+activations); the runtime's part depends on how the library is deployed, not on the plan.
+
+:func:`measure_process_memory` runs this file as that process:
+
+    python process_memory.py LIBRARY INPUTS.npz      # prints {"runtime_bytes": ..., "peak_bytes": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """Peak resident bytes of a process running a library: ``runtime_bytes`` before the model was loaded,
+    ``peak_bytes`` after it was loaded and run."""
+
+    runtime_bytes: int
+    peak_bytes: int
+
+    @property
+    def plan_bytes(self) -> int:
+        """What loading and running the model added."""
+        return self.peak_bytes - self.runtime_bytes
+
+
+def measure_process_memory(library: str | Path, feed: Mapping[str, Any]) -> ProcessMemory:
+    """Run ``library`` (exported for this machine) on ``feed`` (the model's inputs by name, in order) once
+    in a process of its own, with this process's thread count, and return its memory."""
+    import numpy as np
+
+    from .errors import TvmDseError
+
+    with tempfile.TemporaryDirectory(prefix="tvm_dse_memory_") as folder:
+        inputs = Path(folder) / "inputs.npz"
+        np.savez(inputs, *feed.values())
+        done = subprocess.run([sys.executable, __file__, str(library), str(inputs)], capture_output=True,
+                              text=True, timeout=_TIMEOUT_S, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    if done.returncode != 0:
+        raise TvmDseError(f"running {library} in a process of its own to measure its memory failed: "
+                          f"{done.stderr.strip()[-2000:]}")
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    return ProcessMemory(facts["runtime_bytes"], facts["peak_bytes"])
+
+
+def _peak_resident_bytes() -> int:
+    # VmHWM: getrusage's maximum would carry the launching process's peak across exec
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def _main(library: str, inputs: str) -> None:
+    sys.modules["torch"] = None  # TVM's FFI imports PyTorch wherever it is installed; a deployment has none
+    import numpy as np
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    from library_weights import library_weights  # this file's folder is the script's path
+
+    runtime = _peak_resident_bytes()
+    machine = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+    weights = [tvm.runtime.from_dlpack(weight) for weight in library_weights(library)]
+    machine["main"](*[tvm.runtime.tensor(array) for array in np.load(inputs).values()], *weights)
+    print(json.dumps({"runtime_bytes": runtime, "peak_bytes": _peak_resident_bytes()}))
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:])
