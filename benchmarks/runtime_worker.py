@@ -3,7 +3,7 @@ on request. It needs numpy and its runtime only (it runs in the peers' own envir
 
     python runtime_worker.py KIND MODEL INPUTS.npz THREADS OUTPUT.npy
 
-KIND is tvm (an exported tvm_dse library, TVM's runtime library only), onnxruntime, openvino, ncnn (MODEL is
+KIND is tvm (an exported tvm_dse library, run with TVM's runtime library alone), onnxruntime, openvino, ncnn (MODEL is
 the .param beside its .bin), mnn or litert. After a warm-up it writes its output for INPUTS to OUTPUT.npy and
 prints ``ready``; then each line ``round`` on stdin is answered with the median ms per run of a plain
 wall-clock loop of ROUND_S, ``memory`` with the process's peak resident memory in MB, and ``runtime memory``
@@ -12,7 +12,6 @@ with its peak once the runtime was imported, before the model was loaded.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -21,10 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-# tvm_dse's reader of a library's weights, a leaf of numpy and the standard library (tvm_dse itself is not
-# installed in the peers' environments)
+# how tvm_dse runs a library with TVM's runtime alone, a leaf of numpy and the standard library (tvm_dse itself
+# is not installed in the peers' environments)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tvm_dse"))
-from library_weights import library_weights  # noqa: E402
 
 WARMUP_S = 2.0
 ROUND_S = 1.0
@@ -37,18 +35,17 @@ def _runtime_imported() -> None:
 
 
 def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
-    os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # the deployed runtime, without the compiler's 260 MB library
     # tvm_ffi imports PyTorch wherever it is installed (tvm_dse's test environment has it), 250 MB resident
     # that a deployment does not carry
     sys.modules["torch"] = None
-    import tvm
-    from tvm.runtime.vm import VirtualMachine
+    import tvm_ffi
+    from deployed_library import DeployedLibrary, runtime_library
 
+    tvm_ffi.load_module(str(runtime_library()))
     _runtime_imported()
-    vm = VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-    arguments = [tvm.runtime.tensor(array) for array in feed.values()]
-    arguments += [tvm.runtime.from_dlpack(weight) for weight in library_weights(path)]
-    return lambda: vm["main"](*arguments)
+    library = DeployedLibrary(path)
+    arguments = library.tensors(*feed.values())
+    return lambda: library.run_tensors(arguments)
 
 
 def _onnxruntime(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], np.ndarray]:
@@ -141,7 +138,7 @@ def main(kind: str, path: str, inputs: str, threads: str, output: str) -> None:
     began = time.perf_counter()
     while time.perf_counter() - began < WARMUP_S:
         result = run()
-    np.save(output, np.asarray(result.numpy() if hasattr(result, "numpy") else result, np.float32))
+    np.save(output, np.asarray(np.from_dlpack(result) if hasattr(result, "__dlpack__") else result, np.float32))
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() in ("memory", "runtime memory"):

@@ -17,7 +17,7 @@ import numpy as np
 import tvm
 
 from .errors import TvmDseError
-from .library_weights import library_weights, weights_object
+from .deployed_library import library_weights, weights_object
 from .native_output import lines_dropped
 from .target import DseTarget
 from .thread_pool import setting_object
@@ -38,7 +38,7 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
                    weights: Sequence[tvm.runtime.Tensor] = ()) -> Path:
     """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board; the
     library carries the thread-pool setting it was measured with (:mod:`tvm_dse.thread_pool`) and the
-    ``weights`` its ``main`` takes after the inputs (:mod:`tvm_dse.library_weights`; :func:`load_weights`)."""
+    ``weights`` its ``main`` takes after the inputs (:mod:`tvm_dse.deployed_library`; :func:`load_weights`)."""
     from tvm.support import cc
 
     path = Path(path)

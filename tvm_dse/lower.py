@@ -27,7 +27,7 @@ The steps (:func:`lower_plan`):
    kernels producing a concatenation's operands write their slices of its result.
 
 :func:`build_plan` then makes the (transformed) weights parameters of ``main`` after the model's inputs,
-so that an exported library holds them once, outside TVM's constant pool (:mod:`tvm_dse.library_weights`).
+so that an exported library holds them once, outside TVM's constant pool (:mod:`tvm_dse.deployed_library`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The memory a deployed library takes, measured: a process of its own, with TVM's runtime library only (no
-compiler, no PyTorch, nothing of tvm_dse but :mod:`tvm_dse.library_weights`), notes its peak resident set
-once the runtime is imported, then loads the library and its weights and runs the model once. The
+compiler, no TVM Python package, nothing of tvm_dse but :mod:`tvm_dse.deployed_library`), notes its peak
+resident set once numpy and the runtime are loaded, then loads the library and runs the model once. The
 difference is what the plan adds, which its memory model predicts
 (:meth:`tvm_dse.space.DesignSpace.peak_memory`: weights, the largest workspace, the largest live
 activations); the runtime's part depends on how the library is deployed, not on the plan.
@@ -13,7 +13,6 @@ activations); the runtime's part depends on how the library is deployed, not on 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ def measure_process_memory(library: str | Path, feed: Mapping[str, Any]) -> Proc
         inputs = Path(folder) / "inputs.npz"
         np.savez(inputs, *feed.values())
         done = subprocess.run([sys.executable, __file__, str(library), str(inputs)], capture_output=True,
-                              text=True, timeout=_TIMEOUT_S, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+                              text=True, timeout=_TIMEOUT_S)
     if done.returncode != 0:
         raise TvmDseError(f"running {library} in a process of its own to measure its memory failed: "
                           f"{done.stderr.strip()[-2000:]}")
@@ -66,15 +65,13 @@ def _peak_resident_bytes() -> int:
 def _main(library: str, inputs: str) -> None:
     sys.modules["torch"] = None  # TVM's FFI imports PyTorch wherever it is installed; a deployment has none
     import numpy as np
-    import tvm
-    from tvm.runtime.vm import VirtualMachine
+    import tvm_ffi
 
-    from library_weights import library_weights  # this file's folder is the script's path
+    from deployed_library import DeployedLibrary, runtime_library  # this file's folder is the script's path
 
+    tvm_ffi.load_module(str(runtime_library()))
     runtime = _peak_resident_bytes()
-    machine = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
-    weights = [tvm.runtime.from_dlpack(weight) for weight in library_weights(library)]
-    machine["main"](*[tvm.runtime.tensor(array) for array in np.load(inputs).values()], *weights)
+    DeployedLibrary(library)(*np.load(inputs).values())
     print(json.dumps({"runtime_bytes": runtime, "peak_bytes": _peak_resident_bytes()}))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 # tvm_dse's reader of a library's weights, a leaf of numpy and the standard library
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from library_weights import library_weights  # noqa: E402
+from deployed_library import library_weights  # noqa: E402
 
 # TVM's FFI imports PyTorch wherever it is installed (this machine's Python, when validating on the host):
 # seconds more under emulation, for nothing the libraries use

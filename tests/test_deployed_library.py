@@ -1,20 +1,23 @@
 """A plan's exported library holds the model's weights once, outside TVM's constant pool: they are ``main``'s
 parameters after the inputs, stored in the library's read-only data and read back as arrays viewing the
 loaded library, so a process running it holds them once at its peak (the constant pool held them four
-times while loading)."""
+times while loading); and it runs with TVM's runtime library alone, without TVM's Python package."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
+import tvm_dse
 from tvm_dse.build import build_baseline
 from tvm_dse.export import load_library, load_weights
 from tvm_dse.frontend import load_model
 from tvm_dse.graph import build_graph
-from tvm_dse.library_weights import ALIGNMENT
+from tvm_dse.deployed_library import ALIGNMENT
 from tvm_dse.lower import build_plan
 from tvm_dse.plan import Plan
 from tvm_dse.process_memory import measure_process_memory
@@ -77,3 +80,27 @@ def test_loaded_weights_view_the_mapped_library_aligned_and_a_library_without_an
     feed = squeezenet.random_feed()
     reloaded = relax.VirtualMachine(load_library(exported), tvm.cpu())["main"](tvm.runtime.tensor(feed["input"]))
     np.testing.assert_array_equal(reloaded.numpy(), baseline.run(feed)[0])
+
+
+_RUN_WITHOUT_TVM = """
+import sys
+sys.modules["torch"] = None
+import numpy as np
+from deployed_library import DeployedLibrary
+library, inputs, outputs = sys.argv[1:]
+(result,) = DeployedLibrary(library)(*np.load(inputs).values())
+assert "tvm" not in sys.modules, "TVM's Python package was imported"
+np.save(outputs, result)
+"""
+
+
+def test_a_library_runs_with_tvms_runtime_library_alone(wide_layer, tmp_path):
+    model, built = wide_layer
+    library = built.export(tmp_path / "wide_layer.so")
+    feed = model.random_feed(seed=3)
+    np.savez(tmp_path / "inputs.npz", **feed)
+    done = subprocess.run([sys.executable, "-c", _RUN_WITHOUT_TVM, str(library), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "outputs.npy")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(tvm_dse.__file__)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "outputs.npy"), built.run(feed)[0])
