@@ -23,6 +23,7 @@ import numpy as np
 # how tvm_dse runs a library with TVM's runtime alone, a leaf of numpy and the standard library (tvm_dse itself
 # is not installed in the peers' environments)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tvm_dse"))
+from deployed_library import peak_resident_bytes  # noqa: E402
 
 WARMUP_S = 2.0
 ROUND_S = 1.0
@@ -38,10 +39,9 @@ def _tvm(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[], n
     # tvm_ffi imports PyTorch wherever it is installed (tvm_dse's test environment has it), 250 MB resident
     # that a deployment does not carry
     sys.modules["torch"] = None
-    import tvm_ffi
-    from deployed_library import DeployedLibrary, runtime_library
+    from deployed_library import DeployedLibrary, load_runtime
 
-    tvm_ffi.load_module(str(runtime_library()))
+    load_runtime()
     _runtime_imported()
     library = DeployedLibrary(path)
     arguments = library.tensors(*feed.values())
@@ -121,11 +121,7 @@ def _litert(path: str, feed: dict[str, np.ndarray], threads: int) -> Callable[[]
 
 
 def _peak_resident_mb() -> float:
-    """This process's peak resident memory since it started (``VmHWM``: getrusage's maximum would carry the
-    launching process's peak across exec)."""
-    with open("/proc/self/status") as status:
-        kilobytes = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    return kilobytes / 1024
+    return peak_resident_bytes() / 2**20
 
 
 KINDS = {"tvm": _tvm, "onnxruntime": _onnxruntime, "openvino": _openvino, "ncnn": _ncnn, "mnn": _mnn,

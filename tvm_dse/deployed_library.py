@@ -106,6 +106,21 @@ def runtime_library() -> Path:
                             "apache-tvm")
 
 
+def load_runtime() -> None:
+    """Load TVM's runtime library through ``tvm_ffi`` (it registers the virtual machine a model library needs);
+    loading it again does nothing."""
+    import tvm_ffi
+
+    tvm_ffi.load_module(str(runtime_library()))
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory since it started (``VmHWM``: getrusage's maximum would carry the
+    launching process's peak across exec)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 def _aligned(array: np.ndarray) -> np.ndarray:
     """``array``'s values in a C-contiguous array whose data is aligned for TVM's kernels."""
     array = np.asarray(array)
@@ -127,7 +142,7 @@ class DeployedLibrary:
         import tvm_ffi
 
         self._ffi = tvm_ffi
-        tvm_ffi.load_module(str(runtime_library()))  # registers the virtual machine the library needs
+        load_runtime()
         self._library = tvm_ffi.load_module(str(path))
         machine = self._library["vm_load_executable"]()
         machine["vm_initialization"](*_CPU_POOLED)

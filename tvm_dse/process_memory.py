@@ -56,23 +56,17 @@ def measure_process_memory(library: str | Path, feed: Mapping[str, Any]) -> Proc
     return ProcessMemory(facts["runtime_bytes"], facts["peak_bytes"])
 
 
-def _peak_resident_bytes() -> int:
-    # VmHWM: getrusage's maximum would carry the launching process's peak across exec
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
-
 def _main(library: str, inputs: str) -> None:
     sys.modules["torch"] = None  # TVM's FFI imports PyTorch wherever it is installed; a deployment has none
     import numpy as np
-    import tvm_ffi
 
-    from deployed_library import DeployedLibrary, runtime_library  # this file's folder is the script's path
+    # this file's folder is the script's path
+    from deployed_library import DeployedLibrary, load_runtime, peak_resident_bytes
 
-    tvm_ffi.load_module(str(runtime_library()))
-    runtime = _peak_resident_bytes()
+    load_runtime()
+    runtime = peak_resident_bytes()
     DeployedLibrary(library)(*np.load(inputs).values())
-    print(json.dumps({"runtime_bytes": runtime, "peak_bytes": _peak_resident_bytes()}))
+    print(json.dumps({"runtime_bytes": runtime, "peak_bytes": peak_resident_bytes()}))
 
 
 if __name__ == "__main__":
