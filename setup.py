@@ -21,7 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tvm_dse", "tvm_dse.*"]),
-    package_data={"tvm_dse.testing": ["data/*"], "tvm_dse.core_model": ["*.c"]},
+    package_data={"tvm_dse": ["thread_pool.c"], "tvm_dse.testing": ["data/*"], "tvm_dse.core_model": ["*.c"]},
     install_requires=TVM_STACK + [
         # MetaSchedule's process pools and TVM's RPC tracker need psutil and cloudpickle
         "psutil>=5.9,<8",

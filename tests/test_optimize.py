@@ -22,7 +22,7 @@ from tvm_dse.plan import Plan
 from tvm_dse.profiling import ModuleProfile, price_in_model, profile_module
 from tvm_dse.space import DesignSpace
 from tvm_dse.strategies import get_strategy
-from tvm_dse.thread_pool import spin_count
+from tvm_dse.thread_pool import describe_thread_pool, measuring_pool
 from tvm_dse.timing import MAX_SPREAD, SteadyState, Timing
 from tvm_dse.testing import onnxruntime_outputs, relative_error
 
@@ -142,9 +142,10 @@ def test_optimize_on_the_host_matches_onnxruntime_and_writes_everything(logs, tm
     reference = report["reference"]
     assert reference["runtime"].startswith("onnxruntime") and reference["latency"]["median_ms"] > 0
     assert reference["plan_over_reference"] == pytest.approx(latency["median_ms"] / reference["latency"]["median_ms"])
-    # measured with the thread-pool setting the library carries (tests/test_thread_pool.py), and says so
-    assert report["thread_pool_spin_count"] == spin_count()
-    assert f"TVM_THREAD_POOL_SPIN_COUNT={spin_count()}): measured so" in (tmp_path / "report.md").read_text()
+    # measured on the thread pool the library carries (tests/test_thread_pool.py), and says so
+    assert report["thread_pool"] == measuring_pool(True) and report["thread_pool"]["measured_with"] == "tvm_dse"
+    assert describe_thread_pool(report["thread_pool"], measured=True).endswith("measured so")
+    assert describe_thread_pool(report["thread_pool"], measured=True) in (tmp_path / "report.md").read_text()
     # the library run once in a process of its own with TVM's runtime library only: the runtime's measured
     # memory plus the plan's modeled memory predicts that process's peak within 15%
     memory = report["process_memory"]

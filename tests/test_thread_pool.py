@@ -1,86 +1,189 @@
-"""The thread-pool setting tvm_dse measures with travels in every library it exports: a process that loads
-one (and has run no TVM kernel yet) gets it, unless it set its own."""
+"""tvm_dse's thread pool runs the parallel loops of the kernels it measures (in its own process) and of every
+library it exports (in any process that loads one): results identical to TVM's, idle workers asleep, waiting
+threads asleep at once beside a co-running load, and safe across threads and fork."""
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
 
+from tvm_dse.errors import TvmDseError
 from tvm_dse.strategies import build_kernel
 from tvm_dse.target import parse_target
 from tvm_dse.testing.conformance import CASES
-from tvm_dse.thread_pool import SPIN_COUNT, WORKERS_SLEEP, setting_object, spin_count
+from tvm_dse.thread_pool import SPIN_US, measuring_pool, pool_object
 
-# Loads a library in a fresh process, runs it, then reports the spin count the process ended up with and the
-# CPU time its other threads (TVM's workers) used in the half second after the last run.
-_LOAD_AND_IDLE = textwrap.dedent("""
-    import ctypes, json, os, sys, threading, time
+POOL_THREAD = "tvm_dse-pool"
+
+# Loads a library with TVM's Python package (not tvm_dse) in a fresh process and runs it: serially, from two
+# threads at once, in a forked child, and beside `cores` busy processes; reports the outputs, the pool's
+# threads, their CPU time while idle, and their sleeps (voluntary context switches) while loaded.
+_LOAD_AND_RUN = textwrap.dedent("""
+    import ctypes, json, multiprocessing, os, sys, threading, time
+    sys.modules["torch"] = None
     import numpy as np, tvm
-    library, shapes = sys.argv[1], json.loads(sys.argv[2])
+
+    library, arrays = sys.argv[1], np.load(sys.argv[2])
     module = tvm.runtime.load_module(library)
-    arguments = [tvm.runtime.tensor(np.random.rand(*shape).astype("float32")) for shape in shapes]
-    for _ in range(50):
-        module["main"](*arguments)
+    values = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+    inputs = [tvm.runtime.tensor(value) for value in values[:-1]]
 
-    def workers_cpu_s():
-        ticks = 0
+    def run(times=1):
+        output = tvm.runtime.tensor(np.zeros_like(values[-1]))
+        for _ in range(times):
+            module["main"](*inputs, output)
+        return output.numpy()
+
+    def pool_threads():
+        found = {}
         for task in os.listdir("/proc/self/task"):
-            if int(task) != threading.get_native_id():
-                fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+            if open(f"/proc/self/task/{task}/comm").read().strip() == "POOL_THREAD":
+                stat = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
+                status = dict(line.split(":", 1) for line in open(f"/proc/self/task/{task}/status"))
+                found[task] = {"cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"),
+                               "sleeps": int(status["voluntary_ctxt_switches"])}
+        return found
 
-    before = workers_cpu_s()
+    serial = run(50)
+    before = pool_threads()
     time.sleep(0.5)
-    libc = ctypes.CDLL(None)
-    libc.getenv.restype = ctypes.c_char_p
-    print(json.dumps({"spin_count": libc.getenv(b"SPIN_COUNT").decode(), "idle_cpu_s": workers_cpu_s() - before,
-                      "threads": len(os.listdir("/proc/self/task"))}))
-""").replace("SPIN_COUNT", SPIN_COUNT)
+    idle = pool_threads()
+    results = [None, None]
+    def run_in_thread(index):
+        results[index] = run(20)
+    threads = [threading.Thread(target=run_in_thread, args=(index,)) for index in range(2)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    child = os.fork()
+    if child == 0:
+        os._exit(0 if np.array_equal(run(), serial) else 3)
+    forked_child_status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+    def busy():
+        while True:
+            pass
+    load = [multiprocessing.Process(target=busy, daemon=True) for _ in range(os.cpu_count())]
+    [process.start() for process in load]
+    time.sleep(0.2)
+    loaded_before = pool_threads()
+    loaded = run(200)
+    loaded_after = pool_threads()
+    [process.kill() for process in load]
+    print(json.dumps({
+        "exported_launcher": hasattr(ctypes.CDLL(library), "__TVMBackendParallelLaunch"),
+        "serial": serial.tolist(), "threads": [result.tolist() for result in results], "loaded": loaded.tolist(),
+        "forked_child_status": forked_child_status, "pool_threads": len(idle),
+        "idle_cpu_s": sum(idle[task]["cpu_s"] - before[task]["cpu_s"] for task in idle),
+        "loaded_sleeps": sum(loaded_after[task]["sleeps"] - loaded_before[task]["sleeps"] for task in loaded_after),
+    }))
+""").replace("POOL_THREAD", POOL_THREAD)
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
+def kernel(tmp_path_factory):
+    """A parallel kernel built in this process, run once here, exported, and its arguments saved."""
     case = next(case for case in CASES if case.id == "3x3_s1_batch2")
     built = build_kernel("direct_nchw", case.workload, parse_target("host"))
-    shapes = [list(argument.shape) for argument in built.arguments(
-        np.zeros(case.workload.input_shape, "float32"), np.zeros(case.workload.weight_shape, "float32"))]
-    return built.export(tmp_path_factory.mktemp("kernel") / "kernel.so"), shapes
+    rng = np.random.default_rng(0)
+    arguments = built.arguments(rng.random(case.workload.input_shape, "float32"),
+                                rng.random(case.workload.weight_shape, "float32"))
+    built.kernel["main"](*arguments)
+    folder = tmp_path_factory.mktemp("kernel")
+    np.savez(folder / "arguments.npz", *[argument.numpy() for argument in arguments])
+    return built.export(folder / "kernel.so"), folder / "arguments.npz"
 
 
-def _load_and_idle(library, shapes, **environment) -> dict:
-    env = {key: value for key, value in os.environ.items() if key != SPIN_COUNT}
-    env.update(environment, TVM_NUM_THREADS="2")  # a worker beside the calling thread, whatever the machine
-    done = subprocess.run([sys.executable, "-c", _LOAD_AND_IDLE, str(library), json.dumps(shapes)], env=env,
-                          capture_output=True, text=True, timeout=120)
+def _pool_threads() -> int:
+    return sum(open(f"/proc/self/task/{task}/comm").read().strip() == POOL_THREAD
+               for task in os.listdir("/proc/self/task"))
+
+
+def test_tvm_dse_measures_on_its_own_pool(kernel):
+    # tvm_dse is imported before TVM here (conftest), so its launcher is the one the process finds first, where
+    # TVM's runtime and compiler look for TVMBackendParallelLaunch; the kernel run in this process started it
+    assert measuring_pool(in_this_process=True)["measured_with"] == "tvm_dse"
+    with open("/proc/self/maps") as maps:
+        (pool,) = {line.split()[-1] for line in maps if line.rstrip().endswith("/libtvm_dse_thread_pool.so")}
+    found = ctypes.cast(ctypes.CDLL(None).TVMBackendParallelLaunch, ctypes.c_void_p).value
+    assert found == ctypes.cast(ctypes.CDLL(pool).TVMBackendParallelLaunch, ctypes.c_void_p).value
+    assert _pool_threads() >= 1
+
+
+def test_an_exported_library_runs_on_the_pool_in_any_process(kernel):
+    library, arguments = kernel
+    env = {**os.environ, "TVM_NUM_THREADS": "2"}  # a worker beside the calling thread, whatever the machine
+    env.pop(SPIN_US, None)
+    done = subprocess.run([sys.executable, "-c", _LOAD_AND_RUN, str(library), str(arguments)], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    ran = json.loads(done.stdout.splitlines()[-1])
+    # the library's launcher is its own: TVM's loader cannot see it to point it at TVM's pool
+    assert not ran["exported_launcher"] and ran["pool_threads"] == 1
+    # the same result as TVM's launcher in this process computed, however it is called
+    expected = np.load(arguments)[f"arr_{len(np.load(arguments).files) - 1}"]
+    for output in [ran["serial"], *ran["threads"], ran["loaded"]]:
+        np.testing.assert_array_equal(np.asarray(output, "float32"), expected)
+    assert ran["forked_child_status"] == 0
+    # idle workers sleep once their spin (microseconds) is over: two clock ticks at most in half a second
+    assert ran["idle_cpu_s"] <= 0.02
+    # beside a busy process per core the machine has more runnable threads than cores: the worker sleeps at
+    # once, waiting for every parallel loop (one at least per run), so that a wake-up gives it its core back
+    assert ran["loaded_sleeps"] >= 200
 
 
-def test_tvm_dse_measures_with_sleeping_workers_unless_the_user_set_a_spin_count():
-    assert spin_count() == os.environ.get(SPIN_COUNT, WORKERS_SLEEP)
+def test_a_bad_spin_time_is_named(monkeypatch):
+    monkeypatch.setenv(SPIN_US, "fast")
+    with pytest.raises(TvmDseError, match=f"{SPIN_US}='fast' is not a number of microseconds"):
+        pool_object("cc")
 
 
-def test_a_loaded_library_gives_the_process_its_setting_and_its_idle_workers_sleep(library):
-    path, shapes = library
-    loaded = _load_and_idle(path, shapes)
-    assert loaded["spin_count"] == spin_count() and loaded["threads"] >= 2
-    if spin_count() == WORKERS_SLEEP:
-        assert loaded["idle_cpu_s"] <= 0.02  # two clock ticks: the workers slept
+def test_concurrent_callers_in_this_process_get_the_same_result(kernel):
+    library, arguments = kernel
+    case = next(case for case in CASES if case.id == "3x3_s1_batch2")
+    built = build_kernel("direct_nchw", case.workload, parse_target("host"))
+    saved = np.load(arguments)
+    expected = saved[f"arr_{len(saved.files) - 1}"]
+    outputs = {}
+
+    def run(index: int) -> None:
+        import tvm
+
+        values = [tvm.runtime.tensor(saved[f"arr_{position}"]) for position in range(len(saved.files))]
+        for _ in range(20):
+            built.kernel["main"](*values)
+        outputs[index] = values[-1].numpy()
+
+    callers = [threading.Thread(target=run, args=(index,)) for index in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(outputs) == 3
+    for output in outputs.values():
+        np.testing.assert_array_equal(output, expected)
 
 
-def test_a_process_with_its_own_spin_count_keeps_it(library):
-    path, shapes = library
-    spinning = _load_and_idle(path, shapes, **{SPIN_COUNT: "300000"})
-    assert spinning["spin_count"] == "300000"
-    assert spinning["idle_cpu_s"] >= 0.05  # TVM's default: the workers spun on after the last run
-
-
-def test_a_bad_spin_count_is_named(monkeypatch):
-    monkeypatch.setenv(SPIN_COUNT, "fast")
-    with pytest.raises(Exception, match=f"{SPIN_COUNT}='fast' is not a count"):
-        setting_object("cc")
+def test_a_process_that_imported_tvm_first_is_told_and_reported_so():
+    script = textwrap.dedent("""
+        import json, sys, warnings
+        sys.modules["torch"] = None
+        import tvm
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import tvm_dse
+        from tvm_dse.thread_pool import describe_thread_pool, measuring_pool
+        pool = measuring_pool(in_this_process=True)
+        print(json.dumps({"warnings": [str(warning.message) for warning in caught], "pool": pool,
+                          "report": describe_thread_pool(pool, measured=True)}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(done.stdout.splitlines()[-1])
+    assert any("TVM was imported before tvm_dse" in warning for warning in ran["warnings"])
+    assert ran["pool"]["measured_with"] == "tvm" and "measured with TVM's" in ran["report"]

@@ -20,7 +20,7 @@ from .errors import TvmDseError
 from .deployed_library import library_weights, weights_object
 from .native_output import lines_dropped
 from .target import DseTarget
-from .thread_pool import setting_object
+from .thread_pool import pool_object
 
 AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 # A line TVM's runtime logs with a title and nothing after it ("[03:53:03] .../executable.cc:276: Warning:
@@ -37,7 +37,7 @@ def runtime_warnings_without_message_dropped() -> ContextManager[None]:
 def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: str | Path,
                    weights: Sequence[tvm.runtime.Tensor] = ()) -> Path:
     """Export a compiled module as a shared library for ``target``, cross-compiling for an aarch64 board; the
-    library carries the thread-pool setting it was measured with (:mod:`tvm_dse.thread_pool`) and the
+    library carries tvm_dse's thread pool, which runs its parallel loops (:mod:`tvm_dse.thread_pool`), and the
     ``weights`` its ``main`` takes after the inputs (:mod:`tvm_dse.deployed_library`; :func:`load_weights`)."""
     from tvm.support import cc
 
@@ -52,7 +52,7 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
     else:
         compiler, fcompile = AARCH64_CROSS_COMPILER, cc.cross_compiler(AARCH64_CROSS_COMPILER)
     # a new list each time: TVM appends the module's own object files to it
-    addons = [str(setting_object(compiler))]
+    addons = [str(pool_object(compiler))]
     with tempfile.TemporaryDirectory(prefix="tvm_dse_weights_") as folder:
         if weights:
             try:

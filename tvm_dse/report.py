@@ -14,7 +14,7 @@ from .plan import Plan
 from .process_memory import ProcessMemory
 from .space import DesignSpace
 from .target import DseTarget
-from .thread_pool import describe_spin_count, spin_count
+from .thread_pool import describe_thread_pool, measuring_pool
 from .timing import Timing
 
 # the cost source (``costs["source"]``) of a run priced by the cost model rather than by timings
@@ -69,7 +69,7 @@ def build_report(model: Model, graph: DseGraph, target: DseTarget, plan: Plan, s
         "accuracy": accuracy,
         "verified_plans": list(verified),
         "reference": _with_ratio(reference, latency),
-        "thread_pool_spin_count": spin_count(),
+        "thread_pool": measuring_pool(in_this_process=target.runs_on_host),
         "process_memory": None if memory is None else _process_memory(memory, search.peak_memory_bytes),
     }
 
@@ -187,7 +187,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['conversion_ms']:.3f} ms are layout conversions and {report['fixed_ms']:.3f} ms what no "
              f"choice changes; {_pricing(report)}{_disturbed_prices(report)}",
              f"- Peak memory of the plan: {memory_line(report)}",
-             f"- Thread pool: {describe_spin_count(report['thread_pool_spin_count'], measured=not modeled)}",
+             f"- Thread pool: {describe_thread_pool(report['thread_pool'], measured=not modeled)}",
              f"- Outputs vs TVM's default build: relative error "
              f"{report['validation']['relative_error_vs_tvm_default']:.1e}",
              f"- Searcher: {report['search']['searcher']}, {report['search']['evaluations']} evaluations, "

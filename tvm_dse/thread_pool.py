@@ -1,94 +1,142 @@
-"""How TVM's runtime thread pool runs what tvm_dse measures and exports: its threads, and how its idle workers
-wait for the next parallel region.
+"""The thread pool that runs the parallel loops of the kernels tvm_dse measures and exports: its own
+(``thread_pool.c``), in every exported library and in tvm_dse's process.
 
-TVM splits every parallel loop statically between its workers and the calling thread, which then waits for
-all of them. An idle worker spins (300000 yields by default) before it sleeps, so while a model runs its
-workers never sleep. Beside another busy process a spinning worker uses up its share of the CPU while it
-waits and is then off the core when its part of the next region arrives; every region waits for it. Measured
-on 2 cores beside one busy process (``benchmarks/deployed.py``): ResNet-18 13x its quiet time, MobileNetV2
-and SqueezeNet 1.1 up to 30-50x in some runs. Workers that sleep at once ran at 1.6-2.2x their quiet time
-(onnxruntime 1.3-2.1x), for one wake-up per parallel region on a quiet machine (up to a fifth more on
-networks of many short kernels). Any spin long enough to bridge the gap between two regions collapses
-like the default.
+TVM's generated code hands every parallel loop to a launcher that splits it statically between the pool's
+workers and the calling thread, which then waits for all of them. TVM's pool waits by yielding the core in a
+loop (300000 times by default): beside another busy process a waiting thread hands its core over and is off
+it when its part of the next loop arrives. Measured on 2 cores beside one busy process
+(``benchmarks/deployed.py``): ResNet-18 13x its quiet time, MobileNetV2 and SqueezeNet 1.1 up to 30-50x in
+some runs. Workers that sleep at once kept 1.6-2.2x, at one wake-up per parallel loop on a quiet machine:
+MobileNetV2 ran 1.3x slower than with spinning workers, SqueezeNet 1.25x.
 
-So tvm_dse's process measures with sleeping workers (:func:`settle_process`, unless the user set TVM's
-variables: ``TVM_THREAD_POOL_SPIN_COUNT=300000`` before ``optimize`` measures and exports for a machine that
-runs nothing else), and every library it exports carries the setting it was measured with: a constructor
-linked into the library sets it (never overriding the process's own) as the library is loaded, which takes
-effect where TVM's pool has not started yet in that process (TVM reads the spin count once per process).
+tvm_dse's pool has both: a waiting thread spins on the core (``pause``) for up to ``TVM_DSE_SPIN_US``
+microseconds (:data:`DEFAULT_SPIN_US` unless set), which bridges the gap between the loops of one model run,
+and then sleeps; and while the machine has more runnable threads than cores (a co-running load) its threads
+sleep at once, so a woken thread gets its core back at once. Every exported library carries it
+(:func:`pool_object`): the generated code's pointer to the launcher is defined by it, hidden from TVM's
+loader. tvm_dse's own process loads it before TVM's runtime (:func:`settle_process`) in place of TVM's
+launcher, so kernels are measured with the pool they are deployed with; where TVM was imported first that is
+too late, and they are measured with TVM's pool, its workers sleeping at once (the report says which).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 from .errors import TvmDseError
 
 THREADS = "TVM_NUM_THREADS"
-SPIN_COUNT = "TVM_THREAD_POOL_SPIN_COUNT"
-# Yields an idle worker spins before it sleeps, where the user set nothing: none (see the module's docstring)
-WORKERS_SLEEP = "0"
+SPIN_US = "TVM_DSE_SPIN_US"
+# Microseconds a waiting thread spins before it sleeps where the user set nothing: more than the gap between
+# two parallel loops of a model run (a few microseconds to tens), little CPU burnt after the last one
+DEFAULT_SPIN_US = 100
+# TVM's own pool, where a kernel still runs on it (TVM loaded before tvm_dse): its idle workers sleep at once
+_TVM_SPIN_COUNT = "TVM_THREAD_POOL_SPIN_COUNT"
+_SOURCE = Path(__file__).with_name("thread_pool.c")
+_FLAGS = ("-O2", "-fPIC", f"-DDEFAULT_SPIN_US={DEFAULT_SPIN_US}", f'-DSPIN_US_VARIABLE="{SPIN_US}"')
 
-_CONSTRUCTOR = """\
-#include <stdlib.h>
-/* tvm_dse: the thread-pool setting this library was measured with, unless the process has its own */
-__attribute__((constructor)) static void tvm_dse_thread_pool_setting(void) {{
-  setenv("{variable}", "{value}", 0);
-}}
-"""
-_objects: dict[tuple[str, str], Path] = {}
+_objects: dict[str, Path] = {}
 _objects_lock = threading.Lock()
+_measured_with: str | None = None  # "tvm_dse" or "tvm", set by settle_process
 
 
 def settle_process() -> None:
-    """Set this process's thread pool as tvm_dse measures: every physical core (TVM's runtime counts a single
-    "big" core on some virtual machines) and sleeping idle workers, each unless the user set it. Must run
-    before any TVM kernel runs in the process."""
+    """Set this process up as tvm_dse measures: its thread pool in place of TVM's (where TVM's runtime is not
+    loaded yet), every physical core (TVM's runtime counts a single "big" core on some virtual machines), each
+    unless the user set it. Must run before TVM is imported."""
+    global _measured_with
+    if _measured_with is None:
+        _measured_with = _interpose()
     from .target import physical_cores
 
     os.environ.setdefault(THREADS, str(physical_cores()))
-    os.environ.setdefault(SPIN_COUNT, WORKERS_SLEEP)
+    os.environ.setdefault(_TVM_SPIN_COUNT, "0")
 
 
-def spin_count() -> str:
-    """This process's spin count (what its kernels are measured with), checked as TVM reads it."""
-    value = os.environ.get(SPIN_COUNT, WORKERS_SLEEP)
+def spin_us() -> int:
+    """Microseconds a waiting thread of the pool spins before it sleeps, checked as the pool reads it."""
+    value = os.environ.get(SPIN_US, str(DEFAULT_SPIN_US))
     if not re.fullmatch(r"[0-9]+", value):
-        raise TvmDseError(f"{SPIN_COUNT}={value!r} is not a count of yields: give a whole number (0: idle "
-                          "workers sleep at once)")
-    return value
+        raise TvmDseError(f"{SPIN_US}={value!r} is not a number of microseconds: give a whole number (0: waiting "
+                          "threads sleep at once)")
+    return int(value)
 
 
-def describe_spin_count(value: str, measured: bool) -> str:
-    """What a spin count means, for a report; ``measured``: whether the run's costs were timed with it (a
-    run priced by the cost model timed nothing)."""
-    waits = "sleep at once" if value == WORKERS_SLEEP else f"spin {value} yields before they sleep"
-    how = "measured so, and set" if measured else "set"
-    return (f"idle workers {waits} ({SPIN_COUNT}={value}): {how} by the exported library as a process loads it, "
-            "unless the process set its own")
+def measuring_pool(in_this_process: bool) -> dict[str, int | str]:
+    """The pool kernels are measured with, for a report: ``measured_with`` (``"tvm_dse"``; ``"tvm"`` where they
+    run ``in_this_process`` and TVM was loaded before tvm_dse; a board runs exported libraries) and ``spin_us``."""
+    measured_with = (_measured_with or "tvm") if in_this_process else "tvm_dse"
+    return {"measured_with": measured_with, "spin_us": spin_us()}
 
 
-def setting_object(compiler: str) -> Path:
-    """An object file, built by ``compiler`` for the library's machine, whose constructor gives a process
-    loading the library this process's spin count unless it has its own (linked into every export)."""
-    value = spin_count()
+def describe_thread_pool(pool: dict[str, int | str], measured: bool) -> str:
+    """A report's :func:`measuring_pool` in words; ``measured``: whether the run's costs were timed (a run
+    priced by the cost model timed nothing)."""
+    spin = pool["spin_us"]
+    if spin:
+        waits = (f"waiting threads spin up to {spin} us, then sleep, and sleep at once while the machine has more "
+                 f"runnable threads than cores ({SPIN_US}={spin})")
+    else:
+        waits = f"waiting threads sleep at once ({SPIN_US}=0)"
+    deployed = f"tvm_dse's, in the exported library: {waits}"
+    if not measured:
+        return deployed
+    if pool["measured_with"] == "tvm_dse":
+        return deployed + "; measured so"
+    return (deployed + "; measured with TVM's, its workers sleeping at once, as TVM was imported before tvm_dse "
+            "(slower on networks of many short kernels): import tvm_dse first")
+
+
+def pool_object(compiler: str) -> Path:
+    """An object file of the pool, built by ``compiler`` for the library's machine (linked into every export)."""
+    spin_us()
     with _objects_lock:
-        if (compiler, value) not in _objects:
+        if compiler not in _objects:
             folder = Path(tempfile.mkdtemp(prefix="tvm_dse_thread_pool_"))
             atexit.register(shutil.rmtree, folder, True)
-            source, target = folder / "thread_pool_setting.c", folder / "thread_pool_setting.o"
-            source.write_text(_CONSTRUCTOR.format(variable=SPIN_COUNT, value=value))
-            built = subprocess.run([compiler, "-x", "c", "-c", "-fPIC", "-O2", str(source), "-o", str(target)],
-                                   capture_output=True, text=True)
-            if built.returncode != 0:
-                raise TvmDseError(f"{compiler} could not build the thread-pool setting linked into exported "
-                                  f"libraries: {built.stderr.strip()}")
-            _objects[compiler, value] = target
-        return _objects[compiler, value]
+            _objects[compiler] = _compile(compiler, ["-c"], folder / "thread_pool.o")
+        return _objects[compiler]
+
+
+def _compile(compiler: str, flags: list[str], target: Path) -> Path:
+    built = subprocess.run([compiler, "-x", "c", *_FLAGS, *flags, str(_SOURCE), "-o", str(target)],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise TvmDseError(f"{compiler} could not build tvm_dse's thread pool ({_SOURCE}): {built.stderr.strip()}")
+    return target
+
+
+def _interpose() -> str:
+    """Load the pool, built for this machine, ahead of TVM's runtime so that its launcher stands in for TVM's:
+    ``"tvm_dse"``; ``"tvm"`` (with a warning) where TVM's runtime is loaded already or no compiler builds it."""
+    with open("/proc/self/maps") as maps:
+        if any("libtvm" in line for line in maps):
+            warnings.warn("TVM was imported before tvm_dse: kernels measured in this process run on TVM's thread "
+                          "pool, slower than tvm_dse's, which its exported libraries run on; import tvm_dse first",
+                          stacklevel=3)
+            return "tvm"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
+    key = hashlib.sha256(_SOURCE.read_bytes() + repr((compiler, _FLAGS)).encode()).hexdigest()[:16]
+    library = Path.home() / ".cache" / "tvm_dse" / "thread_pool" / key / "libtvm_dse_thread_pool.so"
+    try:
+        if not library.is_file():
+            library.parent.mkdir(parents=True, exist_ok=True)
+            partial = library.with_name(f"{library.name}.{os.getpid()}")
+            _compile(compiler, ["-shared", "-DTVM_DSE_INTERPOSE", "-pthread"], partial)
+            os.replace(partial, library)
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    except (OSError, TvmDseError) as error:
+        warnings.warn(f"tvm_dse's thread pool could not be built for this process ({error}): kernels measured "
+                      "here run on TVM's thread pool", stacklevel=3)
+        return "tvm"
+    return "tvm_dse"
