@@ -11,10 +11,12 @@
  * TVM's loader leaves it pointing here; and, with TVM_DSE_INTERPOSE, as a library loaded before TVM's
  * runtime into tvm_dse's own process, where its TVMBackendParallelLaunch stands in for TVM's. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -117,6 +119,9 @@ static int spun_out(int i, long* deadline) {
 static void* worker(void* arg) {
   int id = (int)(intptr_t)arg;
   int seen = pool.started_at;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL); /* the process's signals go to its own threads */
   in_parallel_loop = 1;
   for (;;) {
     long deadline;
@@ -164,6 +169,10 @@ static void start(void) {
   if (!fork_handler) fork_handler = pthread_atfork(NULL, NULL, forget_workers) == 0;
   pool.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (pool.loadavg < 0) pool.loadavg = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  /* the workers run this file's code until the process ends: the library must stay mapped even where the
+   * module loaded from it is freed */
+  Dl_info self;
+  if (dladdr((void*)start, &self) && self.dli_fname) dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
   pool.threads = 1;
   pool.started_at = atomic_load(&pool.generation);
   for (int id = 1; id < threads; ++id) {
