@@ -86,7 +86,8 @@ _LOAD_AND_RUN = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    """A parallel kernel built in this process, run once here, exported, and its arguments saved."""
+    """A parallel kernel built in this process, run once here, exported, and its arguments saved: the built
+    kernel, the library and the arguments' file."""
     case = next(case for case in CASES if case.id == "3x3_s1_batch2")
     built = build_kernel("direct_nchw", case.workload, parse_target("host"))
     rng = np.random.default_rng(0)
@@ -95,7 +96,7 @@ def kernel(tmp_path_factory):
     built.kernel["main"](*arguments)
     folder = tmp_path_factory.mktemp("kernel")
     np.savez(folder / "arguments.npz", *[argument.numpy() for argument in arguments])
-    return built.export(folder / "kernel.so"), folder / "arguments.npz"
+    return built, built.export(folder / "kernel.so"), folder / "arguments.npz"
 
 
 def _pool_threads() -> int:
@@ -115,7 +116,7 @@ def test_tvm_dse_measures_on_its_own_pool(kernel):
 
 
 def test_an_exported_library_runs_on_the_pool_in_any_process(kernel):
-    library, arguments = kernel
+    _, library, arguments = kernel
     env = {**os.environ, "TVM_NUM_THREADS": "2"}  # a worker beside the calling thread, whatever the machine
     env.pop(SPIN_US, None)
     done = subprocess.run([sys.executable, "-c", _LOAD_AND_RUN, str(library), str(arguments)], env=env,
@@ -143,9 +144,7 @@ def test_a_bad_spin_time_is_named(monkeypatch):
 
 
 def test_concurrent_callers_in_this_process_get_the_same_result(kernel):
-    library, arguments = kernel
-    case = next(case for case in CASES if case.id == "3x3_s1_batch2")
-    built = build_kernel("direct_nchw", case.workload, parse_target("host"))
+    built, _, arguments = kernel
     saved = np.load(arguments)
     expected = saved[f"arr_{len(saved.files) - 1}"]
     outputs = {}
