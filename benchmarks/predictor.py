@@ -54,7 +54,7 @@ def main() -> int:
     copy = Path(tempfile.mkdtemp(prefix="predictor_logs_"))
     shutil.copytree(args.logs, copy, dirs_exist_ok=True)
     store = TuningLogs(copy).store(target)
-    samples = samples_from(store.records(), target)
+    samples = samples_from(store.records(), target, LocalRunner().thread_pool)
     exact = get_searcher("exact")
     rows = []
     for name in args.models:

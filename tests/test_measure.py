@@ -19,6 +19,7 @@ from tvm_dse.measure.measurement import UNSETTLED_ATTEMPTS
 from tvm_dse.measure.store import improves
 from tvm_dse.strategies import Candidate
 from tvm_dse.target import parse_target
+from tvm_dse.thread_pool import SPIN_US, spin_us
 from tvm_dse.workload import Workload
 
 HOST = parse_target("host")
@@ -108,9 +109,35 @@ def test_a_key_is_priced_by_its_fastest_success_whatever_came_after(tmp_path):
     failed = replace(fast, status="run_error", latency=None, error="board lost")
     store.extend([slow, failed])  # a later timing under load, then a lost board
     assert store.held() == {fast.key: fast} and store.unsettled() == {}
-    assert store.best(HOST.key, {"direct_nchw": fast.schedule_version})[(WORKLOAD.key(), "direct_nchw")] == fast
+    assert store.best(HOST.key, {"direct_nchw": fast.schedule_version},
+                      fast.thread_pool)[(WORKLOAD.key(), "direct_nchw")] == fast
     again = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
     assert again == [fast] and len(store.records()) == 3  # held: nothing measured
+
+
+@pytest.mark.faults
+def test_a_kernel_timed_on_another_thread_pool_is_timed_again_and_never_prices_it(tmp_path, monkeypatch):
+    store = MeasurementStore(tmp_path / "m.jsonl")
+    candidate = Candidate(WORKLOAD, "direct_nchw")
+    versions = {"direct_nchw": candidate.schedule_version}
+    pool = LocalRunner().thread_pool
+    assert pool == f"tvm_dse,spin_us={spin_us()}"  # tvm_dse's own pool, in this process
+    # timed before records named their pool, and on TVM's pool: faster, but neither is this pool's price
+    earlier = [Record(HOST.key, WORKLOAD.to_dict(), WORKLOAD.key(), "direct_nchw",
+                      candidate.resolved(HOST).decisions, "ok", latency={"median_ms": 1e-6}, thread_pool=other)
+               for other in ("", "tvm,spin_count=0")]
+    store.extend(earlier)
+    assert Record.from_json(json.dumps({k: v for k, v in json.loads(earlier[0].to_json()).items()
+                                        if k != "thread_pool"})) == earlier[0]  # a line without the field
+    assert store.best(HOST.key, versions, pool) == {}
+    (measured,) = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert measured.thread_pool == pool and measured.median_ms > 1e-6 and len(store.records()) == 3
+    assert store.best(HOST.key, versions, pool)[(WORKLOAD.key(), "direct_nchw")] == measured
+    # the same pool with its workers sleeping at once is another pool: timed again, under its own key
+    monkeypatch.setenv(SPIN_US, "0")
+    (sleeping,) = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
+    assert sleeping.thread_pool == "tvm_dse,spin_us=0" and len(store.records()) == 4
+    assert len({record.key for record in store.records()}) == 4
 
 
 @pytest.mark.faults
@@ -137,7 +164,8 @@ def test_a_disturbed_timing_is_measured_again_by_later_runs_and_never_prices_ove
     lucky = replace(disturbed, latency={**disturbed.latency, "median_ms": again.median_ms / 10})
     store.append(lucky)
     assert store.held() == {again.key: again}
-    assert store.best(HOST.key, {"direct_nchw": again.schedule_version})[(WORKLOAD.key(), "direct_nchw")] == again
+    assert store.best(HOST.key, {"direct_nchw": again.schedule_version},
+                      again.thread_pool)[(WORKLOAD.key(), "direct_nchw")] == again
     # a machine busy run after run: after UNSETTLED_ATTEMPTS disturbed timings the best of them is kept
     busy = MeasurementStore(tmp_path / "busy.jsonl")
     busy.extend(replace(disturbed, latency={**disturbed.latency, "median_ms": (2 + attempt) * quiet.median_ms})

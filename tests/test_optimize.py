@@ -271,6 +271,7 @@ def test_options_by_name_land_in_their_stage_groups(tmp_path):
 
 
 def test_the_optimize_command(logs, tmp_path, capfd):
+    from tvm_dse.measure import LocalRunner
     from tvm_dse.target import parse_target
     from tvm_dse.tuning import shipped_target_keys
 
@@ -283,10 +284,11 @@ def test_the_optimize_command(logs, tmp_path, capfd):
     assert re.search(r"plan: [0-9.]+ ms measured \(fastest round of [0-9]+, median round [0-9.]+ ms, "
                      r"median of 10 x [0-9]+ runs, "
                      r"spread [0-9.]+%.*\), [0-9.]+ ms predicted; onnxruntime [0-9.]+: [0-9.]+ ms, the plan takes [0-9.]+x its time", captured.out)
-    # said once, in one line, where no shipped log is for this machine's target (so it starts cold)
+    # said once, in one line, where no shipped log is for this machine's target and thread pool (so it starts cold)
     notices = [line for line in captured.err.splitlines() if line.startswith("no tuning log shipped")]
-    assert len(notices) == (parse_target("host").key not in shipped_target_keys())
-    assert all(parse_target("host").key in line for line in notices)
+    pool = LocalRunner().thread_pool
+    assert len(notices) == (parse_target("host").key not in shipped_target_keys(pool))
+    assert all(f"{parse_target('host').key} timed on {pool}" in line for line in notices)
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "pareto.png").is_file()
     assert main(["optimize", "zoo:vgg16-small", "--tracker", "127.0.0.1:1"]) == 2
     assert "--tracker needs --key" in capfd.readouterr().err
@@ -320,7 +322,7 @@ def test_tuning_the_plan_kernels_and_a_rerun_tunes_nothing(logs, tmp_path):
     session = MeasurementSession(first.target, LocalRunner(), own.store(first.target), show_progress=False)
     assert tune_plan_kernels(again.space, other_plan, again.graph, session, 6) == []
     # every node is built with the fastest decisions the log holds for its strategy
-    best = own.store(first.target).best(first.target.key, schedule_versions())
+    best = own.store(first.target).best(first.target.key, schedule_versions(), session.runner.thread_pool)
     for node in again.report["nodes"]:
         choice = again.plan.nodes[node["node"]]
         workload = again.graph.node(node["node"]).workload
@@ -346,12 +348,14 @@ def test_top_k_measures_only_the_predicted_fastest_strategies(logs, tmp_path):
         assert len({name for (w, name) in measured if w == key}) == 1
     assert any(len(applicable_strategies(w, result.target)) > 1 for w in fresh.values())
     # the predictor ranks only the precisions the space takes, so k options of them are measured
+    from tvm_dse.measure import LocalRunner
     from tvm_dse.strategies import all_strategies, get_strategy
     from tvm_dse.tuning.predictor import promising_strategies
 
     every = len(all_strategies())
-    fp32_only = promising_strategies(fresh.values(), result.target, store.records(), every, precisions=("fp32",))
-    anything = promising_strategies(fresh.values(), result.target, store.records(), every)
+    pool = LocalRunner().thread_pool
+    fp32_only = promising_strategies(fresh.values(), result.target, store.records(), pool, every, precisions=("fp32",))
+    anything = promising_strategies(fresh.values(), result.target, store.records(), pool, every)
     for key, workload in fresh.items():
         fp32 = {s.name for s in applicable_strategies(workload, result.target) if s.precision == "fp32"}
         assert set(fp32_only[key]) == fp32 and set(anything[key]) == {s.name for s in applicable_strategies(
@@ -372,7 +376,7 @@ def test_the_predictor_learns_the_log_and_needs_enough_of_it(logs):
     store = TuningLogs(logs).store(host)
     model = load_model("zoo:resnet18-small")  # measured by the first test already, unless run alone
     measure_space(model, build_graph(model), MeasurementSession(host, LocalRunner(), store, show_progress=False))
-    samples = samples_from(store.records(), host)
+    samples = samples_from(store.records(), host, LocalRunner().thread_pool)
     workloads = sorted({s.workload.key() for s in samples})
     assert len(workloads) >= 8
     fitted = evaluate(LatencyPredictor(host).fit(samples), samples)

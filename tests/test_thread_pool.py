@@ -172,16 +172,23 @@ def test_a_process_that_imported_tvm_first_is_told_and_reported_so():
         import json, sys, warnings
         sys.modules["torch"] = None
         import tvm
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as imported:
             warnings.simplefilter("always")
             import tvm_dse
-        from tvm_dse.thread_pool import describe_thread_pool, measuring_pool
-        pool = measuring_pool(in_this_process=True)
-        print(json.dumps({"warnings": [str(warning.message) for warning in caught], "pool": pool,
+            from tvm_dse.measure import LocalRunner
+            from tvm_dse.thread_pool import describe_thread_pool, measuring_pool
+        with warnings.catch_warnings(record=True) as measuring:
+            warnings.simplefilter("always")
+            pool, key = measuring_pool(in_this_process=True), LocalRunner().thread_pool
+        print(json.dumps({"imported": [str(w.message) for w in imported], "pool": pool, "key": key,
+                          "measuring": [str(w.message) for w in measuring],
                           "report": describe_thread_pool(pool, measured=True)}))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     ran = json.loads(done.stdout.splitlines()[-1])
-    assert any("TVM was imported before tvm_dse" in warning for warning in ran["warnings"])
+    # told once, as it measures or reports; a process that only compiles (TVM's build workers) is not told
+    assert not ran["imported"] and len(ran["measuring"]) == 1
+    assert "TVM was imported before tvm_dse" in ran["measuring"][0]
     assert ran["pool"]["measured_with"] == "tvm" and "measured with TVM's" in ran["report"]
+    assert ran["key"] == "tvm,spin_count=0"  # its idle workers sleep at once, and its timings are keyed so

@@ -38,9 +38,10 @@ def test_every_strategy_tunes_and_its_tuned_kernel_is_correct(name, tmp_path):
     strategy = get_strategy(name)
     case = _first_case(strategy)
     store = TuningLogs(tmp_path).store(HOST)
-    result = tune_kernel(case.workload, strategy, _session(HOST, LocalRunner(QUICK), store), trials=2,
-                         trials_per_round=2)
-    assert result.measured >= 1 and result.trials == len(kernel_records(store, HOST, case.workload, strategy))
+    runner = LocalRunner(QUICK)
+    result = tune_kernel(case.workload, strategy, _session(HOST, runner, store), trials=2, trials_per_round=2)
+    assert result.measured >= 1
+    assert result.trials == len(kernel_records(store, HOST, runner.thread_pool, case.workload, strategy))
     assert result.default.ok and result.best.median_ms <= result.default.median_ms
     decisions = {json.dumps(r.decisions, sort_keys=True) for r in store.records()}
     assert len(decisions) == result.trials  # every trial a distinct set of the strategy's decisions
@@ -107,7 +108,7 @@ def test_a_store_refuses_and_skips_records_of_another_target_or_tvm_version(tmp_
     assert any(f"{store.path}:3: skipping a record of TVM 0.19.0" in m for m in messages)
     assert held == [record]
     with pytest.warns(UserWarning):
-        best = store.best(HOST.key, schedule_versions())
+        best = store.best(HOST.key, schedule_versions(), record.thread_pool)
     assert best[(WORKLOAD.key(), "direct_nhwc")].median_ms == record.median_ms  # never applied
 
 
@@ -196,6 +197,7 @@ def test_the_logs_command(tmp_path, capsys):
     assert main(["logs", "show", "host", "--logs", root]) == 0
     printed = capsys.readouterr().out
     assert "3x3 s1 16->16 @14x14" in printed and "direct_nhwc" in printed
+    assert f" {LocalRunner().thread_pool} " in printed  # the pool the kernel ran on
     exported = tmp_path / "out.jsonl"
     assert main(["logs", "export", HOST.key, "-o", str(exported), "--logs", root]) == 0
     assert main(["logs", "import", str(exported), "--logs", str(tmp_path / "copy")]) == 0
@@ -222,7 +224,10 @@ def test_shipped_logs_seed_a_target_s_own_logs_once(tmp_path, monkeypatch):
     board = "llvm_aarch64_cortex-a72_4c"
     TuningLogs(tmp_path / "shipped").store(board).append(_foreign(shipped.records()[0], target=board))
     monkeypatch.setattr(logs_module, "SHIPPED_LOGS_DIR", tmp_path / "shipped")
-    assert logs_module.shipped_target_keys() == sorted([HOST.key, board])
+    pool = LocalRunner().thread_pool
+    assert logs_module.shipped_logs() == {HOST.key: [pool], board: [pool]}
+    assert logs_module.shipped_target_keys(pool) == sorted([HOST.key, board])
+    assert logs_module.shipped_target_keys("tvm,spin_count=default") == []  # timed on tvm_dse's pool
     own = TuningLogs(tmp_path / "own")
     assert own.add_shipped(HOST) == 1 and own.add_shipped(HOST) == 0
     assert own.store(HOST).records() == shipped.records()

@@ -228,23 +228,25 @@ def _command_logs(args: argparse.Namespace) -> int:
 
 
 def _show_log(store: "MeasurementStore") -> None:
-    """Per kernel of a store: how many decisions were measured, how many failed, the best latency."""
+    """Per kernel of a store and thread pool it ran on: how many decisions were measured, how many failed, the
+    best latency."""
     from .workload import Workload
 
     records = store.records()
     if not records:
         raise TvmDseError(f"no records in {store.path}")
-    kernels: dict[tuple[str, str], list] = {}
+    kernels: dict[tuple[str, str, str], list] = {}
     for record in {record.key: record for record in records}.values():  # the latest of each key
         if not record.is_conversion:
-            kernels.setdefault((record.workload_key, record.strategy), []).append(record)
+            kernels.setdefault((record.workload_key, record.strategy, record.thread_pool), []).append(record)
     print(f"{store.path}: {len(records)} records, {len(kernels)} kernels")
-    print(f"{'workload':40s} {'strategy':20s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")
-    for (workload_key, strategy), group in sorted(kernels.items()):
+    print(f"{'workload':40s} {'strategy':20s} {'thread pool':20s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")
+    for (workload_key, strategy, thread_pool), group in sorted(kernels.items()):
         ok = [r for r in group if r.ok]
         best = f"{min(r.median_ms for r in ok):9.4f}" if ok else f"{'-':>9s}"
         describe = Workload.from_dict(group[0].workload).describe()
-        print(f"{describe:40s} {strategy:20s} {len(group):6d} {len(group) - len(ok):6d} {best}")
+        print(f"{describe:40s} {strategy:20s} {thread_pool or '-':20s} {len(group):6d} {len(group) - len(ok):6d} "
+              f"{best}")
 
 
 def _command_graph(args: argparse.Namespace) -> int:

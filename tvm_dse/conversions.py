@@ -52,8 +52,8 @@ class Conversion:
     def resolved(self, target: DseTarget) -> "Conversion":
         return self
 
-    def key(self, target: DseTarget) -> str:
-        return measurement_key(target.key, self.workload_key, self.strategy, self.schedule_version, {})
+    def key(self, target: DseTarget, thread_pool: str) -> str:
+        return measurement_key(target.key, self.workload_key, self.strategy, self.schedule_version, {}, thread_pool)
 
 
 def build_conversion(spec: dict[str, Any], target: DseTarget) -> BuildOutput:

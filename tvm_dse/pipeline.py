@@ -46,7 +46,7 @@ from .space import DesignSpace
 from .strategies import get_strategy
 from .target import DseTarget, physical_cores
 from .timing import Sampler, Timing, quiet_round, steady_state, watch_this_machine
-from .tuning import TuningLogs, shipped_target_keys, tune_plan_kernels
+from .tuning import TuningLogs, shipped_logs, shipped_target_keys, tune_plan_kernels
 from .tuning.predictor import promising_strategies
 from .validation import (ONNXRUNTIME_SETTLE_S, QUANTIZED_VALIDATION_BOUND, VALIDATION_BOUND, ValidationError,
                          onnxruntime_sampler, relative_error)
@@ -181,9 +181,9 @@ def start(model: ModelLike, target: DseTarget, options: OptimizeOptions) -> RunC
         logs = TuningLogs(logs.root / MODELED_LOGS)
     elif options.measurement.shipped_logs:
         logs.add_shipped(target)
-        shipped = shipped_target_keys()
-        if options.show_progress and target.key not in shipped:
-            print(f"no tuning log shipped with tvm_dse is for {target.key} (shipped: "
+        if options.show_progress and target.key not in shipped_target_keys(runner.thread_pool):
+            shipped = [f"{key} timed on {' and '.join(pools)}" for key, pools in shipped_logs().items()]
+            print(f"no tuning log shipped with tvm_dse is for {target.key} timed on {runner.thread_pool} (shipped: "
                   f"{', '.join(shipped) or 'none'}): starting from this machine's own logs", file=sys.stderr,
                   flush=True)
     session = MeasurementSession(target, runner, logs.store(target), Builder(directory=workdir / "kernels"),
@@ -249,7 +249,8 @@ def measure(context: RunContext) -> DesignSpace:
         strategies = None
         if options.measurement.top_k is not None:
             strategies = promising_strategies([v.workload for v in context.graph.nodes], context.target,
-                                              context.session.store.records(), options.measurement.top_k,
+                                              context.session.store.records(), context.session.runner.thread_pool,
+                                              options.measurement.top_k,
                                               seed=options.seed, precisions=options.precision.precisions)
         return measure_space(context.model, context.graph, context.session, strategies,
                              options.precision.precisions)

@@ -81,7 +81,7 @@ def measure_space(model: Model, graph: DseGraph, session: MeasurementSession,
     measured = session.measure(candidates)
     records = {(c.workload.key(), c.strategy): r for c, r in zip(candidates, measured)}
     if session.store is not None:  # tuned decisions replace the default ones where they measured faster
-        for pair, record in session.store.best(dse_target.key, schedule_versions()).items():
+        for pair, record in session.store.best(dse_target.key, schedule_versions(), session.runner.thread_pool).items():
             if pair in records and (not records[pair].ok or record.median_ms < records[pair].median_ms):
                 records[pair] = record
 

@@ -48,15 +48,19 @@ _FLAGS = ("-O2", "-fPIC", f"-DDEFAULT_SPIN_US={DEFAULT_SPIN_US}", f'-DSPIN_US_VA
 _objects: dict[str, Path] = {}
 _objects_lock = threading.Lock()
 _measured_with: str | None = None  # "tvm_dse" or "tvm", set by settle_process
+# Why kernels measured in this process run on TVM's pool, told once, when the process first measures or reports
+# with it (a process that only compiles, such as TVM's own build workers importing TVM first, is not told)
+_not_interposed = ""
 
 
 def settle_process() -> None:
     """Set this process up as tvm_dse measures: its thread pool in place of TVM's (where TVM's runtime is not
     loaded yet), every physical core (TVM's runtime counts a single "big" core on some virtual machines), each
     unless the user set it. Must run before TVM is imported."""
-    global _measured_with
+    global _measured_with, _not_interposed
     if _measured_with is None:
-        _measured_with = _interpose()
+        _not_interposed = _interpose()
+        _measured_with = "tvm" if _not_interposed else "tvm_dse"
     from .target import physical_cores
 
     os.environ.setdefault(THREADS, str(physical_cores()))
@@ -74,9 +78,25 @@ def spin_us() -> int:
 
 def measuring_pool(in_this_process: bool) -> dict[str, int | str]:
     """The pool kernels are measured with, for a report: ``measured_with`` (``"tvm_dse"``; ``"tvm"`` where they
-    run ``in_this_process`` and TVM was loaded before tvm_dse; a board runs exported libraries) and ``spin_us``."""
+    run ``in_this_process`` and TVM was loaded before tvm_dse, with a warning the first time; a board runs exported
+    libraries) and ``spin_us``."""
+    global _not_interposed
     measured_with = (_measured_with or "tvm") if in_this_process else "tvm_dse"
+    if in_this_process and _not_interposed:
+        warnings.warn(_not_interposed, stacklevel=2)
+        _not_interposed = ""
     return {"measured_with": measured_with, "spin_us": spin_us()}
+
+
+def pool_key(in_this_process: bool) -> str:
+    """:func:`measuring_pool` as the tuning logs key a measurement by (see
+    :func:`tvm_dse.measure.measurement_key`): how a pool's threads wait is part of a kernel's time (spinning
+    against sleeping workers: MobileNetV2 1.3x, SqueezeNet 1.6x apart), so a timing taken on one pool never
+    prices a kernel run on another."""
+    pool = measuring_pool(in_this_process)
+    if pool["measured_with"] == "tvm":
+        return f"tvm,spin_count={os.environ.get(_TVM_SPIN_COUNT, 'default')}"
+    return f"tvm_dse,spin_us={pool['spin_us']}"
 
 
 def describe_thread_pool(pool: dict[str, int | str], measured: bool) -> str:
@@ -118,13 +138,11 @@ def _compile(compiler: str, flags: list[str], target: Path) -> Path:
 
 def _interpose() -> str:
     """Load the pool, built for this machine, ahead of TVM's runtime so that its launcher stands in for TVM's:
-    ``"tvm_dse"``; ``"tvm"`` (with a warning) where TVM's runtime is loaded already or no compiler builds it."""
+    "" where it does; why not where TVM's runtime is loaded already or no compiler builds it."""
     with open("/proc/self/maps") as maps:
         if any("libtvm" in line for line in maps):
-            warnings.warn("TVM was imported before tvm_dse: kernels measured in this process run on TVM's thread "
-                          "pool, slower than tvm_dse's, which its exported libraries run on; import tvm_dse first",
-                          stacklevel=3)
-            return "tvm"
+            return ("TVM was imported before tvm_dse: kernels measured in this process run on TVM's thread pool, "
+                    "slower than tvm_dse's, which its exported libraries run on; import tvm_dse first")
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
     key = hashlib.sha256(_SOURCE.read_bytes() + repr((compiler, _FLAGS)).encode()).hexdigest()[:16]
     library = Path.home() / ".cache" / "tvm_dse" / "thread_pool" / key / "libtvm_dse_thread_pool.so"
@@ -136,7 +154,6 @@ def _interpose() -> str:
             os.replace(partial, library)
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     except (OSError, TvmDseError) as error:
-        warnings.warn(f"tvm_dse's thread pool could not be built for this process ({error}): kernels measured "
-                      "here run on TVM's thread pool", stacklevel=3)
-        return "tvm"
-    return "tvm_dse"
+        return f"tvm_dse's thread pool could not be built for this process ({error}): kernels measured here run on " \
+               "TVM's thread pool"
+    return ""

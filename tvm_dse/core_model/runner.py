@@ -46,6 +46,10 @@ class ModeledRunner(Runner):
         """What the records and runs name as where they were taken."""
         return f"model of {self.core.describe()}"
 
+    @property
+    def thread_pool(self) -> str:
+        return ""  # a library is profiled on one thread
+
     def check(self) -> None:
         plugin_path()
         if self.arch == "aarch64":

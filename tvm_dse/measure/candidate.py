@@ -24,7 +24,7 @@ class MeasurableCandidate(Protocol):
 
     ``kind`` names the registered build function that builds it from ``spec()``; ``strategy``,
     ``workload_key``, ``workload_dict()``, ``schedule_version`` and ``decisions`` are written into its
-    record; ``key(target)`` is what that record is stored under.
+    record; ``key(target, thread_pool)`` is what that record is stored under.
     """
 
     kind: str
@@ -50,17 +50,19 @@ class MeasurableCandidate(Protocol):
     def spec(self) -> dict[str, Any]:
         """Plain data from which the kind's build function builds it in a builder worker."""
 
-    def key(self, target: DseTarget) -> str:
-        """What a measurement of it on ``target`` is stored under (decisions resolved)."""
+    def key(self, target: DseTarget, thread_pool: str) -> str:
+        """What a measurement of it on ``target`` with ``thread_pool`` (:attr:`~tvm_dse.measure.Runner.thread_pool`)
+        is stored under (decisions resolved)."""
 
     def resolved(self, target: DseTarget) -> "MeasurableCandidate":
         """The same candidate with concrete decisions for ``target`` (itself when they are)."""
 
 
 def measurement_key(target_key: str, workload_key: str, strategy: str, schedule_version: int,
-                    decisions: Mapping[str, Any], tvm_version: str | None = None) -> str:
-    """The store key of a measurement: target, workload, strategy and its schedule version, decisions and
-    TVM version (the running one by default)."""
+                    decisions: Mapping[str, Any], thread_pool: str, tvm_version: str | None = None) -> str:
+    """The store key of a measurement: target, workload, strategy and its schedule version, decisions, the
+    thread pool the kernel ran on (see :func:`tvm_dse.thread_pool.pool_key`; "" where none shapes its cost)
+    and TVM version (the running one by default)."""
     decisions_text = json.dumps(decisions, sort_keys=True, separators=(",", ":"))
-    return "|".join([target_key, workload_key, f"{strategy}@{schedule_version}", decisions_text,
+    return "|".join([target_key, workload_key, f"{strategy}@{schedule_version}", decisions_text, thread_pool,
                      tvm_version or tvm.__version__])

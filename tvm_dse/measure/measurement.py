@@ -20,11 +20,11 @@ from .store import MeasurementStore, Record, held_records, unsettled_counts
 UNSETTLED_ATTEMPTS = 3
 
 
-def _record(target_key: str, build: BuildResult, run: RunResult | None) -> Record:
+def _record(target_key: str, thread_pool: str, build: BuildResult, run: RunResult | None) -> Record:
     candidate = build.candidate
     common = dict(target=target_key, workload=candidate.workload_dict(), workload_key=candidate.workload_key,
                   strategy=candidate.strategy, schedule_version=candidate.schedule_version,
-                  decisions=dict(candidate.decisions))
+                  decisions=dict(candidate.decisions), thread_pool=thread_pool)
     if run is None:
         return Record(**common, status="build_error", error=build.error)
     if run.status != "ok":
@@ -53,8 +53,9 @@ def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTar
     and the one that waited measures only what the other did not.
     """
     resolved = [candidate.resolved(target) for candidate in candidates]
+    thread_pool = runner.thread_pool
     busy = functools.cache(runner.busy)  # asked once per call, and only if a disturbed timing is held
-    records, missing, kept = _held_and_missing(resolved, target, store, retry_failed, busy)
+    records, missing, kept = _held_and_missing(resolved, target, thread_pool, store, retry_failed, busy)
     if missing and store is not None:
         def waiting() -> None:
             if show_progress:
@@ -62,18 +63,18 @@ def measure_candidates(candidates: Sequence[MeasurableCandidate], target: DseTar
 
         with store.measuring(waiting):
             # what the other run measured meanwhile
-            records, missing, kept = _held_and_missing(resolved, target, store, retry_failed, busy)
-            _measure(missing, records, target, runner, store, builder, show_progress)
+            records, missing, kept = _held_and_missing(resolved, target, thread_pool, store, retry_failed, busy)
+            _measure(missing, records, target, thread_pool, runner, store, builder, show_progress)
     elif missing:
-        _measure(missing, records, target, runner, store, builder, show_progress)
+        _measure(missing, records, target, thread_pool, runner, store, builder, show_progress)
     if kept and show_progress:
         print(f"{kept} kernel timing(s) that stayed disturbed kept as the tuning log holds them, not measured again "
               f"now: {busy()}", file=sys.stderr, flush=True)
-    return [records[candidate.key(target)] for candidate in resolved]
+    return [records[candidate.key(target, thread_pool)] for candidate in resolved]
 
 
-def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget, store: MeasurementStore | None,
-                      retry_failed: bool, busy: Callable[[], str]
+def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget, thread_pool: str,
+                      store: MeasurementStore | None, retry_failed: bool, busy: Callable[[], str]
                       ) -> tuple[dict[str, Record], dict[str, MeasurableCandidate], int]:
     """What the store holds for the candidates that need no measuring, by key those that do, and how many
     disturbed timings are kept only because the target is ``busy``."""
@@ -83,7 +84,7 @@ def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget
     missing: dict[str, MeasurableCandidate] = {}
     kept = 0
     for candidate in resolved:
-        key = candidate.key(target)
+        key = candidate.key(target, thread_pool)
         held = known.get(key)
         retry = retry_failed and held is not None and not held.trusted and unsettled.get(key, 0) < UNSETTLED_ATTEMPTS
         if held is None or (retry and (not held.ok or not busy())):
@@ -94,8 +95,8 @@ def _held_and_missing(resolved: Sequence[MeasurableCandidate], target: DseTarget
     return records, missing, kept
 
 
-def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record], target: DseTarget, runner: Runner,
-             store: MeasurementStore | None, builder: Builder | None, show_progress: bool) -> None:
+def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record], target: DseTarget, thread_pool: str,
+             runner: Runner, store: MeasurementStore | None, builder: Builder | None, show_progress: bool) -> None:
     """Build and time the ``missing`` candidates, adding each one's record to ``records`` (and the store)."""
     if not missing:
         return
@@ -104,13 +105,13 @@ def _measure(missing: dict[str, MeasurableCandidate], records: dict[str, Record]
         if show_progress else None
 
     def keep(build: BuildResult, run: RunResult | None) -> None:
-        record = _record(target.key, build, run)
+        record = _record(target.key, thread_pool, build, run)
         with lock:
             if store is not None:
                 store.append(record)  # failed attempts too: the store is the log of what happened
             if run is not None and run.retried:
                 return
-            records[build.candidate.key(target)] = record
+            records[build.candidate.key(target, thread_pool)] = record
             if progress is not None:
                 progress.advance(2 if run is None else 1, failed=not record.ok)
 

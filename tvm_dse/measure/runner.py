@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import TvmDseError
 from ..target import DseTarget
+from ..thread_pool import pool_key
 from ..timing import (ATTEMPTS, MAX_OTHERS, MAX_SPREAD, SteadyState, Timing, Watch, least_disturbed,
                       watch_this_machine)
 from .builder import BuildResult
@@ -157,6 +158,12 @@ class Runner(ABC):
         """Run ``built`` (a :class:`tvm_dse.build.BuiltModel`: ``run``, ``time``, ``upload``) once on ``feed``
         and time it in steady state where the target is; ``workdir`` holds what has to be exported."""
 
+    @property
+    @abstractmethod
+    def thread_pool(self) -> str:
+        """The thread pool the kernels it times run on, part of their records' key (see
+        :func:`~tvm_dse.thread_pool.pool_key`; "" where none shapes their time)."""
+
     def check(self) -> None:
         """Raise :class:`MeasurementError`, naming the cause, when the target cannot be reached: called
         before any work, so a run with everything already measured fails as early as one without."""
@@ -177,6 +184,10 @@ class LocalRunner(Runner):
     kernels again in turn). A window during which other work took more than ``max_others`` of the machine
     is timed again (``attempts`` windows in all); each of its kernels keeps its timing from the first quiet
     window, else its least spread one, flagged as disturbed."""
+
+    @property
+    def thread_pool(self) -> str:
+        return pool_key(in_this_process=True)
 
     def busy(self) -> str:
         """How much of this machine other work took while it was watched for :data:`WATCHABLE_S`, where
@@ -337,6 +348,10 @@ class RPCRunner(Runner):
         self.session_timeout_s = session_timeout_s
         self.attempts = attempts
         self.connect_timeout_s = connect_timeout_s
+
+    @property
+    def thread_pool(self) -> str:
+        return pool_key(in_this_process=False)  # a board runs exported libraries
 
     def boards(self) -> list[str]:
         """host:port of every board the tracker has under the key; raises when there are none."""

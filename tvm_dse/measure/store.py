@@ -1,14 +1,16 @@
 """The measurement store: every result (or failure) as one JSON line, appended as it arrives.
 
-Lines are keyed by target, workload, strategy and its schedule version, decisions and TVM version: a
-strategy whose schedule changed (a new ``schedule_version``) is measured again, never priced by records
-of the kernel it used to build. Writers take an exclusive
-``flock`` around each append and readers a shared one, so two runs writing the same store interleave
-whole lines. Every record is checked on its way in (see :meth:`Record.problem`): a truncated, corrupt or
-invalid line (a killed writer, a hand edit, an imported file) is skipped with a warning that names the
-file and line, and an invalid record is never written. A key is priced by its fastest quiet successful
-record, a disturbed one (timed while other work was busy, see :class:`~tvm_dse.timing.Timing`) only while
-it has none; its failures count only while it has no success (see :func:`improves`).
+Lines are keyed by target, workload, strategy and its schedule version, decisions, thread pool and TVM
+version: a strategy whose schedule changed (a new ``schedule_version``) is measured again, never priced by
+records of the kernel it used to build, and a kernel timed on one thread pool (the runner's
+:attr:`~tvm_dse.measure.Runner.thread_pool`; records older than the field have "") is timed again on
+another. Writers take an exclusive ``flock`` around each append and readers a shared one, so two runs
+writing the same store interleave whole lines. Every record is checked on its way in (see
+:meth:`Record.problem`): a truncated, corrupt or invalid line (a killed writer, a hand edit, an imported
+file) is skipped with a warning that names the file and line, and an invalid record is never written. A key
+is priced by its fastest quiet successful record, a disturbed one (timed while other work was busy, see
+:class:`~tvm_dse.timing.Timing`) only while it has none; its failures count only while it has no success
+(see :func:`improves`).
 
 A store may be scoped to one target and TVM version (the tuning logs keep one such store per pair):
 records of another target or version are then refused on append and skipped with a warning on read, so
@@ -59,6 +61,7 @@ class Record:
     latency: dict[str, Any] | None = None  # a Timing as a dict, when status is "ok"
     error: str = ""
     board: str = ""  # "local" or the board's host:port
+    thread_pool: str = ""  # the pool the kernel ran on (Runner.thread_pool); "": none shaped its time, or not recorded
     schedule_version: int = 1
     tvm_version: str = field(default_factory=lambda: tvm.__version__)
     measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -75,7 +78,8 @@ class Record:
         if self.status not in STATUSES:
             return f"unknown status {self.status!r}; accepted: {', '.join(STATUSES)}"
         for name, kind in (("workload", dict), ("decisions", dict), ("workload_key", str), ("strategy", str),
-                           ("error", str), ("board", str), ("measured_at", str)):
+                           ("error", str), ("board", str), ("thread_pool", str),
+                           ("measured_at", str)):
             if not isinstance(getattr(self, name), kind):
                 return f"{name} must be a {'mapping' if kind is dict else 'string'}, not {getattr(self, name)!r}"
         if not self.workload_key or not self.strategy:
@@ -122,10 +126,16 @@ class Record:
         longer exists)."""
         return schedule_versions.get(self.strategy) == self.schedule_version
 
+    def measured_as(self, target_key: str, schedule_versions: Mapping[str, int], thread_pool: str) -> bool:
+        """Whether the record's kernel is the one a run measuring on ``target_key`` with ``thread_pool``
+        under the running TVM builds today (see :meth:`schedule_is_current`)."""
+        return (self.target == target_key and self.thread_pool == thread_pool and self.tvm_version == tvm.__version__
+                and self.schedule_is_current(schedule_versions))
+
     @property
     def key(self) -> str:
         return measurement_key(self.target, self.workload_key, self.strategy, self.schedule_version,
-                               self.decisions, self.tvm_version)
+                               self.decisions, self.thread_pool, self.tvm_version)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -255,9 +265,10 @@ class MeasurementStore:
         for record in records:
             self.append(record)
 
-    def best(self, target_key: str, schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
+    def best(self, target_key: str, schedule_versions: Mapping[str, int],
+             thread_pool: str) -> dict[tuple[str, str], Record]:
         """:func:`best_records` of the store's records."""
-        return best_records(self.records(), target_key, schedule_versions)
+        return best_records(self.records(), target_key, schedule_versions, thread_pool)
 
 
 def held_records(records: Iterable[Record]) -> dict[str, Record]:
@@ -296,16 +307,15 @@ def improves(record: Record, current: Record) -> bool:
     return record.median_ms < current.median_ms
 
 
-def best_records(records: Iterable[Record], target_key: str,
-                 schedule_versions: Mapping[str, int]) -> dict[tuple[str, str], Record]:
+def best_records(records: Iterable[Record], target_key: str, schedule_versions: Mapping[str, int],
+                 thread_pool: str) -> dict[tuple[str, str], Record]:
     """The best successful record (see :func:`improves`) of every (workload key, strategy) on
     ``target_key``, measured with the strategy's current schedule version (``schedule_versions``: strategy
-    name -> version) under the running TVM: default and tuned decisions alike (layout conversions and
-    unknown strategies left out)."""
+    name -> version) on ``thread_pool`` under the running TVM: default and tuned decisions alike (layout
+    conversions and unknown strategies left out)."""
     best: dict[tuple[str, str], Record] = {}
     for record in records:
-        if (not record.ok or record.target != target_key or record.tvm_version != tvm.__version__
-                or not record.schedule_is_current(schedule_versions)):
+        if not (record.ok and record.measured_as(target_key, schedule_versions, thread_pool)):
             continue
         pair = (record.workload_key, record.strategy)
         if pair not in best or improves(record, best[pair]):

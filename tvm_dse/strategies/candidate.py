@@ -54,13 +54,13 @@ class Candidate:
     def schedule_version(self) -> int:
         return get_strategy(self.strategy).schedule_version
 
-    def key(self, target: DseTarget) -> str:
-        """What a measurement of this candidate is stored under: target, workload, strategy and its schedule
-        version, decisions, TVM."""
+    def key(self, target: DseTarget, thread_pool: str) -> str:
+        """What a measurement of this candidate on ``thread_pool`` is stored under: target, workload, strategy
+        and its schedule version, decisions, thread pool, TVM."""
         if self.decisions is None:
             raise ValueError(f"resolve the default decisions of {self.describe()} before keying it")
         return measurement_key(target.key, self.workload.key(), self.strategy, self.schedule_version,
-                               self.decisions)
+                               self.decisions, thread_pool)
 
 
 def default_decisions(strategy: str, workload: Workload, target: DseTarget) -> dict[str, Any]:

@@ -29,12 +29,19 @@ STORE_SUFFIX = ".jsonl"
 SHIPPED_LOGS_DIR = Path(__file__).resolve().parents[2] / "tuning_logs"
 
 
-def shipped_target_keys() -> list[str]:
-    """The target keys the logs shipped with tvm_dse hold records of for the running TVM version."""
+def shipped_logs() -> dict[str, list[str]]:
+    """Per target key the logs shipped with tvm_dse hold records of for the running TVM version, the thread
+    pools they were timed on (see :attr:`tvm_dse.measure.Runner.thread_pool`)."""
     if not SHIPPED_LOGS_DIR.is_dir():
-        return []
-    return sorted({store.target_key for store in TuningLogs(SHIPPED_LOGS_DIR).stores()
-                   if store.tvm_version == tvm.__version__})
+        return {}
+    return {store.target_key: sorted({record.thread_pool for record in store.records()})
+            for store in TuningLogs(SHIPPED_LOGS_DIR).stores() if store.tvm_version == tvm.__version__}
+
+
+def shipped_target_keys(thread_pool: str) -> list[str]:
+    """The target keys the logs shipped with tvm_dse hold records of for the running TVM version and
+    ``thread_pool``: those a run measuring on that pool starts warm on."""
+    return sorted(key for key, pools in shipped_logs().items() if thread_pool in pools)
 
 
 def default_logs_dir() -> Path:

@@ -59,11 +59,11 @@ class Sample:
     latency_ms: float
 
 
-def samples_from(records: Iterable[Record], target: DseTarget) -> list[Sample]:
-    """The best successful record of every (workload, strategy) among ``records`` on ``target`` (see
-    :func:`tvm_dse.measure.store.best_records`)."""
+def samples_from(records: Iterable[Record], target: DseTarget, thread_pool: str) -> list[Sample]:
+    """The best successful record of every (workload, strategy) among ``records`` on ``target`` and
+    ``thread_pool`` (see :func:`tvm_dse.measure.store.best_records`)."""
     return [Sample(Workload.from_dict(r.workload), r.strategy, r.median_ms)
-            for r in best_records(records, target.key, schedule_versions()).values()]
+            for r in best_records(records, target.key, schedule_versions(), thread_pool).values()]
 
 
 class LatencyPredictor:
@@ -169,15 +169,16 @@ def held_out_error(samples: Sequence[Sample], target: DseTarget, held_out: Itera
 
 
 def promising_strategies(workloads: Iterable[Workload], target: DseTarget, records: Iterable[Record],
-                         top_k: int, seed: int = 0, precisions: Sequence[str] = PRECISIONS) -> dict[str, list[str]]:
+                         thread_pool: str, top_k: int, seed: int = 0,
+                         precisions: Sequence[str] = PRECISIONS) -> dict[str, list[str]]:
     """Per workload key, the applicable strategies of ``precisions`` worth measuring: the ``top_k`` fastest
-    predicted by a predictor trained on ``records`` (the target's log), plus those the log has measured
-    already (free)."""
+    predicted by a predictor trained on ``records`` (the target's log) of ``thread_pool``, plus those the log
+    has measured on it already (free)."""
     from ..strategies import applicable_strategies
 
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, not {top_k}")
-    samples = samples_from(records, target)
+    samples = samples_from(records, target, thread_pool)
     measured = {(s.workload.key(), s.strategy) for s in samples}
     predictor = LatencyPredictor(target, seed).fit(samples)
     chosen = {}

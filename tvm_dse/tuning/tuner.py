@@ -72,22 +72,20 @@ class TuneResult:
         return self.default.median_ms / self.best.median_ms
 
 
-def kernel_records(store: MeasurementStore, target: DseTarget, workload: Workload, strategy: Strategy) -> list[Record]:
+def kernel_records(store: MeasurementStore, target: DseTarget, thread_pool: str, workload: Workload,
+                   strategy: Strategy) -> list[Record]:
     """What the store holds (see :meth:`MeasurementStore.held`) for every set of decisions of (workload,
-    strategy) on ``target``, with the strategy's current schedule version."""
+    strategy) on ``target`` and ``thread_pool``, with the strategy's current schedule version."""
     workload_key = workload.key()
-    return [record for record in _current_records(store, target)
+    return [record for record in _current_records(store, target, thread_pool)
             if record.workload_key == workload_key and record.strategy == strategy.name]
 
 
-def _current_records(store: MeasurementStore, target: DseTarget) -> list[Record]:
-    """What the store holds for ``target`` under this TVM version and the strategies' current schedules."""
-    import tvm
-
+def _current_records(store: MeasurementStore, target: DseTarget, thread_pool: str) -> list[Record]:
+    """What the store holds for ``target`` and ``thread_pool`` under this TVM version and the strategies'
+    current schedules."""
     versions = schedule_versions()
-    return [record for record in store.held().values()
-            if record.target == target.key and record.tvm_version == tvm.__version__
-            and record.schedule_is_current(versions)]
+    return [record for record in store.held().values() if record.measured_as(target.key, versions, thread_pool)]
 
 
 def _tune_context(mod: Any, target: DseTarget, space: Any, search: Any, seed: int, threads: int) -> Any:
@@ -187,7 +185,8 @@ def tune_kernel(workload: Workload, strategy: Strategy | str, session: Measureme
     label = f"tuning {strategy.name} on {workload.describe()}"
     default_candidate = Candidate(workload, strategy.name, default_decisions(strategy.name, workload, target))
     default = session.measure([default_candidate], show_progress=False)[0]
-    known = {record.key: record for record in kernel_records(store, target, workload, strategy)}
+    known = {record.key: record
+             for record in kernel_records(store, target, session.runner.thread_pool, workload, strategy)}
     measured = 0
     history: list[float] = []
     if len(known) < trials:
@@ -282,7 +281,7 @@ def tune_plan_kernels(space: Any, assignment: Sequence[int], graph: Any, session
     plan's: a rerun with the same store and budget tunes nothing, even where its plan differs (its own
     timings of the uniform plans price the kernels, and they vary from run to run)."""
     decisions = Counter((record.workload_key, record.strategy)
-                        for record in _current_records(_store(session), session.target))
+                        for record in _current_records(_store(session), session.target, session.runner.thread_pool))
     model_kernels = {(vertex.workload.key(), option.name) for vertex, node in zip(graph.vertices, space.nodes)
                      if node.is_tunable for option in node.options}
     remaining = trials - sum(max(decisions[kernel] - 1, 0) for kernel in model_kernels)
