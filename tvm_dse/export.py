@@ -20,7 +20,7 @@ from .errors import TvmDseError
 from .deployed_library import library_weights, weights_object
 from .native_output import lines_dropped
 from .target import DseTarget
-from .thread_pool import pool_object
+from .thread_pool import host_compiler, pool_object
 
 AARCH64_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 # A line TVM's runtime logs with a title and nothing after it ("[03:53:03] .../executable.cc:276: Warning:
@@ -44,7 +44,7 @@ def export_library(executable: tvm.runtime.Executable, target: DseTarget, path: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if target.runs_on_host or not target.is_aarch64:
-        compiler, fcompile = cc.get_cc() or "cc", None
+        compiler, fcompile = host_compiler(), None
     elif shutil.which(AARCH64_CROSS_COMPILER) is None:
         raise TvmDseError(f"exporting for {target.key} needs the cross compiler {AARCH64_CROSS_COMPILER}; "
                           "install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross "

@@ -117,6 +117,12 @@ def describe_thread_pool(pool: dict[str, int | str], measured: bool) -> str:
             "(slower on networks of many short kernels): import tvm_dse first")
 
 
+def host_compiler() -> str:
+    """The C compiler that builds this machine's objects of the pool and a library's weights: ``$CC``, else
+    ``cc``, else ``gcc`` (found without TVM, which this process may not have loaded yet)."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
+
+
 def pool_object(compiler: str) -> Path:
     """An object file of the pool, built by ``compiler`` for the library's machine (linked into every export)."""
     spin_us()
@@ -143,7 +149,7 @@ def _interpose() -> str:
         if any("libtvm" in line for line in maps):
             return ("TVM was imported before tvm_dse: kernels measured in this process run on TVM's thread pool, "
                     "slower than tvm_dse's, which its exported libraries run on; import tvm_dse first")
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
+    compiler = host_compiler()
     key = hashlib.sha256(_SOURCE.read_bytes() + repr((compiler, _FLAGS)).encode()).hexdigest()[:16]
     library = Path.home() / ".cache" / "tvm_dse" / "thread_pool" / key / "libtvm_dse_thread_pool.so"
     try:
