@@ -240,12 +240,12 @@ def _show_log(store: "MeasurementStore") -> None:
         if not record.is_conversion:
             kernels.setdefault((record.workload_key, record.strategy, record.thread_pool), []).append(record)
     print(f"{store.path}: {len(records)} records, {len(kernels)} kernels")
-    print(f"{'workload':40s} {'strategy':20s} {'thread pool':20s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")
+    print(f"{'workload':40s} {'strategy':20s} {'thread pool':24s} {'trials':>6s} {'failed':>6s} {'best ms':>9s}")
     for (workload_key, strategy, thread_pool), group in sorted(kernels.items()):
         ok = [r for r in group if r.ok]
         best = f"{min(r.median_ms for r in ok):9.4f}" if ok else f"{'-':>9s}"
         describe = Workload.from_dict(group[0].workload).describe()
-        print(f"{describe:40s} {strategy:20s} {thread_pool or '-':20s} {len(group):6d} {len(group) - len(ok):6d} "
+        print(f"{describe:40s} {strategy:20s} {thread_pool or '-':24s} {len(group):6d} {len(group) - len(ok):6d} "
               f"{best}")
 
 
