@@ -7,7 +7,6 @@ the reference every tvm_dse plan is validated against and compared with.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +34,6 @@ class BuiltModel:
         self.inputs = list(inputs)
         self.weights = list(weights)
         self._vm: relax.VirtualMachine | None = None
-        self._exported: Path | None = None
 
     def _host_vm(self) -> relax.VirtualMachine:
         # Checked once: asking LLVM for the target's features took 0.2-0.3 ms, 5% of a small model's run.
@@ -82,15 +80,8 @@ class BuiltModel:
     def export(self, path: str | Path) -> Path:
         """Write a shared library, weights included, loadable on the target (cross-compiled for aarch64) with
         :func:`tvm_dse.export.load_library`; its ``main`` takes :func:`tvm_dse.export.load_weights`'s tensors
-        after the model's inputs. Built once: a later call copies the first library (a run exports one to
-        measure its memory and another as its output)."""
-        path = Path(path)
-        if self._exported is None or not self._exported.is_file():
-            self._exported = export_library(self.executable, self.target, path, self.weights)
-        elif path.resolve() != self._exported.resolve():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(self._exported, path)
-        return path
+        after the model's inputs."""
+        return export_library(self.executable, self.target, path, self.weights)
 
     def upload(self, session: "tvm.rpc.RPCSession", workdir: str | Path, name: str = "model.so") -> "RemoteModel":
         """Export the library as ``workdir/name``, upload it over an RPC ``session`` and load it on that board,
