@@ -164,6 +164,11 @@ class Decider:
                              f"{', '.join(map(repr, sorted(self.chosen))) or 'nothing'}")
 
 
+# Fewest parallel tasks a default schedule leaves (where the workload has that many), so that the cores get
+# balanced work.
+MIN_PARALLEL_TASKS = 8
+
+
 def vector_registers(target: DseTarget) -> int:
     """Vector registers of the target: 32 on AVX-512 and Arm (NEON/SVE), 16 on AVX2 and SSE."""
     return 32 if target.vector_bits == 512 or target.is_aarch64 else 16

@@ -23,8 +23,8 @@ from ..quant.scheme import ActivationQuant
 from ..schedule_blocks import has_block
 from ..target import DseTarget
 from ..workload import Workload
-from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
+from .base import (MAIN_BLOCK, MIN_PARALLEL_TASKS, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts,
+                   divisors, largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
 from .registry import register
 
 # Bytes of padded input one band may take. A stride-1 band of B rows pads B + 2 input rows, so small
@@ -33,8 +33,6 @@ from .registry import register
 _BAND_BYTES = 64 * 1024
 # The NCHW strategy's stage splitting the padded input's columns by stride phase.
 _PHASE_BLOCK = "data_phases"
-# Fewest parallel tasks a default choice leaves, so both cores get balanced work.
-_MIN_TASKS = 8
 # Output vectors one parallel task should compute at least: each task allocates its padded band and
 # accumulator tile (TVMBackendAllocWorkspace), which at 7x7 or 14x14 per channel costs as much as the
 # convolution. Grouping channels into tasks of ~1000 vectors measured 10-30% faster there (AVX2).
@@ -47,8 +45,8 @@ def _multiplier(workload: Workload) -> int:
 
 def _band_rows(workload: Workload, row_bytes: int, tasks_per_band: int, tile_rows: int) -> int:
     """Default output rows per band: the most (a multiple of ``tile_rows`` dividing the output height)
-    whose padded input rows fit in :data:`_BAND_BYTES`, while leaving :data:`_MIN_TASKS` parallel tasks
-    where the workload has that many."""
+    whose padded input rows fit in :data:`_BAND_BYTES`, while leaving :data:`.base.MIN_PARALLEL_TASKS`
+    parallel tasks where the workload has that many."""
     (sh, _), (dh, _) = workload.stride, workload.dilation
     candidates = [b for b in divisors(workload.out_height) if b % tile_rows == 0]
 
@@ -59,15 +57,16 @@ def _band_rows(workload: Workload, row_bytes: int, tasks_per_band: int, tile_row
     def tasks(rows: int) -> int:
         return tasks_per_band * workload.out_height // rows
 
-    good = [b for b in candidates if fits(b) and tasks(b) >= _MIN_TASKS]
+    good = [b for b in candidates if fits(b) and tasks(b) >= MIN_PARALLEL_TASKS]
     return max(good or [b for b in candidates if fits(b)] or [tile_rows])
 
 
 def _channel_group(units: int, unit_vectors: int, other_tasks: int) -> int:
     """Default channels (or channel blocks) per parallel task: the most dividing ``units`` whose output
-    (``unit_vectors`` each) stays within :data:`_TASK_VECTORS`, leaving :data:`_MIN_TASKS` tasks."""
+    (``unit_vectors`` each) stays within :data:`_TASK_VECTORS`, leaving :data:`.base.MIN_PARALLEL_TASKS`
+    tasks."""
     fits = [g for g in divisors(units)
-            if g * unit_vectors <= _TASK_VECTORS and units // g * other_tasks >= _MIN_TASKS]
+            if g * unit_vectors <= _TASK_VECTORS and units // g * other_tasks >= MIN_PARALLEL_TASKS]
     return max(fits, default=1)
 
 
