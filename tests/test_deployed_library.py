@@ -57,6 +57,36 @@ def test_a_runtime_only_process_holds_the_librarys_weights_once(wide_layer, tmp_
     assert weights_bytes <= memory.plan_bytes <= 1.5 * weights_bytes, memory
 
 
+def test_a_built_model_exports_once_and_copies_that_library_until_another_writes_it(wide_layer, tmp_path,
+                                                                                     monkeypatch):
+    from tvm_dse import build as build_module
+
+    model, built = wide_layer
+    exports = []
+
+    def export_library(*arguments, **keywords):
+        exports.append(arguments[2])
+        return real(*arguments, **keywords)
+
+    real = build_module.export_library
+    monkeypatch.setattr(build_module, "export_library", export_library)
+    fresh = build_module.BuiltModel(built.executable, built.target, built.inputs, built.weights)
+    first = fresh.export(tmp_path / "memory" / "wide_layer.so")  # as a run exports to measure its memory
+    output = fresh.export(tmp_path / "out" / "wide_layer.x86_64.so")  # and then as its output
+    assert exports == [first] and output == tmp_path / "out" / "wide_layer.x86_64.so"
+    assert output.read_bytes() == first.read_bytes() and os.access(output, os.X_OK)
+    feed = model.random_feed(seed=4)
+    ran = relax.VirtualMachine(load_library(output), tvm.cpu())["main"](tvm.runtime.tensor(feed["x"]),
+                                                                        *load_weights(output))
+    np.testing.assert_array_equal(ran.numpy(), built.run(feed)[0])
+    # a board run exports every plan it times to one name: another model written there is never copied
+    other = build_module.BuiltModel(built.executable, built.target, built.inputs, built.weights)
+    other.export(first)
+    assert fresh.export(tmp_path / "again.so").is_file() and exports == [first, first, tmp_path / "again.so"]
+    (tmp_path / "again.so").unlink()  # gone: the next export builds again as well
+    assert fresh.export(tmp_path / "out" / "again.so").is_file() and len(exports) == 4
+
+
 def test_loaded_weights_view_the_mapped_library_aligned_and_a_library_without_any_runs_without(wide_layer, tmp_path,
                                                                                                  zoo):
     model, built = wide_layer

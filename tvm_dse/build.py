@@ -7,6 +7,7 @@ the reference every tvm_dse plan is validated against and compared with.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,7 @@ class BuiltModel:
         self.inputs = list(inputs)
         self.weights = list(weights)
         self._vm: relax.VirtualMachine | None = None
+        self._exported: tuple[Path, tuple[int, int, int]] | None = None  # the library written and its identity
 
     def _host_vm(self) -> relax.VirtualMachine:
         # Checked once: asking LLVM for the target's features took 0.2-0.3 ms, 5% of a small model's run.
@@ -80,8 +82,22 @@ class BuiltModel:
     def export(self, path: str | Path) -> Path:
         """Write a shared library, weights included, loadable on the target (cross-compiled for aarch64) with
         :func:`tvm_dse.export.load_library`; its ``main`` takes :func:`tvm_dse.export.load_weights`'s tensors
-        after the model's inputs."""
-        return export_library(self.executable, self.target, path, self.weights)
+        after the model's inputs.
+
+        Built once: a later call copies the library written before as long as that file is as it was written
+        (a run exports one to measure its memory and another as its output); once anything else writes there
+        (a board run exports every plan it times to one name) the next call builds again."""
+        path = Path(path)
+        if self._exported is not None and _file_identity(self._exported[0]) == self._exported[1]:
+            written = self._exported[0]
+            if path.resolve() != written.resolve():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(written, path)
+            return path
+        written = export_library(self.executable, self.target, path, self.weights)
+        identity = _file_identity(written)
+        self._exported = (written, identity) if identity else None
+        return written
 
     def upload(self, session: "tvm.rpc.RPCSession", workdir: str | Path, name: str = "model.so") -> "RemoteModel":
         """Export the library as ``workdir/name``, upload it over an RPC ``session`` and load it on that board,
@@ -95,6 +111,16 @@ class BuiltModel:
     def assembly(self) -> str:
         """The target's assembly of every compiled kernel of the model (to check which instructions it uses)."""
         return "\n".join(module.inspect_source("asm") for module in self.executable.mod.imports)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written again or replaced: its inode, size and modification time (None: no
+    such file)."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 class RemoteModel:
