@@ -24,7 +24,8 @@ from ..schedule_blocks import has_block
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, MIN_PARALLEL_TASKS, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts,
-                   divisors, largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
+                   divisors, largest_divisor_at_most, loops_below, max_accumulators, output_stage, pad_input,
+                   padded_input_bytes, write_back_tile)
 from .registry import register
 
 # Bytes of padded input one band may take. A stride-1 band of B rows pads B + 2 input rows, so small
@@ -82,20 +83,6 @@ def _unroll(sch: s_tir.Schedule, *loops: s_tir.LoopRV) -> None:
         sch.unroll(loop)
 
 
-def _loops_below(sch: s_tir.Schedule, block: s_tir.SBlockRV, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:
-    """The loops of ``block`` nested inside ``loop`` (none when every loop of a tile has extent 1)."""
-    loops = sch.get_loops(block)
-    return loops[[sch.get(other) for other in loops].index(sch.get(loop)) + 1:]
-
-
-def _vectorize_innermost(sch: s_tir.Schedule, block: s_tir.SBlockRV, below: s_tir.LoopRV) -> None:
-    """Vectorize the innermost loop of ``block`` if it has one of its own inside ``below`` (vectorizing a
-    shared outer loop would vectorize the conv's reduction with it)."""
-    loops = _loops_below(sch, block, below)
-    if loops:
-        sch.vectorize(loops[-1])
-
-
 def _place_padding(sch: s_tir.Schedule, workload: Workload, at: s_tir.LoopRV | None, width_axis: int) -> None:
     """Compute the padded input inside loop ``at`` (None: in a parallel pass of its own), its width loop
     partitioned into left border, interior and right border: in the interior the padding condition folds
@@ -103,7 +90,7 @@ def _place_padding(sch: s_tir.Schedule, workload: Workload, at: s_tir.LoopRV | N
     pad = sch.get_sblock(PAD_BLOCK)
     if at is not None:
         sch.compute_at(pad, at, preserve_unit_loops=True)
-        pad_loops = _loops_below(sch, pad, at)
+        pad_loops = loops_below(sch, pad, at)
     else:
         pad_loops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*pad_loops[:width_axis]))
@@ -129,7 +116,7 @@ def _place_phases(sch: s_tir.Schedule, at: s_tir.LoopRV | None) -> None:
     phases = sch.get_sblock(_PHASE_BLOCK)
     if at is not None:
         sch.compute_at(phases, at, preserve_unit_loops=True)
-        *_, phase, column = _loops_below(sch, phases, at)
+        *_, phase, column = loops_below(sch, phases, at)
     else:
         n, c, row, phase, column = sch.get_loops(phases)
         sch.parallel(sch.fuse(n, c, row))
@@ -143,8 +130,7 @@ def _finish_banded(sch: s_tir.Schedule, workload: Workload, conv: s_tir.SBlockRV
                    reduction: s_tir.LoopRV, width_axis: int) -> None:
     """Write the register tile back inside ``tile``, pad the input inside ``band`` (the loop over one
     channel's band of rows; None: in a pass of its own), parallelize, split the init."""
-    sch.reverse_compute_at(out, tile, preserve_unit_loops=True)  # the same loops whatever the tile: tunable
-    _vectorize_innermost(sch, out, tile)
+    write_back_tile(sch, out, tile)
     if has_block(sch, PAD_BLOCK):
         _place_padding(sch, workload, band, width_axis)
     sch.parallel(sch.fuse(*parallel))
@@ -183,6 +169,7 @@ def _nchw_source(data: te.Tensor, workload: Workload) -> Callable[..., tirx.Prim
 
 
 class _DepthwiseBase(Strategy):
+    schedule_version = 2  # 2: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -376,6 +363,7 @@ class GroupedNCHW(Strategy):
     channels in registers), with the output channels tiled inside one group so the tile shares its input."""
 
     name = "grouped_nchw"
+    schedule_version = 2  # 2: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -428,8 +416,7 @@ class GroupedNCHW(Strategy):
         sch.reorder(n, g, ko, yo, xo, rc, ry, rx, ki, yi, xi)
         sch.vectorize(xi)
         _unroll(sch, yi, ki)
-        sch.reverse_compute_at(out, xo, preserve_unit_loops=True)
-        _vectorize_innermost(sch, out, xo)
+        write_back_tile(sch, out, xo)
         sch.parallel(sch.fuse(n, g, ko, yo))
         sch.decompose_reduction(conv, rc)
         # Each input element feeds a whole group's output channels: padding in passes of its own is cheap.

@@ -15,6 +15,7 @@ from .registry import register
 
 class _DirectBase(Strategy):
     ungrouped_only = True
+    schedule_version = 2  # 2: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
 
     def workspace_bytes(self, workload: Workload, target: DseTarget) -> int:
         return padded_input_bytes(workload)

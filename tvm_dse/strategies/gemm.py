@@ -30,7 +30,8 @@ from ..schedule_blocks import has_block, parallel_vectorized
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes)
+                   largest_divisor_at_most, max_accumulators, output_stage, pad_input, padded_input_bytes,
+                   write_back_tile)
 from .registry import register
 
 IM2COL_BLOCK = "im2col"
@@ -117,10 +118,7 @@ def _schedule_gemm(sch: s_tir.Schedule, workload: Workload, target: DseTarget, d
     sch.vectorize(vector)
     for loop in unrolled:
         sch.unroll(loop)
-    # unit loops kept: with a 1x1x1 tile the stage's innermost loop would otherwise be ``ko`` itself,
-    # and vectorizing that (around the reduction) silently gives wrong results
-    sch.reverse_compute_at(out, ko, preserve_unit_loops=True)
-    sch.vectorize(sch.get_loops(out)[-1])
+    write_back_tile(sch, out, ko)
     if place_columns is not None:
         place_columns(xo)
     parallel = [kg, n, yo]
@@ -137,6 +135,7 @@ class _GemmBase(Strategy):
     """Ungrouped convolutions only; subclasses add their own conditions."""
 
     ungrouped_only = True
+    schedule_version = 2  # 2: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
 
 
 @register

@@ -106,6 +106,8 @@ class SpatialPackNCHWcInt8(QuantizedStrategy):
     dot product over 4 input channels at a time."""
 
     name = "spatial_pack_nchwc_int8"
+    # 2 as every int8 strategy; 3: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
+    schedule_version = 3
 
     def applies(self, workload: Workload, target: DseTarget) -> Applicability:
         base = super().applies(workload, target)
@@ -298,7 +300,7 @@ class SpatialPackNCHWcFP16(SpatialPackNCHWc):
 
     name = "spatial_pack_nchwc_fp16"
     precision = "fp16"
-    schedule_version = 1
+    schedule_version = 2  # 2: the register tile written back by unrolled code (:func:`.base.write_back_tile`)
 
     def lanes(self, target: DseTarget) -> int:
         return target.vector_bits // 16 if target.has_fp16 else target.fp32_lanes

@@ -146,10 +146,11 @@ class SpatialPackNCHWc(Strategy):
 
     name = "spatial_pack_nchwc"
     ungrouped_only = True
-    schedule_version = 6  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
+    schedule_version = 7  # 2: row tiles outermost; 3: input-channel chunks at 28x28 and below, wider
     # channel tiles where the output's sides allow no other; 4: tiles of 3 pixels x 4 channel blocks on
     # AVX2 (:func:`pixel_tiling`); 5: 2 x 5 tiles, 8 KB input-channel chunks under flat tilings; 6: clamped
-    # flat tilings (:attr:`PixelTiling.clamped`)
+    # flat tilings (:attr:`PixelTiling.clamped`); 7: the register tile written back by unrolled code
+    # (:func:`.base.write_back_tile`)
 
     def lanes(self, target: DseTarget) -> int:
         """Vector lanes of the computation, the output channel block."""
