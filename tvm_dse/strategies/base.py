@@ -169,6 +169,13 @@ class Decider:
 MIN_PARALLEL_TASKS = 8
 
 
+def most_per_task(units: int, at_most: int, other_tasks: int = 1) -> int:
+    """The most of ``units`` (a divisor of it, at most ``at_most``) one parallel task may take while the tasks,
+    ``units // taken * other_tasks`` of them, still number :data:`MIN_PARALLEL_TASKS`; 1 where none does."""
+    return max((d for d in divisors(units) if d <= at_most and units // d * other_tasks >= MIN_PARALLEL_TASKS),
+               default=1)
+
+
 def vector_registers(target: DseTarget) -> int:
     """Vector registers of the target: 32 on AVX-512 and Arm (NEON/SVE), 16 on AVX2 and SSE."""
     return 32 if target.vector_bits == 512 or target.is_aarch64 else 16

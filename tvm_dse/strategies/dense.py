@@ -7,8 +7,8 @@ from tvm import s_tir, te
 from ..quant.scheme import ActivationQuant
 from ..target import DseTarget
 from ..workload import Workload
-from .base import (MAIN_BLOCK, MIN_PARALLEL_TASKS, Applicability, Decider, Strategy, StrategyLayouts, divisors,
-                   largest_divisor_at_most, max_accumulators, output_stage)
+from .base import (MAIN_BLOCK, Applicability, Decider, Strategy, StrategyLayouts, largest_divisor_at_most,
+                   max_accumulators, most_per_task, output_stage)
 from .registry import register
 
 
@@ -52,8 +52,7 @@ class DensePacked(Strategy):
         # left the FMA unit waiting on the previous result (1.4-1.6x slower than 5 or 10 blocks per task on
         # MobileNetV2's and ResNet-18's classifiers, Zen 4), so a task takes as many blocks as it has
         # accumulators for while the tasks still keep the cores busy.
-        chains = max((d for d in divisors(blocks)
-                      if d <= max_accumulators(target) and blocks // d >= MIN_PARALLEL_TASKS), default=1)
+        chains = most_per_task(blocks, max_accumulators(target))
         koo, koi = decider.tile("k_blocks", ko, 2, [blocks // chains, chains])
         co, ci = decider.tile("c", c, 2, [workload.in_channels // largest_divisor_at_most(workload.in_channels, 4),
                                            largest_divisor_at_most(workload.in_channels, 4)])

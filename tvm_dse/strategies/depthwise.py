@@ -24,8 +24,8 @@ from ..schedule_blocks import has_block
 from ..target import DseTarget
 from ..workload import Workload
 from .base import (MAIN_BLOCK, MIN_PARALLEL_TASKS, PAD_BLOCK, Applicability, Decider, Strategy, StrategyLayouts,
-                   divisors, largest_divisor_at_most, loops_below, max_accumulators, output_stage, pad_input,
-                   padded_input_bytes, write_back_tile)
+                   divisors, largest_divisor_at_most, loops_below, max_accumulators, most_per_task, output_stage,
+                   pad_input, padded_input_bytes, write_back_tile)
 from .registry import register
 
 # Bytes of padded input one band may take. A stride-1 band of B rows pads B + 2 input rows, so small
@@ -66,9 +66,7 @@ def _channel_group(units: int, unit_vectors: int, other_tasks: int) -> int:
     """Default channels (or channel blocks) per parallel task: the most dividing ``units`` whose output
     (``unit_vectors`` each) stays within :data:`_TASK_VECTORS`, leaving :data:`.base.MIN_PARALLEL_TASKS`
     tasks."""
-    fits = [g for g in divisors(units)
-            if g * unit_vectors <= _TASK_VECTORS and units // g * other_tasks >= MIN_PARALLEL_TASKS]
-    return max(fits, default=1)
+    return most_per_task(units, _TASK_VECTORS // unit_vectors if unit_vectors else units, other_tasks)
 
 
 def _padded_width(workload: Workload) -> int:
