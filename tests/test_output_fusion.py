@@ -18,7 +18,7 @@ from tvm_dse.ops import conversion_folds
 from tvm_dse.output_fusion import concat_axis, rearrangement, write_converted, write_into_slice
 from tvm_dse.plan import NodeChoice, Plan
 from tvm_dse.quant import ActivationQuant
-from tvm_dse.schedule_blocks import schedule_generic
+from tvm_dse.schedule_blocks import child_blocks, schedule_generic
 from tvm_dse.strategies import build_kernel, get_strategy
 from tvm_dse.strategies.base import Decider, Epilogue
 from tvm_dse.strategies.kernel import kernel_prim_func
@@ -42,16 +42,16 @@ CASES = [
 CONVERTED = {"NHWC": "NCHW8c", "NCHW": "NCHW8c"}  # blocked layouts go to NHWC
 
 
-def _scheduled(name: str, workload: Workload) -> tvm.tirx.PrimFunc:
+def _scheduled(name: str, workload: Workload, decisions: dict | None = None) -> tvm.tirx.PrimFunc:
     strategy = get_strategy(name)
     sch = s_tir.Schedule(kernel_prim_func(strategy, workload, HOST, EPILOGUE))
-    strategy.schedule(sch, workload, HOST, Decider(sch, {}))
+    strategy.schedule(sch, workload, HOST, Decider(sch, decisions or {}))
     return sch.mod["main"]
 
 
-def _inputs(name: str, workload: Workload):
+def _inputs(name: str, workload: Workload, decisions: dict | None = None):
     rng = np.random.default_rng(1)
-    built = build_kernel(name, workload, HOST, epilogue=EPILOGUE)
+    built = build_kernel(name, workload, HOST, epilogue=EPILOGUE, decisions=decisions)
     data = rng.standard_normal((1, workload.in_channels, workload.height, workload.width))
     weight = rng.standard_normal((workload.out_channels, workload.in_channels // workload.groups, *workload.kernel))
     arguments = built.arguments(data, weight, rng.standard_normal(workload.out_channels))
@@ -85,6 +85,34 @@ def test_kernels_write_their_output_in_a_converted_layout(name, workload):
     converted = tvm.runtime.tensor(np.zeros(destination.shape(source.to_nchw(expected).shape), "float32"))
     tvm.compile(func, target=HOST.tvm_target)["main"](*inputs, converted)
     np.testing.assert_allclose(destination.to_nchw(converted.numpy()), source.to_nchw(expected), rtol=1e-5, atol=1e-5)
+
+
+def _innermost_loops_storing_into(func: tvm.tirx.PrimFunc, buffer) -> list:
+    """The innermost loop (a For) of each block of ``func`` that stores into ``buffer``."""
+    sch = s_tir.Schedule(func)
+    storing = {sch.get(inner).name_hint for block in child_blocks(sch) for loop in sch.get_loops(block)
+               for inner in sch.get_child_blocks(loop) if any(w.source.same_as(buffer) for w in sch.get(inner).writes)}
+    return [sch.get(sch.get_loops(sch.get_sblock(name))[-1]) for name in sorted(storing)]
+
+
+def test_a_vector_of_outputs_spanning_blocks_of_the_converted_layout_is_stored_a_block_at_a_time():
+    # MobileNetV2's first layer: a tile of 32 NHWC channels stored into NCHW16c lands in two blocks of 16;
+    # stored as one vector it was a scatter, 2-3x as slow as the kernel itself
+    workload = Workload("conv2d", 1, 3, 15, 15, 32, (3, 3), (2, 2), (1, 1, 1, 1))
+    decisions = {"k": [1, 32], "x": [1, 8], "y": [8, 1]}
+    inputs, expected = _inputs("direct_nhwc", workload, decisions)
+    data = te.placeholder(expected.shape, "float32", name="data")
+    conversion = schedule_generic(te.create_prim_func([data, transform(data, "NHWC", "NCHW16c")]))
+    kernel = _scheduled("direct_nhwc", workload, decisions)
+    assert [(loop.kind, int(loop.extent)) for loop in _innermost_loops_storing_into(kernel, kernel.params[-1])] \
+        == [(tvm.tirx.ForKind.VECTORIZED, 32)]
+    func = write_converted(kernel, conversion)
+    assert [(loop.kind, int(loop.extent)) for loop in _innermost_loops_storing_into(func, func.params[-1])] \
+        == [(tvm.tirx.ForKind.VECTORIZED, 16)]
+    converted = tvm.runtime.tensor(np.zeros((1, 2, 8, 8, 16), "float32"))
+    tvm.compile(func, target=HOST.tvm_target)["main"](*inputs, converted)
+    np.testing.assert_array_equal(Layout.parse("NCHW16c").to_nchw(converted.numpy()),
+                                  Layout.parse("NHWC").to_nchw(expected))
 
 
 def test_what_cannot_take_a_conversion_is_refused():
