@@ -19,7 +19,7 @@ from tvm_dse.measure.measurement import UNSETTLED_ATTEMPTS
 from tvm_dse.measure.store import improves
 from tvm_dse.strategies import Candidate
 from tvm_dse.target import parse_target
-from tvm_dse.thread_pool import SPIN_US, spin_us
+from tvm_dse.thread_pool import POOL_VERSION, SPIN_US, spin_us
 from tvm_dse.workload import Workload
 
 HOST = parse_target("host")
@@ -121,23 +121,24 @@ def test_a_kernel_timed_on_another_thread_pool_is_timed_again_and_never_prices_i
     candidate = Candidate(WORKLOAD, "direct_nchw")
     versions = {"direct_nchw": candidate.schedule_version}
     pool = LocalRunner().thread_pool
-    assert pool == f"tvm_dse,spin_us={spin_us()}"  # tvm_dse's own pool, in this process
-    # timed before records named their pool, and on TVM's pool: faster, but neither is this pool's price
+    assert pool == f"tvm_dse,version={POOL_VERSION},spin_us={spin_us()}"  # tvm_dse's own pool, in this process
+    # timed before records named their pool, on TVM's pool, and on this pool's first version (named without
+    # one): faster, but none is this pool's price
     earlier = [Record(HOST.key, WORKLOAD.to_dict(), WORKLOAD.key(), "direct_nchw",
                       candidate.resolved(HOST).decisions, "ok", latency={"median_ms": 1e-6}, thread_pool=other)
-               for other in ("", "tvm,spin_count=0")]
+               for other in ("", "tvm,spin_count=0", f"tvm_dse,spin_us={spin_us()}")]
     store.extend(earlier)
     assert Record.from_json(json.dumps({k: v for k, v in json.loads(earlier[0].to_json()).items()
                                         if k != "thread_pool"})) == earlier[0]  # a line without the field
     assert store.best(HOST.key, versions, pool) == {}
     (measured,) = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
-    assert measured.thread_pool == pool and measured.median_ms > 1e-6 and len(store.records()) == 3
+    assert measured.thread_pool == pool and measured.median_ms > 1e-6 and len(store.records()) == 4
     assert store.best(HOST.key, versions, pool)[(WORKLOAD.key(), "direct_nchw")] == measured
     # the same pool with its workers sleeping at once is another pool: timed again, under its own key
     monkeypatch.setenv(SPIN_US, "0")
     (sleeping,) = measure_candidates([candidate], HOST, LocalRunner(FAST), store, show_progress=False)
-    assert sleeping.thread_pool == "tvm_dse,spin_us=0" and len(store.records()) == 4
-    assert len({record.key for record in store.records()}) == 4
+    assert sleeping.thread_pool == f"tvm_dse,version={POOL_VERSION},spin_us=0" and len(store.records()) == 5
+    assert len({record.key for record in store.records()}) == 5
 
 
 @pytest.mark.faults

@@ -3,8 +3,8 @@
  * once, task 0 in the calling thread; TVM's barrier works on the counters given in sync_handle).
  *
  * A waiting thread (an idle worker, or the caller waiting for the workers) spins without giving up its core
- * for SPIN_US_VARIABLE microseconds, then sleeps on a futex; while the machine has more runnable threads
- * than cores it sleeps at once (see sample_contention). Why: tvm_dse/thread_pool.py.
+ * for SPIN_US_VARIABLE microseconds, then sleeps on a futex; while the pool's threads wait for a core (a
+ * co-running load) it sleeps at once (see sample_contention). Why: tvm_dse/thread_pool.py.
  *
  * Built two ways by tvm_dse/thread_pool.py: into every exported library, where it defines the generated
  * code's pointer to the launcher (__TVMBackendParallelLaunch), hidden from the dynamic symbol table so that
@@ -16,11 +16,11 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,7 +38,8 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* 
 #endif
 #define CONTENDED_NS 10000000L /* doubling, up to MAX_CONTENDED_NS, while contention comes back at once */
 #define MAX_CONTENDED_NS 1000000000L
-#define SAMPLE_NS 2000000L
+#define SAMPLE_NS 10000000L /* contention is judged over this long at least */
+#define NOT_OPEN_YET (-2)
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -59,14 +60,15 @@ static struct {
   _Atomic int caller_sleeping;
   _Atomic int failed;
   _Atomic long contended_until_ns; /* no spinning before then */
-  long contended_ns, sampled_ns; /* written by the launching thread only */
-  int loadavg;                   /* /proc/loadavg, open */
-  int cores;
+  /* written by the launching thread only: the last window's length; the last sample, its time, the thread
+   * that took it (0: none to compare with) and the pool's threads' time on a core and waiting for one then */
+  long contended_ns, sampled_ns, sampled_by, ran_ns, waited_ns;
+  _Atomic int schedstat[MAX_THREADS]; /* each worker's /proc/thread-self/schedstat, opened by it; -1: failed */
   FTVMParallelLambda lambda;
   void* cdata;
   TVMParallelGroupEnv env;
   int sync[MAX_THREADS * SYNC_STRIDE] __attribute__((aligned(64)));
-} pool = {.launching = PTHREAD_MUTEX_INITIALIZER, .loadavg = -1};
+} pool = {.launching = PTHREAD_MUTEX_INITIALIZER};
 
 static __thread int in_parallel_loop;
 
@@ -80,27 +82,51 @@ static long now_ns(void) {
   return time.tv_sec * 1000000000L + time.tv_nsec;
 }
 
-/* Whether the machine has more runnable threads than cores (read from /proc/loadavg at most every
- * SAMPLE_NS, by the launching thread): beside a co-running process a spinning thread gets its core only for
- * its share and loses it a time slice at a time while its part of a loop waits, whereas a thread woken from
- * sleep gets its core back at once. While contended no thread spins; contention seen again as soon as that
- * ends doubles the time, up to MAX_CONTENDED_NS, so a lasting load costs few spinning tries. */
-static void sample_contention(long time) {
-  if (time - pool.sampled_ns < SAMPLE_NS) return;
-  pool.sampled_ns = time;
+/* Adds a thread's time on a core and time runnable but waiting for one (ns; /proc/.../schedstat) to *ran and
+ * *waited; 0 where it cannot be read. */
+static int add_schedstat(int fd, long* ran, long* waited) {
   char text[128];
-  ssize_t length = pool.loadavg < 0 ? -1 : pread(pool.loadavg, text, sizeof(text) - 1, 0);
-  int running = 0;
-  if (length > 0) {
-    text[length] = 0;
-    const char* slash = strchr(text, '/'); /* "0.50 0.40 0.30 3/412 12345": runnable/all threads */
-    while (slash && slash > text && slash[-1] >= '0' && slash[-1] <= '9') --slash;
-    running = slash ? atoi(slash) : 0;
+  ssize_t length = fd < 0 ? -1 : pread(fd, text, sizeof(text) - 1, 0);
+  if (length <= 0) return 0;
+  text[length] = 0;
+  char* end;
+  *ran += strtol(text, &end, 10); /* "on-core waiting timeslices" */
+  *waited += strtol(end, NULL, 10);
+  return 1;
+}
+
+/* Whether a co-running load takes cores from the pool, judged by the launching thread at most every
+ * SAMPLE_NS from how long the pool's threads (the caller and the workers) waited for a core against how long
+ * they ran since the last sample: beside a co-running process a spinning thread gets its core only for its
+ * share and loses it a time slice at a time while its part of a loop waits, whereas a thread woken from sleep
+ * gets its core back at once. One runnable thread more than cores makes each of ours wait 1/(threads + 1) of
+ * the time; contended from half that. Kernel threads that run now and then take a few percent; a count of
+ * runnable threads would take them for a load, as they queue for a core behind spinning threads. While
+ * contended no thread spins and nothing is sampled (threads that sleep between loops wait to be woken, which
+ * says nothing of a load); contention seen as soon as that ends doubles the time, up to MAX_CONTENDED_NS, so a
+ * lasting load costs few spinning tries. */
+static void sample_contention(long time) {
+  long until = atomic_load_explicit(&pool.contended_until_ns, memory_order_relaxed);
+  if (time < until) {
+    pool.sampled_by = 0;
+    return;
   }
+  if (pool.sampled_by != 0 && time - pool.sampled_ns < SAMPLE_NS) return;
+  long caller = syscall(SYS_gettid), ran = 0, waited = 0;
+  int self = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  int readable = add_schedstat(self, &ran, &waited);
+  if (self >= 0) close(self);
+  for (int id = 1; id < pool.threads; ++id) readable &= add_schedstat(pool.schedstat[id], &ran, &waited);
+  int compared = pool.sampled_by == caller;
+  long since = pool.sampled_ns, ran_since = ran - pool.ran_ns, waited_since = waited - pool.waited_ns;
+  pool.sampled_by = caller;
+  pool.sampled_ns = time;
+  pool.ran_ns = ran;
+  pool.waited_ns = waited;
   /* unreadable: as if contended, the safe side (waiting threads sleep at once) */
-  if (length > 0 && running <= pool.cores) return;
-  long until = pool.contended_until_ns;
-  pool.contended_ns = time < until + pool.contended_ns ? 2 * pool.contended_ns : CONTENDED_NS;
+  if (readable && (!compared || 2 * (pool.threads + 1) * waited_since < ran_since + waited_since)) return;
+  long doubled = 2 * pool.contended_ns;
+  pool.contended_ns = since - until < SAMPLE_NS && doubled > CONTENDED_NS ? doubled : CONTENDED_NS;
   if (pool.contended_ns > MAX_CONTENDED_NS) pool.contended_ns = MAX_CONTENDED_NS;
   atomic_store_explicit(&pool.contended_until_ns, time + pool.contended_ns, memory_order_relaxed);
 }
@@ -123,6 +149,7 @@ static void* worker(void* arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL); /* the process's signals go to its own threads */
   in_parallel_loop = 1;
+  atomic_store(&pool.schedstat[id], open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC));
   for (;;) {
     long deadline;
     int i = 0;
@@ -151,7 +178,11 @@ static int count_from(const char* variable) {
 
 static void forget_workers(void) {
   /* a forked child has no workers: the next launch starts its own */
+  for (int id = 1; id < pool.threads; ++id) {
+    if (pool.schedstat[id] >= 0) close(pool.schedstat[id]);
+  }
   pool.threads = 0;
+  pool.sampled_by = 0;
   atomic_store(&pool.sleeping_workers, 0);
   atomic_store(&pool.caller_sleeping, 0);
   pthread_mutex_init(&pool.launching, NULL);
@@ -167,8 +198,6 @@ static void start(void) {
   pool.spin_ns = (spin ? atol(spin) : DEFAULT_SPIN_US) * 1000L;
   static int fork_handler;
   if (!fork_handler) fork_handler = pthread_atfork(NULL, NULL, forget_workers) == 0;
-  pool.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (pool.loadavg < 0) pool.loadavg = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
   /* the workers run this file's code until the process ends: the library must stay mapped even where the
    * module loaded from it is freed */
   Dl_info self;
@@ -180,11 +209,16 @@ static void start(void) {
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    atomic_store(&pool.schedstat[id], NOT_OPEN_YET);
     int created = pthread_create(&thread, &attributes, worker, (void*)(intptr_t)id) == 0;
     pthread_attr_destroy(&attributes);
     if (!created) break;
     pthread_setname_np(thread, "tvm_dse-pool");
     pool.threads = id + 1;
+  }
+  /* the first sample reads every worker's */
+  for (int id = 1; id < pool.threads; ++id) {
+    while (atomic_load(&pool.schedstat[id]) == NOT_OPEN_YET) sched_yield();
   }
 }
 
